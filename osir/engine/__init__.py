@@ -1,0 +1,1 @@
+"""Training engine: accelerate-based trainer, checkpoints, EMA, logging, validation."""

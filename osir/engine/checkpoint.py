@@ -1,0 +1,115 @@
+"""Checkpoint files.
+
+Network weights are safetensors; training states (optimisers, schedulers, iteration) are torch
+files read back with ``weights_only=True``, so loading executes no pickled code.  Every write
+goes to a temporary file in the same folder and is renamed into place, so a crash mid-write
+never leaves a truncated checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the network; the message says what differs."""
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_network(module: nn.Module, path: str | Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp))
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a torch file (``weights_only=True``); unwraps the
+    ``params_ema`` / ``params`` / ``state_dict`` containers and a DDP ``module.`` prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: '{path}'")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise CheckpointError(f"cannot read '{path}' as a weights-only torch file: {err}") from None
+        for key in ("params_ema", "params", "state_dict"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"'{path}' does not hold a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def describe_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], limit: int = 5) -> str:
+    """'' if keys and shapes agree, else a short account of what differs."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(given[k].shape)} vs network {tuple(expected[k].shape)}"
+              for k in expected if k in given and given[k].shape != expected[k].shape]
+    parts = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{len(items)} {title}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def load_network(module: nn.Module, path: str | Path, strict: bool = True,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Load weights into ``module``; with ``strict`` any key or shape difference is refused with
+    a message saying what differs (without it, matching tensors load and the rest is reported)."""
+    state = read_state_dict(path) if state is None else state
+    expected = module.state_dict()
+    diff = describe_mismatch(expected, state)
+    if diff and strict:
+        raise CheckpointError(f"'{path}' does not fit {type(module).__name__}: {diff}")
+    usable = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    module.load_state_dict(usable, strict=False)
+
+
+def save_training_state(state: dict, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def latest_state(folder: str | Path) -> Path | None:
+    """The training state with the highest iteration in ``folder`` (``<iter>.state``)."""
+    folder = Path(folder)
+    states = [p for p in folder.glob("*.state") if re.fullmatch(r"\d+", p.stem)] if folder.is_dir() else []
+    return max(states, key=lambda p: int(p.stem)) if states else None
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

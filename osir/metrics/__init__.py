@@ -1,0 +1,1 @@
+"""The metric suite (backed by pyiqa, and basicsr's shipped NIQE parameters) and result tables."""

@@ -1,0 +1,160 @@
+"""The metric suite: one ``metrics:`` section of YAML, computed through pyiqa.
+
+Every entry records the settings that change its numbers (crop border, Y channel, colour space,
+weights file) so they can be written next to every result.  NIQE uses pyiqa's implementation
+with the pristine-model parameters that ship inside basicsr (``niqe_pris_params.npz``), so it
+works offline; other learned metrics take a local ``pretrained_model_path`` and fail with the
+missing file's name instead of trying to download.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+from osir.registry import METRICS
+
+
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """Round to 8 bits, as the image is saved, so scores match the written files."""
+    return (img.clamp(0, 1) * 255.0).round() / 255.0
+
+
+class Metric:
+    """A scorer ``(restored, gt) -> (B,) tensor`` plus its settings."""
+    lower_better = False
+    needs_gt = True
+
+    def __init__(self, **settings):
+        self.settings = settings
+        self.device = torch.device("cpu")
+
+    def to(self, device) -> "Metric":
+        self.device = torch.device(device)
+        return self
+
+    def __call__(self, restored: torch.Tensor, gt: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _pyiqa_metric(name: str, device, **kwargs):
+    import pyiqa
+    return pyiqa.create_metric(name, as_loss=False, device=device, **kwargs)
+
+
+class PyiqaMetric(Metric):
+    """Any pyiqa metric by name, created once per device."""
+
+    def __init__(self, metric: str, **kwargs):
+        super().__init__(metric=metric, **kwargs)
+        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+        if metric not in DEFAULT_CONFIGS:
+            from osir.registry import nearest
+            raise ValueError(f"unknown pyiqa metric '{metric}'{nearest(metric, DEFAULT_CONFIGS)}")
+        path = kwargs.get("pretrained_model_path")
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"metric '{metric}': weights file not found: '{path}'")
+        self._kwargs = kwargs
+        self._net = None
+        self.lower_better = bool(DEFAULT_CONFIGS[metric].get("lower_better", False))
+        self.needs_gt = DEFAULT_CONFIGS[metric]["metric_mode"] == "FR"
+
+    def _build(self):
+        if self._net is None:
+            try:
+                self._net = _pyiqa_metric(self.settings["metric"], self.device, **self._kwargs)
+            except OSError as err:  # pyiqa tried to download weights: no network here
+                raise RuntimeError(
+                    f"metric '{self.settings['metric']}' needs weights that are not on this machine; set "
+                    f"pretrained_model_path to a local file ({err})") from None
+        return self._net
+
+    def __call__(self, restored, gt):
+        net = self._build()
+        with torch.no_grad():
+            score = net(restored.to(self.device), gt.to(self.device)) if self.needs_gt else net(restored.to(self.device))
+        return score.reshape(-1).double().cpu()
+
+
+@METRICS.register(name="psnr")
+def psnr(crop_border: int = 0, test_y_channel: bool = False, color_space: Literal["ycbcr", "yiq"] = "ycbcr"):
+    """PSNR (pyiqa), on RGB or on the Y channel of ITU-R BT.601 YCbCr."""
+    return PyiqaMetric("psnr", crop_border=crop_border, test_y_channel=test_y_channel, color_space=color_space)
+
+
+@METRICS.register(name="ssim")
+def ssim(crop_border: int = 0, test_y_channel: bool = False, color_space: Literal["ycbcr", "yiq"] = "ycbcr"):
+    """SSIM (pyiqa; Wang et al. 2004 with the MATLAB Gaussian window)."""
+    return PyiqaMetric("ssim", crop_border=crop_border, test_y_channel=test_y_channel, color_space=color_space)
+
+
+@METRICS.register(name="lpips")
+def lpips(pretrained_model_path: str, net: Literal["alex", "vgg"] = "alex", version: str = "0.1"):
+    """LPIPS (Zhang et al. 2018) through pyiqa, from a local pyiqa LPIPS checkpoint holding both the
+    backbone and the linear layers (so nothing is downloaded)."""
+    return PyiqaMetric("lpips" if net == "alex" else "lpips-vgg", pretrained_model_path=pretrained_model_path,
+                       net=net, version=version, pnet_rand=True)
+
+
+@METRICS.register(name="pyiqa")
+def any_pyiqa(metric: str, pretrained_model_path: Optional[str] = None, options: dict = {}):  # noqa: B006
+    """Any other pyiqa metric (MUSIQ, MANIQA, CLIPIQA, DISTS, ...) by name, with a local weights file."""
+    kwargs = dict(options)
+    if pretrained_model_path is not None:
+        kwargs["pretrained_model_path"] = pretrained_model_path
+    return PyiqaMetric(metric, **kwargs)
+
+
+class NIQE(Metric):
+    """NIQE (Mittal et al. 2013) by pyiqa's implementation with basicsr's shipped MATLAB
+    pristine-model parameters; no download.  Lower is better; needs no GT."""
+    lower_better = True
+    needs_gt = False
+
+    def __init__(self, crop_border: int = 0, color_space: Literal["yiq", "ycbcr"] = "yiq"):
+        super().__init__(metric="niqe", crop_border=crop_border, test_y_channel=True, color_space=color_space,
+                         parameters="basicsr/metrics/niqe_pris_params.npz")
+        from osir._compat import basicsr
+        params = np.load(os.path.join(os.path.dirname(basicsr.__file__), "metrics", "niqe_pris_params.npz"))
+        self.mu = torch.from_numpy(np.ravel(params["mu_pris_param"]))
+        self.cov = torch.from_numpy(params["cov_pris_param"])
+
+    def __call__(self, restored, gt=None):
+        from pyiqa.archs.niqe_arch import calculate_niqe
+        with torch.no_grad():
+            score = calculate_niqe(restored.to(self.device), self.settings["crop_border"], True,
+                                   self.settings["color_space"], self.mu, self.cov)
+        return score.reshape(-1).double().cpu()
+
+
+METRICS.register(NIQE, name="niqe")
+
+
+class MetricSuite:
+    """The metrics of one ``metrics:`` section, built from the registry."""
+
+    def __init__(self, specs: dict[str, dict], device="cpu"):
+        self.metrics: dict[str, Metric] = {name: METRICS.build(spec, f"metrics.{name}").to(device)
+                                           for name, spec in specs.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics)
+
+    def score(self, restored: torch.Tensor, gt: torch.Tensor | None) -> dict[str, list[float]]:
+        """Scores of a batch (restored quantised to 8 bits); metrics that need a GT are skipped
+        when there is none."""
+        restored = quantize(restored.float())
+        gt = None if gt is None else gt.float().clamp(0, 1)
+        out = {}
+        for name, metric in self.metrics.items():
+            if metric.needs_gt and gt is None:
+                continue
+            out[name] = metric(restored, gt).tolist()
+        return out
+
+    def settings(self) -> dict[str, dict]:
+        return {name: {"type": type(m).__name__, "lower_better": m.lower_better, **m.settings}
+                for name, m in self.metrics.items()}

@@ -1,0 +1,322 @@
+"""YAML options: ``_base_`` includes, ``--set key.path=value`` overrides and validation.
+
+One definition gives validation, defaults and documentation: the top-level sections are the
+dataclasses below, and every ``type:`` section is checked against the signature (names, type
+hints, defaults) of the registered class it names.  Validation runs before any work starts and
+fails with the key path and the nearest valid key.  Leaf type checks use pydantic.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import pydantic
+import yaml
+
+from osir.registry import (DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
+                           Registry, load_builtin, nearest)
+
+
+@dataclass(frozen=True)
+class Component:
+    """Annotation marker: the value is ``{type: <name in registry>, **constructor kwargs}``.
+
+    ``extra`` is a dataclass whose fields are also allowed in the same mapping (for example the
+    loader keys ``batch_size``/``num_workers`` next to a dataset's own arguments)."""
+    registry: Registry
+    extra: Any = None
+
+
+def component(registry: Registry, extra: Any = None):
+    return Annotated[dict, Component(registry, extra)]
+
+
+# ----------------------------------------------------------------------------- schema
+@dataclass
+class LoaderOptions:
+    """Data-loader settings that sit next to a dataset's own arguments."""
+    batch_size: int = 1          # per process
+    num_workers: int = 0         # per process
+    shuffle: bool = True         # training loaders only
+
+
+@dataclass
+class TrainOptions:
+    total_iter: int                                                  # optimiser updates
+    optimizers: dict[str, component(OPTIMIZERS)] = field(default_factory=dict)  # network name -> optimiser
+    scheduler: Optional[component(SCHEDULERS)] = None
+    ema_decay: Optional[float] = 0.999                               # null: no EMA
+    grad_clip: Optional[float] = None                                # max gradient norm
+    grad_accum_steps: int = 1
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+@dataclass
+class ValOptions:
+    freq: int = 5000             # validate every N iterations (and at the end)
+    save_images: bool = True
+    max_images: Optional[int] = None
+
+
+@dataclass
+class LoggerOptions:
+    print_freq: int = 100
+    checkpoint_freq: int = 5000
+    tensorboard: bool = True
+    keep_checkpoints: Optional[int] = None   # keep only the newest N (null: all)
+    progress_bar: bool = True
+
+
+@dataclass
+class PathOptions:
+    pretrained: dict[str, str] = field(default_factory=dict)   # network name -> weights file
+    strict_load: bool = True
+    resume_state: Optional[str] = None                          # a training_states/*.state file
+    experiments_root: str = "experiments"
+    results_root: str = "results"
+    tb_logger_root: str = "tb_logger"
+
+
+@dataclass
+class TileOptions:
+    size: Optional[int] = None   # restore images larger than this (LQ pixels) tile by tile
+    overlap: int = 32
+
+
+@dataclass
+class Options:
+    name: str
+    method: component(METHODS)
+    seed: int = 0
+    imports: list[str] = field(default_factory=list)       # extra modules that register entries
+    datasets: dict[str, component(DATASETS, LoaderOptions)] = field(default_factory=dict)
+    train: Optional[TrainOptions] = None
+    val: ValOptions = field(default_factory=ValOptions)
+    metrics: dict[str, component(METRICS)] = field(default_factory=dict)
+    logger: LoggerOptions = field(default_factory=LoggerOptions)
+    path: PathOptions = field(default_factory=PathOptions)
+    tile: TileOptions = field(default_factory=TileOptions)
+
+
+# ----------------------------------------------------------------------------- validation
+_MISSING = inspect.Parameter.empty
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(annotation):
+    try:
+        return pydantic.TypeAdapter(annotation)
+    except Exception:  # an annotation pydantic cannot check (a tensor type, say): accept
+        return None
+
+
+def _params_of(obj) -> tuple[dict[str, tuple[Any, Any]], bool]:
+    """{name: (annotation, default)} of a class's constructor or a function; and **kwargs?"""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    sig = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:
+        hints = {}
+    params, var_kw = {}, False
+    for i, (name, p) in enumerate(sig.parameters.items()):
+        if inspect.isclass(obj) and i == 0:
+            continue  # self
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind is not p.VAR_POSITIONAL:
+            params[name] = (hints.get(name, Any), p.default)
+    return params, var_kw
+
+
+def _dataclass_params(cls) -> dict[str, tuple[Any, Any]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = _MISSING
+        out[f.name] = (hints[f.name], default)
+    return out
+
+
+def _plain(value):
+    """A default worth writing into the resolved options (YAML-safe), else None."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return True
+    if isinstance(value, (list, dict)):
+        return all(_plain(v) for v in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def _check_mapping(value, params, path, allow_extra=False, skip=()):
+    if not isinstance(value, dict):
+        raise OptionsError(f"{path or 'options'}: expected a mapping, got {type(value).__name__} {value!r}")
+    out = {}
+    for key, item in value.items():
+        if key in skip:
+            out[key] = item
+            continue
+        if key not in params:
+            if allow_extra:
+                out[key] = item
+                continue
+            raise OptionsError(f"{_join(path, key)}: unknown key{nearest(key, params)}; "
+                               f"allowed: {', '.join(params) or '(none)'}")
+        out[key] = validate(item, params[key][0], _join(path, key))
+    for key, (annotation, default) in params.items():
+        if key in out:
+            continue
+        if default is _MISSING:
+            raise OptionsError(f"{_join(path, key)}: missing required value")
+        if dataclasses.is_dataclass(default):
+            out[key] = validate(dataclasses.asdict(default), annotation, _join(path, key))
+        elif _plain(default):
+            out[key] = copy.deepcopy(default)
+    return out
+
+
+def validate(value, annotation, path: str = ""):
+    """Check ``value`` against ``annotation``; return it with defaults filled in."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *meta = typing.get_args(annotation)
+        marker = next((m for m in meta if isinstance(m, Component)), None)
+        if marker is None:
+            return validate(value, base, path)
+        if not isinstance(value, dict) or "type" not in value:
+            raise OptionsError(f"{path}: expected a mapping with 'type: <{marker.registry.kind}>'; "
+                               f"registered: {', '.join(marker.registry.names())}")
+        entry = marker.registry.get(value["type"], _join(path, "type"))
+        params, var_kw = _params_of(entry)
+        params = {k: v for k, v in params.items() if k not in marker.registry.provided}
+        if marker.extra is not None:
+            params = {**_dataclass_params(marker.extra), **params}
+        return _check_mapping(value, params, path, allow_extra=var_kw, skip=("type",))
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return validate(value, rest[0], path)
+    if dataclasses.is_dataclass(annotation):
+        return _check_mapping(value, _dataclass_params(annotation), path)
+    if origin is dict and isinstance(value, dict):
+        _, item_type = typing.get_args(annotation) or (Any, Any)
+        return {k: validate(v, item_type, _join(path, k)) for k, v in value.items()}
+    if origin is list and isinstance(value, list):
+        (item_type,) = typing.get_args(annotation) or (Any,)
+        return [validate(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+    if annotation is Any or annotation is _MISSING:
+        return value
+    adapter = _adapter(annotation)
+    if adapter is not None:
+        try:
+            adapter.validate_python(value)
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            raise OptionsError(f"{path}: {value!r} is not a valid {_type_name(annotation)} "
+                               f"({first['msg']})") from None
+    return value
+
+
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "value; allowed: " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+# ----------------------------------------------------------------------------- loading
+def _deep_merge(base: dict, child: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and "type" not in value:
+            out[key] = _deep_merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and value.get("type") == out[key].get("type"):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a YAML options file, resolving ``_base_`` (a path relative to the file) recursively."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise OptionsError(f"{path}: _base_ includes itself ({' -> '.join(map(str, _seen))})")
+    if not path.is_file():
+        raise OptionsError(f"options file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise OptionsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise OptionsError(f"{path}: the top level must be a mapping")
+    bases = data.pop("_base_", None)
+    if bases is None:
+        return data
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _deep_merge(merged, read_yaml(path.parent / base, _seen + (path,)))
+    return _deep_merge(merged, data)
+
+
+def apply_overrides(opt: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` strings; the value is parsed as YAML (so 2 is an int, [1, 2] a list)."""
+    opt = copy.deepcopy(opt)
+    for item in overrides or []:
+        if "=" not in item:
+            raise OptionsError(f"--set expects key.path=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise OptionsError(f"--set: bad key path '{key}' in '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise OptionsError(f"--set {key}: cannot parse value '{raw}': {err}") from None
+        node = opt
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise OptionsError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return opt
+
+
+def load_options(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """Read, override and validate an options file; return the resolved options (a plain dict)."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    load_builtin()
+    for module in raw.get("imports") or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise OptionsError(f"imports: cannot import '{module}': {err}") from None
+    return validate(raw, Options)
+
+
+def dump_options(opt: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(opt, f, sort_keys=False)

@@ -1,0 +1,44 @@
+"""Train a method from an options file.
+
+    python osir/train.py -opt options/irsde.yml [--auto_resume] [--set key.path=value ...]
+    torchrun --nproc_per_node 2 osir/train.py -opt ...      # or: accelerate launch osir/train.py -opt ...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from osir.registry import OptionsError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="osir/train.py", description="Train an osir method.")
+    parser.add_argument("-opt", "--opt", required=True, help="YAML options file")
+    parser.add_argument("--auto_resume", action="store_true",
+                        help="resume from the newest training state of this experiment, if any")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE",
+                        help="override options, e.g. --set train.total_iter=1000 datasets.train.batch_size=2")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from osir.engine.trainer import Trainer
+    from osir.options import load_options
+    try:
+        opt = load_options(args.opt, args.set)
+        trainer = Trainer(opt, auto_resume=args.auto_resume)
+    except OptionsError as err:
+        print(f"osir: options error: {err}", file=sys.stderr)
+        return 2
+    results = trainer.train()
+    if trainer.accelerator.is_main_process:
+        for set_name, summary in results["val"].items():
+            for metric, values in summary.items():
+                before = f"input {values['input']:.2f} -> " if "input" in values else ""
+                print(f"[{set_name}] {metric}: {before}restored {values['restored']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny image folders and option files written to a temporary directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def write_images(folder: Path, count: int = 3, size=(40, 48), seed: int = 0, scale: int = 1, lq_folder=None):
+    """Smooth random RGB images (and optional ×scale downsampled partners)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        small = rng.integers(0, 256, (size[0] // 8, size[1] // 8, 3)).astype(np.uint8)
+        img = cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f"img{i}.png"), img)
+        if lq_folder is not None:
+            lq_folder.mkdir(parents=True, exist_ok=True)
+            lq = cv2.resize(img, (size[1] // scale, size[0] // scale), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(lq_folder / f"img{i}.png"), lq)
+    return folder
+
+
+def tiny_options(root: Path, **overrides) -> dict:
+    """A tiny IR-SDE denoising experiment on synthetic images under ``root``."""
+    gt = write_images(root / "gt", 4, (32, 32))
+    opt = {
+        "name": "tiny",
+        "seed": 3,
+        "method": {"type": "IRSDE", "max_sigma": 25, "T": 20, "sample_steps": 4,
+                   "network": {"type": "ConditionalUNet", "nf": 4, "depth": 2, "attn_levels": [2]}},
+        "datasets": {
+            "train": {"type": "SyntheticPairDataset", "dataroot_gt": str(gt), "gt_size": 16,
+                      "degradation": {"type": "GaussianNoise", "sigma": 25}, "batch_size": 2, "use_flip": True},
+            "val": {"type": "SyntheticPairDataset", "dataroot_gt": str(gt), "max_images": None,
+                    "degradation": {"type": "GaussianNoise", "sigma": 25}} ,
+        },
+        "train": {"total_iter": 6, "optimizers": {"g": {"type": "Adam", "lr": 1e-3}}, "ema_decay": 0.9},
+        "val": {"freq": 3, "max_images": 1},
+        "metrics": {"psnr": {"type": "psnr"}},
+        "logger": {"print_freq": 2, "checkpoint_freq": 3, "tensorboard": False, "progress_bar": False},
+        "path": {"experiments_root": str(root / "experiments"), "results_root": str(root / "results"),
+                 "tb_logger_root": str(root / "tb_logger")},
+    }
+    del opt["datasets"]["val"]["max_images"]
+    for key, value in overrides.items():
+        node = opt
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return opt
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return tiny_options(tmp_path)
