@@ -97,7 +97,7 @@ class Options:
     method: component(METHODS)
     seed: int = 0
     imports: list[str] = field(default_factory=list)       # extra modules that register entries
-    datasets: dict[str, component(DATASETS, LoaderOptions)] = field(default_factory=dict)
+    datasets: dict[str, Optional[component(DATASETS, LoaderOptions)]] = field(default_factory=dict)  # null: drop
     train: Optional[TrainOptions] = None
     val: ValOptions = field(default_factory=ValOptions)
     metrics: dict[str, component(METRICS)] = field(default_factory=dict)
@@ -228,11 +228,15 @@ def validate(value, annotation, path: str = ""):
     adapter = _adapter(annotation)
     if adapter is not None:
         try:
-            adapter.validate_python(value)
+            converted = adapter.validate_python(value)
         except pydantic.ValidationError as err:
             first = err.errors()[0]
             raise OptionsError(f"{path}: {value!r} is not a valid {_type_name(annotation)} "
                                f"({first['msg']})") from None
+        if isinstance(converted, tuple):
+            converted = list(converted)
+        # keep the typed value (YAML reads '1e-4' as a string; a float option gets the float)
+        return converted if _plain(converted) else value
     return value
 
 
@@ -313,7 +317,9 @@ def load_options(path: str | Path, overrides: list[str] | None = None) -> dict:
             importlib.import_module(module)
         except ImportError as err:
             raise OptionsError(f"imports: cannot import '{module}': {err}") from None
-    return validate(raw, Options)
+    opt = validate(raw, Options)
+    opt["datasets"] = {k: v for k, v in opt["datasets"].items() if v is not None}   # null removes a base's set
+    return opt
 
 
 def dump_options(opt: dict, path: str | Path) -> None:

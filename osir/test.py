@@ -26,6 +26,10 @@ def run(opt: dict) -> dict[str, dict]:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     method = build_method(opt)
+    missing = [name for name in method.networks if name not in opt["path"]["pretrained"]]
+    if missing:
+        print(f"warning: no weights for network(s) {', '.join(missing)} (path.pretrained): they keep their "
+              "initial weights", file=sys.stderr)
     for net in method.networks.values():
         net.to(device).eval()
     metrics = MetricSuite(opt["metrics"], device)

@@ -94,3 +94,10 @@ def test_shipped_option_files_validate():
     for path in files:
         if "degradations" not in path.parts:
             load_options(path)
+
+
+def test_yaml_exponent_strings_become_floats(tmp_path):
+    """YAML 1.1 reads 2e-3 (no dot) as a string; a float option still gets a float."""
+    opt = load(tmp_path, tiny_options(tmp_path), ["train.optimizers.g.lr=2e-3", "method.max_sigma=25"])
+    assert opt["train"]["optimizers"]["g"]["lr"] == 2e-3 and isinstance(opt["train"]["optimizers"]["g"]["lr"], float)
+    assert isinstance(opt["method"]["max_sigma"], float)

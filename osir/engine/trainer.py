@@ -68,7 +68,7 @@ class Trainer:
     def __init__(self, opt: dict, auto_resume: bool = False):
         if opt.get("train") is None:
             raise OptionsError("train: missing required section for training")
-        if "train" not in opt["datasets"]:
+        if opt["datasets"].get("train") is None:
             raise OptionsError("datasets.train: missing required dataset for training")
         self.opt, tr = opt, opt["train"]
         self.accelerator = acc = Accelerator(mixed_precision=tr["mixed_precision"],

@@ -1,0 +1,79 @@
+"""Sampler overhead: time of N-step sampling / (N x one network forward), same network, same run.
+
+    python benchmarks/sampler_overhead.py [--size 128] [--steps 20] [--nf 16] [--depth 3] [--device cpu]
+
+Target: <= 1.03 for every sampler.  Prints a table and writes benchmarks/results/sampler_overhead.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from osir.methods.irsde import ConditionalUNet
+from osir.diffusion import MeanRevertingSDE
+from osir.registry import SAMPLERS
+
+
+def timed(fn, repeats: int, device) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--nf", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "sampler_overhead.json"))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    net = ConditionalUNet(nf=args.nf, depth=args.depth, attn_levels=[args.depth]).to(device).eval()
+    sde = MeanRevertingSDE(10 / 255, T=100)
+    mu = torch.rand(1, 3, args.size, args.size, device=device)
+    x = sde.prior_sample(mu)
+    timesteps = sde.timesteps(args.steps)
+
+    def model(x_, mu_, t):
+        return net(x_, mu_, t)
+
+    def forwards():
+        with torch.no_grad():
+            for t in timesteps[:-1]:
+                model(x, mu, t)
+
+    forwards()  # warm-up
+    forward_time = timed(forwards, args.repeats, device) / args.steps
+    rows = []
+    for name in ("posterior", "sde", "ode"):
+        sampler = SAMPLERS.get(name)
+        run = lambda: sampler(model, x, mu, sde, timesteps, torch.Generator(device=device).manual_seed(0))  # noqa: E731
+        run()
+        total = timed(run, args.repeats, device)
+        rows.append({"sampler": name, "steps": args.steps, "sampling_s": total, "forward_s": forward_time,
+                     "overhead_ratio": total / (args.steps * forward_time)})
+    print(f"device {device}, image {args.size}^2, ConditionalUNet nf {args.nf} depth {args.depth}, {args.steps} steps")
+    print(f"{'sampler':<10} {'sampling s':>11} {'N x forward s':>14} {'ratio':>7}")
+    for r in rows:
+        print(f"{r['sampler']:<10} {r['sampling_s']:>11.4f} {r['steps'] * r['forward_s']:>14.4f} {r['overhead_ratio']:>7.3f}")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({"device": str(device), "args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""IR-SDE network, official checkpoint layout, training step and restoration."""
+import json
+
+import pytest
+import torch
+
+from osir.engine.checkpoint import CheckpointError
+from osir.methods.irsde import IRSDE, ConditionalUNet
+from tests.conftest import SHARED
+
+LAYOUT = SHARED / "checkpoints" / "irsde_conditional_unet_nf64_depth4.json"
+
+
+@pytest.mark.skipif(not LAYOUT.exists(), reason="shared/checkpoints not available")
+def test_official_layout_keys_shapes_and_parameter_count():
+    ref = json.loads(LAYOUT.read_text())
+    net = ConditionalUNet(**ref["constructor"])
+    state = net.state_dict()
+    assert {k: list(v.shape) for k, v in state.items()} == ref["keys"]
+    assert sum(p.numel() for p in net.parameters()) == ref["num_parameters"]
+
+
+def tiny_method(**kw):
+    spec = {"type": "ConditionalUNet", "nf": 4, "depth": 2}
+    return IRSDE(network=spec, max_sigma=25, T=20, sample_steps=5, **kw)
+
+
+def test_official_pth_round_trip_and_refusal(tmp_path):
+    """A plain state dict saved as the official *.pth loads through the method's loader and computes
+    the same function; one with other keys or shapes is refused, naming what differs."""
+    torch.manual_seed(0)
+    source = ConditionalUNet(nf=4, depth=2)
+    torch.save(source.state_dict(), tmp_path / "official.pth")
+    method = tiny_method()
+    method.load_pretrained("g", str(tmp_path / "official.pth"))
+    x, mu = torch.rand(1, 3, 13, 11), torch.rand(1, 3, 13, 11)
+    assert torch.equal(method.networks["g"](x, mu, 7), source(x, mu, 7))
+    bad = dict(source.state_dict())
+    bad["final_conv.weight"] = torch.zeros(3, 4, 5, 5)
+    del bad["init_conv.weight"]
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"1 missing keys: init_conv\.weight; 1 shape mismatches: final_conv\.weight: "
+                                              r"checkpoint \(3, 4, 5, 5\) vs network \(3, 4, 3, 3\)"):
+        tiny_method().load_pretrained("g", str(tmp_path / "bad.pth"))
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pwned')",))
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        tiny_method().load_pretrained("g", str(tmp_path / "evil.pth"))
+
+
+def test_network_pads_to_its_multiple_and_crops_back():
+    net = ConditionalUNet(nf=4, depth=3, attn_levels=[0, 3])
+    out = net(torch.rand(2, 3, 17, 9), torch.rand(2, 3, 17, 9), torch.tensor([3, 5]))
+    assert out.shape == (2, 3, 17, 9) and net.size_multiple == 4
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch():
+    from accelerate import Accelerator
+    torch.manual_seed(0)
+    method = IRSDE(network={"type": "ConditionalUNet", "nf": 8, "depth": 2}, max_sigma=25, T=20)
+    net = method.networks["g"]
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    method.attach(Accelerator(cpu=True), {"g": opt})
+    gt = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 4), size=16, mode="bilinear")   # smooth images
+    batch = {"gt": gt, "lq": gt + 0.1 * torch.randn_like(gt)}
+
+    def eval_loss():
+        torch.manual_seed(123)   # the same t and noise as the training steps: a fixed batch
+        with torch.no_grad():
+            return float(method.matching_loss(net, batch["gt"], batch["lq"]))
+
+    before = eval_loss()
+    for _ in range(100):
+        torch.manual_seed(123)
+        logged = method.training_step(batch)["l_ml"]
+    assert eval_loss() < 0.5 * before and logged < before
+
+
+def test_restore_is_seeded_and_upscales_mu():
+    method = tiny_method(upscale=2)
+    lq = torch.rand(1, 3, 8, 8)
+    a = method.restore(lq, generator=torch.Generator().manual_seed(1))
+    b = method.restore(lq, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (1, 3, 16, 16) and torch.equal(a, b)
