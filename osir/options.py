@@ -57,6 +57,7 @@ class TrainOptions:
     grad_clip: Optional[float] = None                                # max gradient norm
     grad_accum_steps: int = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    force_cpu: bool = False                                          # train on the CPU even with a GPU
 
 
 @dataclass

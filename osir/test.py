@@ -24,7 +24,7 @@ def run(opt: dict) -> dict[str, dict]:
     from osir.metrics.results import format_table, provenance, write_results
     from osir.metrics.suite import MetricSuite
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
     method = build_method(opt)
     missing = [name for name in method.networks if name not in opt["path"]["pretrained"]]
     if missing:

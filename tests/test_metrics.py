@@ -41,7 +41,7 @@ def test_suite_agrees_with_pyiqa_called_directly():
     ours = suite.score(sr, hr)
     assert ours["psnr"][0] == pytest.approx(float(pyiqa.create_metric("psnr", crop_border=4, device="cpu")(sr, hr)), abs=1e-9)
     assert ours["ssim"][0] == pytest.approx(
-        float(pyiqa.create_metric("ssim", test_y_channel=True, device="cpu")(sr, hr)), abs=1e-9)
+        float(pyiqa.create_metric("ssim", test_y_channel=True, color_space="ycbcr", device="cpu")(sr, hr)), abs=1e-9)
 
 
 def test_niqe_agrees_with_basicsr_parameters_through_pyiqa():
@@ -61,24 +61,38 @@ def test_niqe_agrees_with_basicsr_parameters_through_pyiqa():
 
 def test_learned_metric_without_weights_names_the_missing_file(tmp_path):
     from osir.registry import METRICS
+    backbone = tmp_path / "alexnet-owt-7be5be79.pth"
+    backbone.write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"weights file not found: '.*lpips_alex\.pth'"):
-        MetricSuite({"lpips": {"type": "lpips", "pretrained_model_path": str(tmp_path / "lpips_alex.pth")}})
+        MetricSuite({"lpips": {"type": "lpips", "pretrained_model_path": str(tmp_path / "lpips_alex.pth"),
+                               "backbone_path": str(backbone)}})
+    with pytest.raises(FileNotFoundError, match=r"backbone weights file not found: '.*alexnet\.pth'"):
+        MetricSuite({"lpips": {"type": "lpips", "pretrained_model_path": str(backbone),
+                               "backbone_path": str(tmp_path / "alexnet.pth")}})
     with pytest.raises(ValueError, match=r"unknown pyiqa metric 'musiqq' \(did you mean 'musiq'\?\)"):
         METRICS.get("pyiqa")(metric="musiqq")
 
 
-def test_lpips_loads_a_local_checkpoint_in_pyiqa_format(tmp_path):
-    """A randomly initialised LPIPS saved as a state dict loads through the suite and scores as pyiqa does."""
+def test_lpips_from_local_files_scores_as_pyiqa_does(tmp_path):
+    """Random AlexNet (torchvision format) and random LPIPS layers (pyiqa format) load through the suite,
+    offline, and score exactly as pyiqa's LPIPS built from the same files."""
+    import torchvision
     from pyiqa.archs.lpips_arch import LPIPS
+    from osir.metrics.suite import _torchvision_weights
     torch.manual_seed(0)
-    net = LPIPS(pretrained=False, pnet_rand=True, net="alex")
-    torch.save(net.state_dict(), tmp_path / "lpips_alex.pth")
+    torch.save(torchvision.models.alexnet().state_dict(), tmp_path / "alexnet.pth")
+    with _torchvision_weights("alex", str(tmp_path / "alexnet.pth")):
+        net = LPIPS(pretrained=False, net="alex")
+        for p in net.parameters():
+            p.data.uniform_(0, 0.1)
+        torch.save(net.state_dict(), tmp_path / "lpips_alex.pth")
+        reference = LPIPS(pretrained_model_path=str(tmp_path / "lpips_alex.pth"), net="alex").eval()
     a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    suite = MetricSuite({"lpips": {"type": "lpips", "pretrained_model_path": str(tmp_path / "lpips_alex.pth"),
+                                   "backbone_path": str(tmp_path / "alexnet.pth")}})
     b8 = (b * 255).round() / 255
-    suite = MetricSuite({"lpips": {"type": "lpips", "pretrained_model_path": str(tmp_path / "lpips_alex.pth")}})
-    reference = LPIPS(pretrained=True, pnet_rand=True, net="alex", pretrained_model_path=str(tmp_path / "lpips_alex.pth")).eval()
-    expected = float(reference(b8, a.clamp(0, 1)))
-    assert suite.score(b, a)["lpips"][0] == pytest.approx(expected, rel=1e-5)
+    expected = float(reference(b8, a))
+    assert expected > 0 and suite.score(b, a)["lpips"][0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_score_folder_command(tmp_path, capsys):

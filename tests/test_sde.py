@@ -20,11 +20,11 @@ def test_dt_makes_terminal_mean_eps(sde):
 
 
 def test_marginals_match_monte_carlo_simulation(sde):
-    """Simulate dx = theta (mu - x) dt + sigma dw with 5 Euler-Maruyama sub-steps per step."""
+    """Simulate dx = theta (mu - x) dt + sigma dw with 20 Euler-Maruyama sub-steps per step."""
     torch.manual_seed(0)
-    n, x0, mu = 100_000, 0.8, 0.2
+    n, x0, mu = 20_000, 0.8, 0.2
     x = torch.full((n,), x0, dtype=torch.float64)
-    sub = 5
+    sub = 20
     for t in range(1, 61):
         theta_dt = (float(sde.theta_bar[t]) - float(sde.theta_bar[t - 1])) / sub
         for _ in range(sub):
@@ -32,7 +32,7 @@ def test_marginals_match_monte_carlo_simulation(sde):
     t = 60
     mean = sde.mean(torch.tensor(x0), torch.tensor(mu), t)
     assert float(x.mean()) == pytest.approx(float(mean), abs=4 * sde.lam / math.sqrt(n) + 1e-4)
-    assert float(x.std()) == pytest.approx(sde.std(t), rel=0.015)
+    assert float(x.std()) == pytest.approx(sde.std(t), rel=0.025)
 
 
 def test_posterior_at_first_step_returns_x0(sde):
@@ -92,3 +92,21 @@ def test_bad_timesteps_are_refused():
         sde.timesteps(11)
     with pytest.raises(ValueError, match="decrease strictly"):
         sample_posterior(lambda x, m, t: x, torch.zeros(1), torch.zeros(1), sde, [10, 5, 5, 0])
+
+
+def test_posterior_extras_eta_zero_is_deterministic_and_clip_bounds_x0():
+    sde = MeanRevertingSDE(max_sigma=25 / 255, T=50, eps=0.05)
+    x0, mu = torch.rand(1, 3, 8, 8, dtype=torch.float64), torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    oracle = lambda x, mu_, t: (x - sde.mean(x0, mu_, t)) / sde.std(t)  # noqa: E731
+    start = sde.prior_sample(mu, torch.Generator().manual_seed(0))
+    ts = sde.timesteps(5)
+    a = sample_posterior(oracle, start, mu, sde, ts, torch.Generator().manual_seed(1), eta=0.0)
+    b = sample_posterior(oracle, start, mu, sde, ts, torch.Generator().manual_seed(2), eta=0.0)
+    assert torch.equal(a, b) and torch.allclose(a, x0, atol=1e-6)
+    seen = []
+    wild = lambda x, mu_, t: torch.full_like(x, 50.0)  # noqa: E731  (a wildly wrong network)
+    sample_posterior(wild, start, mu, sde, ts, clip_denoised=(0.0, 1.0), eta=0.0,
+                     callback=lambda i, t, x: seen.append(float(x.abs().max())))
+    unclipped = []
+    sample_posterior(wild, start, mu, sde, ts, eta=0.0, callback=lambda i, t, x: unclipped.append(float(x.abs().max())))
+    assert max(seen) < 1.5 and max(unclipped) > 5.0

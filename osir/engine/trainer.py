@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -71,7 +72,9 @@ class Trainer:
         if opt["datasets"].get("train") is None:
             raise OptionsError("datasets.train: missing required dataset for training")
         self.opt, tr = opt, opt["train"]
-        self.accelerator = acc = Accelerator(mixed_precision=tr["mixed_precision"],
+        # accelerate only sets up multi-process CPU training (gloo) when told it runs on the CPU
+        on_cpu = tr["force_cpu"] or not torch.accelerator.is_available()
+        self.accelerator = acc = Accelerator(cpu=on_cpu, mixed_precision=tr["mixed_precision"],
                                              gradient_accumulation_steps=tr["grad_accum_steps"])
         name, paths = opt["name"], opt["path"]
         self.exp_dir = Path(paths["experiments_root"]) / name
@@ -92,7 +95,8 @@ class Trainer:
         self.tb = TensorboardWriter(Path(paths["tb_logger_root"]) / name
                                     if opt["logger"]["tensorboard"] and acc.is_main_process else None)
 
-        # method, optimisers, schedulers, EMA
+        # method, optimisers, schedulers, EMA (initial weights from the run seed, equal on every process)
+        set_seed(opt["seed"])
         self.method = method = build_method(opt)
         if not tr["optimizers"]:
             raise OptionsError(f"train.optimizers: name an optimiser for at least one network: {', '.join(method.networks)}")

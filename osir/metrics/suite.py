@@ -8,7 +8,9 @@ missing file's name instead of trying to download.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -91,12 +93,47 @@ def ssim(crop_border: int = 0, test_y_channel: bool = False, color_space: Litera
     return PyiqaMetric("ssim", crop_border=crop_border, test_y_channel=test_y_channel, color_space=color_space)
 
 
-@METRICS.register(name="lpips")
-def lpips(pretrained_model_path: str, net: Literal["alex", "vgg"] = "alex", version: str = "0.1"):
-    """LPIPS (Zhang et al. 2018) through pyiqa, from a local pyiqa LPIPS checkpoint holding both the
-    backbone and the linear layers (so nothing is downloaded)."""
-    return PyiqaMetric("lpips" if net == "alex" else "lpips-vgg", pretrained_model_path=pretrained_model_path,
-                       net=net, version=version, pnet_rand=True)
+@contextlib.contextmanager
+def _torchvision_weights(backbone: str, path: str | None):
+    """Serve a local torchvision ImageNet weights file to code that asks torchvision for it:
+    pyiqa's LPIPS backbones always call e.g. ``alexnet(weights='IMAGENET1K_V1')``, which would
+    download.  A temporary torch-hub folder holding a link named as torchvision expects is used
+    for the duration of the call, so nothing is fetched and the user's cache is left alone."""
+    if path is None:
+        yield
+        return
+    import torchvision.models as tvm
+    url = tvm.get_weight(f"{'AlexNet' if backbone == 'alex' else 'VGG16'}_Weights.IMAGENET1K_V1").url
+    old = torch.hub.get_dir()
+    with tempfile.TemporaryDirectory() as hub:
+        (Path(hub) / "checkpoints").mkdir()
+        os.symlink(os.path.abspath(path), Path(hub) / "checkpoints" / os.path.basename(url))
+        torch.hub.set_dir(hub)
+        try:
+            yield
+        finally:
+            torch.hub.set_dir(old)
+
+
+class LPIPSMetric(PyiqaMetric):
+    """LPIPS (Zhang et al. 2018) through pyiqa from local files: ``pretrained_model_path`` (pyiqa's
+    LPIPS checkpoint) and ``backbone_path`` (torchvision's ImageNet AlexNet/VGG16 file, e.g.
+    ``alexnet-owt-7be5be79.pth``)."""
+
+    def __init__(self, pretrained_model_path: str, backbone_path: str, net: Literal["alex", "vgg"] = "alex",
+                 version: str = "0.1"):
+        if not Path(backbone_path).is_file():
+            raise FileNotFoundError(f"metric 'lpips': backbone weights file not found: '{backbone_path}'")
+        super().__init__("lpips" if net == "alex" else "lpips-vgg", pretrained_model_path=pretrained_model_path,
+                         net=net, version=version)
+        self.settings["backbone_path"] = backbone_path
+
+    def _build(self):
+        with _torchvision_weights(self.settings["net"], self.settings["backbone_path"]):
+            return super()._build()
+
+
+METRICS.register(LPIPSMetric, name="lpips")
 
 
 @METRICS.register(name="pyiqa")

@@ -17,7 +17,7 @@ from osir.diffusion import MeanRevertingSDE
 from osir.diffusion.sde import randn_like
 from osir.engine.method import Method
 from osir.options import component
-from osir.registry import ARCHS, METHODS, SAMPLERS
+from osir.registry import ARCHS, METHODS, SAMPLERS, OptionsError
 
 
 @METHODS.register()
@@ -30,16 +30,23 @@ class IRSDE(Method):
         loss: 'l1' or 'l2' distance in the maximum-likelihood objective.
         sampler: 'posterior', 'sde' or 'ode' (registered samplers).
         sample_steps: number of reverse steps at restoration (default T).
+        eta, clip_denoised: posterior-sampler extras (noise scale; clamp x_0 estimates to [0, 1]);
+            the defaults (1, false) are the paper's sampler.
         upscale: LQ -> GT scale; mu is the bicubic-upsampled LQ (IR-SDE's SR setting).
     """
 
     def __init__(self, network: component(ARCHS), max_sigma: float = 10.0, T: int = 100,
                  schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
                  loss: Literal["l1", "l2"] = "l1", sampler: str = "posterior", sample_steps: Optional[int] = None,
-                 upscale: int = 1):
+                 eta: float = 1.0, clip_denoised: bool = False, upscale: int = 1):
         super().__init__()
         self.sde = MeanRevertingSDE(max_sigma / 255.0, T, schedule, eps)
         self.sampler = SAMPLERS.get(sampler, "method.sampler")
+        self.sampler_extras = {}
+        if eta != 1.0 or clip_denoised:
+            if sampler != "posterior":
+                raise OptionsError(f"method.eta and method.clip_denoised apply to the posterior sampler, not '{sampler}'")
+            self.sampler_extras = {"eta": eta, "clip_denoised": (0.0, 1.0) if clip_denoised else None}
         self.timesteps = self.sde.timesteps(sample_steps)
         self.loss, self.scale = loss, upscale
         self.networks["g"] = ARCHS.build(network, "method.network")
@@ -82,6 +89,7 @@ class IRSDE(Method):
             with self.autocast():
                 return net(x, mu_, t).float()
 
-        out = self.sampler(model, self.sde.prior_sample(mu, generator), mu, self.sde, self.timesteps, generator)
+        out = self.sampler(model, self.sde.prior_sample(mu, generator), mu, self.sde, self.timesteps, generator,
+                           **self.sampler_extras)
         net.train(was_training)
         return out
