@@ -66,3 +66,13 @@ def write_yaml(path: Path, data: dict) -> Path:
 @pytest.fixture
 def tiny(tmp_path):
     return tiny_options(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state (mixed precision, device); tests build several trainers
+    with different settings in one process, so each starts from a clean state."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
