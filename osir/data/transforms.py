@@ -1,5 +1,7 @@
 """Paired random crops and flips/rotations, driven by a numpy Generator so that every
-sample's augmentation is a function of its seed."""
+sample's augmentation is a function of its seed.  basicsr's ``paired_random_crop``/``augment``
+draw from Python's global ``random`` (not replayable per sample) and refuse images smaller than
+the patch, which is why these few lines are written here."""
 from __future__ import annotations
 
 import numpy as np
