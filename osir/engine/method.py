@@ -39,7 +39,7 @@ class Method:
     def device(self) -> torch.device:
         if self.accelerator is not None:
             return self.accelerator.device
-        return next(iter(self.networks.values())).parameters().__next__().device
+        return next(p.device for net in self.networks.values() for p in net.parameters())
 
     def net(self, name: str) -> nn.Module:
         """The network to use for inference: its EMA copy during validation, else the network."""

@@ -16,8 +16,8 @@ import yaml
 from osir.data.io import img2tensor, list_images, read_image
 from osir.metrics.results import format_table, provenance, write_results
 from osir.metrics.suite import MetricSuite
-from osir.options import Options, OptionsError, _dataclass_params, validate
-from osir.registry import load_builtin
+from osir.options import OptionsError, component, validate
+from osir.registry import METRICS, load_builtin
 
 DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "ssim": {"type": "ssim", "test_y_channel": True},
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         metrics = DEFAULT_METRICS
         if args.opt:
             raw = yaml.safe_load(Path(args.opt).read_text()) or {}
-            metrics = validate(raw.get("metrics") or {}, _dataclass_params(Options)["metrics"][0], "metrics")
+            metrics = validate(raw.get("metrics") or {}, dict[str, component(METRICS)], "metrics")
         rows, settings = score_folders(Path(args.restored), Path(args.gt) if args.gt else None, metrics)
     except (OptionsError, OSError, ValueError) as err:
         print(f"osir.metrics: error: {err}", file=sys.stderr)
