@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import pydantic
 import yaml
 
-from osir.registry import (DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
+from osir.registry import (BATCH_DEGRADATIONS, DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
                            Registry, load_builtin, nearest)
 
 
@@ -99,6 +99,7 @@ class Options:
     seed: int = 0
     imports: list[str] = field(default_factory=list)       # extra modules that register entries
     datasets: dict[str, Optional[component(DATASETS, LoaderOptions)]] = field(default_factory=dict)  # null: drop
+    degradation: Optional[component(BATCH_DEGRADATIONS)] = None    # applied to training batches on the device
     train: Optional[TrainOptions] = None
     val: ValOptions = field(default_factory=ValOptions)
     metrics: dict[str, component(METRICS)] = field(default_factory=dict)

@@ -92,7 +92,13 @@ def test_shipped_option_files_validate():
     files = sorted(root.rglob("*.yml"))
     assert files
     for path in files:
-        if "degradations" not in path.parts:
+        if "degradations" in path.parts:   # fragments: a `degradation:` section to include
+            from osir.options import component, validate
+            from osir.registry import BATCH_DEGRADATIONS
+            raw = read_yaml(path)
+            validate(raw["degradation"], component(BATCH_DEGRADATIONS), "degradation")
+            BATCH_DEGRADATIONS.build(raw["degradation"], "degradation")
+        else:
             load_options(path)
 
 

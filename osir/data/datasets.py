@@ -124,11 +124,11 @@ class SyntheticPairDataset(Dataset):
     """GT-only folder; the LQ is synthesised per sample by a registered degradation, seeded by the
     sample's seed (so validation pairs are fixed and training pairs replayable)."""
 
-    def __init__(self, dataroot_gt: str, degradation: component(DEGRADATIONS), gt_size: Optional[int] = None,
+    def __init__(self, dataroot_gt: str, degradation: Optional[component(DEGRADATIONS)] = None, gt_size: Optional[int] = None,
                  use_flip: bool = False, use_rot: bool = False, io_backend: Literal["disk", "lmdb", "skimage"] = "disk"):
         self.gt = _ImageFolderSource(dataroot_gt, io_backend, "gt")
         self.names = list(self.gt.items)
-        self.degrade = DEGRADATIONS.build(degradation, "degradation")
+        self.degrade = DEGRADATIONS.build(degradation, "degradation") if degradation else None
         self.gt_size, self.use_flip, self.use_rot = gt_size, use_flip, use_rot
 
     def __len__(self) -> int:
@@ -142,8 +142,10 @@ class SyntheticPairDataset(Dataset):
         if self.gt_size is not None:
             gt, _ = paired_random_crop(gt, gt, self.gt_size, 1, rng, self.gt.items[name])
         (gt,) = random_flip_rot([gt], rng, self.use_flip, self.use_rot)
-        lq, params = self.degrade(gt, rng)
         path = self.gt.items[name]
+        if self.degrade is None:   # LQ made later by a batch degradation
+            return {"lq": img2tensor(gt), "gt": img2tensor(gt), "lq_path": path, "gt_path": path}
+        lq, params = self.degrade(gt, rng)
         return {"lq": img2tensor(lq), "gt": img2tensor(gt), "lq_path": path, "gt_path": path,
                 "degradation": {k: torch.tensor(v) for k, v in params.items()}}
 
@@ -163,3 +165,18 @@ class SingleImageDataset(Dataset):
         index, _ = _split_key(key)
         name = self.names[index]
         return {"lq": img2tensor(self.lq.read(name)), "lq_path": self.lq.items[name]}
+
+
+class WithDegradationParams(Dataset):
+    """Adds ``degradation_params = draw(seed)`` to each item of ``dataset``: the per-sample random
+    choices of a batch degradation, drawn in the loader workers from the sample's seed."""
+
+    def __init__(self, dataset: Dataset, draw):
+        self.dataset, self.draw = dataset, draw
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key) -> dict:
+        _, seed = _split_key(key)
+        return {**self.dataset[key], "degradation_params": self.draw(seed)}

@@ -5,4 +5,5 @@ arrays with a numpy Generator, so a sample's degradation is a function of its se
 the degraded image and the parameters they drew.  Batch degradations (``BATCH_DEGRADATIONS``)
 run on whole batches on the training device between the loader and the method.
 """
+from osir.degradations.realesrgan import RealESRGANDegradation  # noqa: F401  (registers)
 from osir.degradations.simple import GaussianNoise  # noqa: F401  (registers)

@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from osir.data.datasets import WithDegradationParams
 from osir.data.sampler import SeededSampler
 from osir.engine import checkpoint as ckpt
 from osir.engine.logging import TensorboardWriter, get_logger
@@ -29,7 +30,7 @@ from osir.engine.method import Method
 from osir.engine.validation import validate
 from osir.metrics.suite import MetricSuite
 from osir.options import dump_options
-from osir.registry import DATASETS, METHODS, OPTIMIZERS, SCHEDULERS, OptionsError
+from osir.registry import BATCH_DEGRADATIONS, DATASETS, METHODS, OPTIMIZERS, SCHEDULERS, OptionsError
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle")
 
@@ -129,6 +130,14 @@ class Trainer:
         # data
         spec = opt["datasets"]["train"]
         self.train_set = build_dataset(spec, "datasets.train")
+        self.degradation = None
+        if opt["degradation"] is not None:
+            self.degradation = BATCH_DEGRADATIONS.build(opt["degradation"], "degradation")
+            pool = getattr(self.degradation, "pool", None)
+            if pool is not None and pool.size % spec["batch_size"]:
+                raise OptionsError(f"degradation.pool_size {pool.size} is not a multiple of datasets.train.batch_size "
+                                   f"{spec['batch_size']}")
+            self.train_set = WithDegradationParams(self.train_set, self.degradation.draw)
         micro_per_iter = tr["grad_accum_steps"]
         sampler = SeededSampler(len(self.train_set), opt["seed"], spec["shuffle"], acc.process_index,
                                 acc.num_processes, start=self.start_iter * micro_per_iter * spec["batch_size"])
@@ -226,6 +235,8 @@ class Trainer:
             for micro in range(tr["grad_accum_steps"]):
                 batch = to_device(next(data), acc.device)
                 torch.manual_seed(_iteration_seed(self.opt["seed"], acc.process_index, it, micro))
+                if self.degradation is not None:
+                    batch["lq"], batch["gt"] = self.degradation(batch["gt"], batch.pop("degradation_params"))
                 with acc.accumulate(*nets):
                     logs = self.method.training_step(batch)
                 for k, v in logs.items():

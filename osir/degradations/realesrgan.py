@@ -1,0 +1,201 @@
+"""Real-ESRGAN's high-order degradation model (Wang et al., "Real-ESRGAN: Training Real-World Blind
+Super-Resolution with Pure Synthetic Data", ICCVW 2021, Sec. 3), split in two halves:
+
+* ``draw(seed)`` runs in the dataset workers (cheap, CPU): the blur kernels (basicsr's
+  ``random_mixed_kernels`` / ``circular_lowpass_kernel``) and every random choice of the pipeline,
+  as tensors, so a sample's degradation is a function of its seed and can be recorded;
+* ``__call__(gt, params)`` runs on whole batches on the training device: two rounds of
+  [blur -> resize -> noise -> JPEG], then [resize back + sinc] and JPEG in random order, then 8-bit
+  quantisation, with basicsr's ``filter2D``, ``add_gaussian_noise_pt``, ``add_poisson_noise_pt``
+  and ``DiffJPEG``.  Resize choices apply to a whole batch (one output size per batch), taken from
+  its first sample, as Real-ESRGAN does per batch.  The noise fields come from torch's generator,
+  which the engine seeds per micro-batch (and ``osir.degrade`` per image).
+
+Every probability and range is an option; ``preset`` picks Real-ESRGAN's ``x4plus`` defaults or
+OSEDiff's (the same, without USM sharpening, LQ resized back to the GT size).  The extra
+probabilities ``blur_prob``, ``noise_prob``/``noise_prob2`` and ``jpeg_prob``/``jpeg_prob2``
+(1 in both presets, so always applied as in the paper) let a stage be switched off.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
+from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_pt, circular_lowpass_kernel,
+                                       random_mixed_kernels)
+from basicsr.utils.diffjpeg import DiffJPEG
+from basicsr.utils.img_process_util import filter2D
+
+from osir.degradations.usm import SeparableUSMSharp
+from osir.options import validate
+from osir.registry import BATCH_DEGRADATIONS, OptionsError, nearest
+
+KERNELS = ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
+MODES = ["area", "bilinear", "bicubic"]
+KERNEL_SIZE = 21
+
+_X4PLUS = dict(
+    scale=4, use_usm=True, resize_lq_to_gt=False,
+    kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], sinc_prob=0.1, blur_sigma=[0.2, 3.0],
+    betag_range=[0.5, 4.0], betap_range=[1.0, 2.0],
+    kernel_prob2=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], sinc_prob2=0.1, blur_sigma2=[0.2, 1.5],
+    betag_range2=[0.5, 4.0], betap_range2=[1.0, 2.0], final_sinc_prob=0.8,
+    blur_prob=1.0, resize_prob=[0.2, 0.7, 0.1], resize_range=[0.15, 1.5], noise_prob=1.0,
+    gaussian_noise_prob=0.5, noise_range=[1.0, 30.0], poisson_scale_range=[0.05, 3.0], gray_noise_prob=0.4,
+    jpeg_prob=1.0, jpeg_range=[30.0, 95.0],
+    second_blur_prob=0.8, resize_prob2=[0.3, 0.4, 0.3], resize_range2=[0.3, 1.2], noise_prob2=1.0,
+    gaussian_noise_prob2=0.5, noise_range2=[1.0, 25.0], poisson_scale_range2=[0.05, 2.5], gray_noise_prob2=0.4,
+    jpeg_prob2=1.0, jpeg_range2=[30.0, 95.0], resize_mode_prob=[1 / 3, 1 / 3, 1 / 3],
+)
+PRESETS = {"realesrgan_x4": _X4PLUS, "osediff": {**_X4PLUS, "use_usm": False, "resize_lq_to_gt": True}}
+
+
+@BATCH_DEGRADATIONS.register()
+class RealESRGANDegradation:
+    """Args: ``preset`` ('realesrgan_x4' or 'osediff') and any of its keys to override
+    (see ``PRESETS``; probabilities in [0, 1], ranges [low, high], sigmas in 8-bit units)."""
+
+    def __init__(self, preset: str = "realesrgan_x4", pool_size: int = 0, **overrides):
+        if preset not in PRESETS:
+            raise OptionsError(f"degradation.preset: unknown preset '{preset}'{nearest(preset, PRESETS)}; "
+                               f"allowed: {', '.join(PRESETS)}")
+        for key, value in overrides.items():
+            if key not in PRESETS[preset]:
+                raise OptionsError(f"degradation.{key}: unknown key{nearest(key, PRESETS[preset])}; "
+                                   f"allowed: preset, pool_size, {', '.join(PRESETS[preset])}")
+            validate(value, type(PRESETS[preset][key]) if not isinstance(value, list) else list[float],
+                     f"degradation.{key}")
+        self.opt = {**PRESETS[preset], **overrides}
+        self.preset, self.pool = preset, PairPool(pool_size) if pool_size else None
+        self.usm = SeparableUSMSharp() if self.opt["use_usm"] else None
+        self.jpeg = DiffJPEG(differentiable=False)
+
+    # -- per sample, in the workers ----------------------------------------------------------
+    def _kernel(self, rng: np.random.Generator, suffix: str) -> np.ndarray:
+        o = self.opt
+        size = int(rng.choice(np.arange(7, KERNEL_SIZE + 1, 2)))
+        if rng.random() < o["sinc_prob" + suffix]:
+            cutoff = rng.uniform(np.pi / 3, np.pi) if size < 13 else rng.uniform(np.pi / 5, np.pi)
+            kernel = circular_lowpass_kernel(cutoff, size, pad_to=False)
+        else:
+            kernel = random_mixed_kernels(KERNELS, o["kernel_prob" + suffix], size, o["blur_sigma" + suffix],
+                                          o["blur_sigma" + suffix], [-math.pi, math.pi], o["betag_range" + suffix],
+                                          o["betap_range" + suffix], noise_range=None)
+        pad = (KERNEL_SIZE - size) // 2
+        return np.pad(kernel, ((pad, pad), (pad, pad)))
+
+    def draw(self, seed: int) -> dict[str, torch.Tensor]:
+        """All random choices of one sample's degradation, from its seed."""
+        o = self.opt
+        rng = np.random.default_rng(seed)
+        # basicsr's kernel generators draw from the global np.random and random modules
+        np.random.seed(int(rng.integers(2 ** 31)))
+        random.seed(int(rng.integers(2 ** 31)))
+        p = {"kernel1": self._kernel(rng, ""), "kernel2": self._kernel(rng, "2")}
+        if rng.random() < o["final_sinc_prob"]:
+            size = int(rng.choice(np.arange(7, KERNEL_SIZE + 1, 2)))
+            p["sinc_kernel"] = circular_lowpass_kernel(rng.uniform(np.pi / 3, np.pi), size, pad_to=KERNEL_SIZE)
+        else:
+            p["sinc_kernel"] = np.pad(np.ones((1, 1)), KERNEL_SIZE // 2)      # identity pulse
+        p["blur1"] = rng.random() < o["blur_prob"]
+        p["blur2"] = rng.random() < o["second_blur_prob"]
+        for r, suffix in ((1, ""), (2, "2")):
+            updown = rng.choice(3, p=o["resize_prob" + suffix])                # up, down, keep
+            low, high = o["resize_range" + suffix]
+            p[f"scale{r}"] = [rng.uniform(1, high), rng.uniform(low, 1), 1.0][updown]
+            p[f"mode{r}"] = rng.choice(3, p=o["resize_mode_prob"])
+            p[f"noise{r}"] = rng.random() < o["noise_prob" + suffix]
+            p[f"gaussian{r}"] = rng.random() < o["gaussian_noise_prob" + suffix]
+            p[f"sigma{r}"] = rng.uniform(*o["noise_range" + suffix])
+            p[f"poisson{r}"] = rng.uniform(*o["poisson_scale_range" + suffix])
+            p[f"gray{r}"] = float(rng.random() < o["gray_noise_prob" + suffix])
+            p[f"jpeg{r}"] = rng.random() < o["jpeg_prob" + suffix]
+            p[f"quality{r}"] = rng.uniform(*o["jpeg_range" + suffix])
+        p["final_mode"] = rng.choice(3, p=o["resize_mode_prob"])
+        p["sinc_first"] = rng.random() < 0.5
+        return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in p.items()}
+
+    # -- per batch, on the device ------------------------------------------------------------
+    def _noise(self, x, p, r):
+        on = p[f"noise{r}"].bool().view(-1, 1, 1, 1)
+        gaussian = add_gaussian_noise_pt(x, sigma=p[f"sigma{r}"], gray_noise=p[f"gray{r}"], clip=True, rounds=False)
+        poisson = add_poisson_noise_pt(x, scale=p[f"poisson{r}"], gray_noise=p[f"gray{r}"], clip=True, rounds=False)
+        noisy = torch.where(p[f"gaussian{r}"].bool().view(-1, 1, 1, 1), gaussian, poisson)
+        return torch.where(on, noisy, x)
+
+    def _jpeg(self, x, p, r):
+        on = p[f"jpeg{r}"].bool().view(-1, 1, 1, 1)
+        # DiffJPEG returns a non-contiguous tensor, on which filter2D's view() fails on the CPU
+        compressed = self.jpeg(x.clamp(0, 1), quality=p[f"quality{r}"].clone()).contiguous()
+        return torch.where(on, compressed, x)
+
+    @staticmethod
+    def _blur(x, kernel, on):
+        return torch.where(on.bool().view(-1, 1, 1, 1), filter2D(x, kernel), x)
+
+    @torch.no_grad()
+    def __call__(self, gt: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lq, gt target) for a batch of GT in [0, 1]; ``params`` stacks ``draw`` outputs."""
+        o, p = self.opt, {k: v.to(gt.device) for k, v in params.items()}
+        h, w = gt.shape[-2:]
+        # the second blur runs after the first resize, the sinc filter at GT/scale: both need > radius
+        shrink = min(o["resize_range"][0], 1.0) if o["resize_prob"][1] > 0 else 1.0
+        smallest = min(h * shrink, h / o["scale"])
+        if smallest <= KERNEL_SIZE // 2:
+            raise ValueError(f"GT patches of {h}x{w} are too small for this degradation: its resizes can shrink them to "
+                             f"{smallest:.0f} px, not more than the {KERNEL_SIZE}x{KERNEL_SIZE} blur kernel's radius; "
+                             f"use a larger gt_size (Real-ESRGAN uses 256)")
+        self.jpeg = self.jpeg.to(gt.device)
+        target = self.usm.to(gt.device)(gt) if self.usm is not None else gt
+        out = self._blur(target, p["kernel1"], p["blur1"])
+        out = F.interpolate(out, scale_factor=float(p["scale1"][0]), mode=MODES[int(p["mode1"][0])])
+        out = self._jpeg(self._noise(out, p, 1), p, 1)
+        out = self._blur(out, p["kernel2"], p["blur2"])
+        size = (int(h / o["scale"] * float(p["scale2"][0])), int(w / o["scale"] * float(p["scale2"][0])))
+        out = F.interpolate(out, size=size, mode=MODES[int(p["mode2"][0])])
+        out = self._noise(out, p, 2)
+        final_size, final_mode = (h // o["scale"], w // o["scale"]), MODES[int(p["final_mode"][0])]
+
+        def resize_sinc(x):
+            return filter2D(F.interpolate(x, size=final_size, mode=final_mode), p["sinc_kernel"])
+
+        if bool(p["sinc_first"][0]):
+            out = self._jpeg(resize_sinc(out), p, 2)
+        else:
+            out = resize_sinc(self._jpeg(out, p, 2))
+        lq = (out.clamp(0, 1) * 255.0).round() / 255.0
+        if o["resize_lq_to_gt"]:
+            lq = F.interpolate(lq, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+        return self.pool(lq, target) if self.pool is not None else (lq, target)
+
+
+class PairPool:
+    """Real-ESRGAN's training-pair pool: a queue of recent (lq, gt) pairs; once full, each batch is
+    swapped with random pool entries so a batch mixes degradations drawn for other batches.  Pairs
+    stay matched (an lq always travels with its gt)."""
+
+    def __init__(self, size: int):
+        self.size, self.lq, self.gt = size, None, None
+
+    def __call__(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = lq.shape[0]
+        if self.size % b:
+            raise OptionsError(f"degradation.pool_size {self.size} is not a multiple of the batch size {b}")
+        if self.lq is None:
+            self.lq = lq.new_empty((self.size, *lq.shape[1:]))
+            self.gt = gt.new_empty((self.size, *gt.shape[1:]))
+            self.filled = 0
+        if self.filled < self.size:              # fill first
+            self.lq[self.filled:self.filled + b], self.gt[self.filled:self.filled + b] = lq, gt
+            self.filled += b
+            return lq, gt
+        order = torch.randperm(self.size, device=lq.device)
+        self.lq, self.gt = self.lq[order], self.gt[order]
+        out_lq, out_gt = self.lq[:b].clone(), self.gt[:b].clone()
+        self.lq[:b], self.gt[:b] = lq, gt
+        return out_lq, out_gt
