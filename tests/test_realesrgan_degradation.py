@@ -1,10 +1,14 @@
 """Real-ESRGAN high-order degradation: seeded, sized, switchable, pooled, and usable in training."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from osir.degradations.realesrgan import PRESETS, PairPool, RealESRGANDegradation
 from osir.registry import OptionsError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(deg, gt, seeds, torch_seed=0):
@@ -107,3 +111,23 @@ def test_training_with_the_batch_degradation(tmp_path):
     bad = {**opt, "degradation": {**opt["degradation"], "pool_size": 3}}
     with pytest.raises(OptionsError, match=r"degradation\.pool_size 3 is not a multiple of datasets\.train\.batch_size 2"):
         Trainer(load_options(write_yaml(tmp_path / "p.yml", bad)))
+
+
+def test_degrade_command_writes_a_replayable_test_set(tmp_path):
+    import numpy as np
+    from osir.data.io import read_image
+    from osir.degrade import main
+    from tests.conftest import write_images
+    gt = write_images(tmp_path / "gt", 2, (98, 101), seed=4)
+    assert main(["-opt", str(ROOT / "options/degradations/realesrgan_x4.yml"), "--input", str(gt), "--output",
+                 str(tmp_path / "a"), "--seed", "7"]) == 0
+    assert read_image(tmp_path / "a" / "LQ" / "img0.png").shape == (24, 25, 3)
+    assert read_image(tmp_path / "a" / "GT" / "img0.png").shape == (96, 100, 3)
+    assert main(["--card", str(tmp_path / "a" / "degradation_card.yml"), "--input", str(gt),
+                 "--output", str(tmp_path / "b")]) == 0
+    for name in ("img0", "img1"):
+        assert np.array_equal(read_image(tmp_path / "a" / "LQ" / f"{name}.png"),
+                              read_image(tmp_path / "b" / "LQ" / f"{name}.png"))
+    assert main(["-opt", str(ROOT / "options/degradations/realesrgan_x4.yml"), "--input", str(gt), "--output",
+                 str(tmp_path / "c"), "--seed", "8"]) == 0
+    assert not np.array_equal(read_image(tmp_path / "a" / "LQ" / "img0.png"), read_image(tmp_path / "c" / "LQ" / "img0.png"))
