@@ -78,10 +78,10 @@ def test_lpips_from_local_files_scores_as_pyiqa_does(tmp_path):
     offline, and score exactly as pyiqa's LPIPS built from the same files."""
     import torchvision
     from pyiqa.archs.lpips_arch import LPIPS
-    from osir.metrics.suite import _torchvision_weights
+    from osir.engine.weights import local_torchvision_weights
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet().state_dict(), tmp_path / "alexnet.pth")
-    with _torchvision_weights("alex", str(tmp_path / "alexnet.pth")):
+    with local_torchvision_weights("AlexNet_Weights.IMAGENET1K_V1", str(tmp_path / "alexnet.pth")):
         net = LPIPS(pretrained=False, net="alex")
         for p in net.parameters():
             p.data.uniform_(0, 0.1)

@@ -8,15 +8,14 @@ missing file's name instead of trying to download.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 import torch
 
+from osir.engine.weights import local_torchvision_weights
 from osir.registry import METRICS
 
 
@@ -93,28 +92,6 @@ def ssim(crop_border: int = 0, test_y_channel: bool = False, color_space: Litera
     return PyiqaMetric("ssim", crop_border=crop_border, test_y_channel=test_y_channel, color_space=color_space)
 
 
-@contextlib.contextmanager
-def _torchvision_weights(backbone: str, path: str | None):
-    """Serve a local torchvision ImageNet weights file to code that asks torchvision for it:
-    pyiqa's LPIPS backbones always call e.g. ``alexnet(weights='IMAGENET1K_V1')``, which would
-    download.  A temporary torch-hub folder holding a link named as torchvision expects is used
-    for the duration of the call, so nothing is fetched and the user's cache is left alone."""
-    if path is None:
-        yield
-        return
-    import torchvision.models as tvm
-    url = tvm.get_weight(f"{'AlexNet' if backbone == 'alex' else 'VGG16'}_Weights.IMAGENET1K_V1").url
-    old = torch.hub.get_dir()
-    with tempfile.TemporaryDirectory() as hub:
-        (Path(hub) / "checkpoints").mkdir()
-        os.symlink(os.path.abspath(path), Path(hub) / "checkpoints" / os.path.basename(url))
-        torch.hub.set_dir(hub)
-        try:
-            yield
-        finally:
-            torch.hub.set_dir(old)
-
-
 class LPIPSMetric(PyiqaMetric):
     """LPIPS (Zhang et al. 2018) through pyiqa from local files: ``pretrained_model_path`` (pyiqa's
     LPIPS checkpoint) and ``backbone_path`` (torchvision's ImageNet AlexNet/VGG16 file, e.g.
@@ -129,7 +106,8 @@ class LPIPSMetric(PyiqaMetric):
         self.settings["backbone_path"] = backbone_path
 
     def _build(self):
-        with _torchvision_weights(self.settings["net"], self.settings["backbone_path"]):
+        weights = "AlexNet_Weights.IMAGENET1K_V1" if self.settings["net"] == "alex" else "VGG16_Weights.IMAGENET1K_V1"
+        with local_torchvision_weights(weights, self.settings["backbone_path"]):
             return super()._build()
 
 

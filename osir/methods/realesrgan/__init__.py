@@ -1,0 +1,106 @@
+"""Real-ESRNet / Real-ESRGAN (Wang et al., ICCVW 2021): RRDBNet trained on pairs synthesised by the
+high-order degradation (``degradation: {type: RealESRGANDegradation}``).
+
+Real-ESRNet optimises L1 only; Real-ESRGAN adds the VGG19 perceptual loss and a GAN loss with the
+spectral-norm U-Net discriminator (Sec. 3.3).  Networks and losses are basicsr's (``RRDBNet``,
+``UNetDiscriminatorSN``, ``PerceptualLoss``, ``GANLoss``); the official ``RealESRGAN_x4plus.pth`` /
+``RealESRNet_x4plus.pth`` files (``params_ema`` holding RRDBNet weights) load as they are.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
+from basicsr.archs.discriminator_arch import UNetDiscriminatorSN
+from basicsr.archs.rrdbnet_arch import RRDBNet
+from basicsr.losses.basic_loss import PerceptualLoss
+from basicsr.losses.gan_loss import GANLoss
+
+from osir.engine.method import Method
+from osir.engine.weights import local_torchvision_weights
+from osir.options import component
+from osir.registry import ARCHS, METHODS, OptionsError
+
+ARCHS.register(RRDBNet, name="RRDBNet")
+ARCHS.register(UNetDiscriminatorSN, name="UNetDiscriminatorSN")
+
+VGG_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+
+
+@METHODS.register()
+class RealESRGAN(Method):
+    """Args:
+        network: the generator (``RRDBNet``, ``num_block: 23`` in the release).
+        discriminator: ``UNetDiscriminatorSN`` spec; needed when ``gan_weight`` > 0.
+        pixel_weight, perceptual_weight, gan_weight: loss weights (Real-ESRNet: 1, 0, 0;
+            Real-ESRGAN: 1, 1, 0.1).
+        perceptual_layers: VGG19 layer -> weight (the paper's by default).
+        vgg_path: torchvision's ImageNet VGG19 file (``vgg19-dcbb9e9d.pth``), local; required for the
+            perceptual loss.
+        scale: upscaling factor of the generator.
+    """
+
+    def __init__(self, network: component(ARCHS), discriminator: Optional[component(ARCHS)] = None,
+                 pixel_weight: float = 1.0, perceptual_weight: float = 0.0, gan_weight: float = 0.0,
+                 perceptual_layers: dict = VGG_LAYERS, vgg_path: Optional[str] = None, scale: int = 4):  # noqa: B006
+        super().__init__()
+        self.scale = scale
+        self.networks["g"] = ARCHS.build(network, "method.network")
+        self.pixel_weight, self.perceptual_weight, self.gan_weight = pixel_weight, perceptual_weight, gan_weight
+        self.perceptual = None
+        if perceptual_weight > 0:
+            if vgg_path is None:
+                raise OptionsError("method.vgg_path: the perceptual loss needs a local VGG19 file "
+                                   "(torchvision's vgg19-dcbb9e9d.pth)")
+            with local_torchvision_weights("VGG19_Weights.IMAGENET1K_V1", vgg_path):
+                self.perceptual = PerceptualLoss(dict(perceptual_layers), vgg_type="vgg19", use_input_norm=True,
+                                                 range_norm=False, perceptual_weight=perceptual_weight,
+                                                 style_weight=0.0, criterion="l1")
+        if gan_weight > 0:
+            if discriminator is None:
+                raise OptionsError("method.discriminator: gan_weight > 0 needs a discriminator (UNetDiscriminatorSN)")
+            self.networks["d"] = ARCHS.build(discriminator, "method.discriminator")
+            self.gan_loss = GANLoss("vanilla", loss_weight=gan_weight)
+
+    def training_step(self, batch: dict) -> dict[str, float]:
+        lq, gt = batch["lq"], batch["gt"]
+        net_g, logs = self.networks["g"], {}
+        if self.perceptual is not None and next(self.perceptual.parameters(), torch.empty(0)).device != gt.device:
+            self.perceptual.to(gt.device)
+        net_d = self.networks.get("d")
+        if net_d is not None:
+            net_d.requires_grad_(False)
+        with self.autocast():
+            output = net_g(lq)
+            loss = self.pixel_weight * F.l1_loss(output, gt)
+            logs["l_pix"] = loss.item()
+            if self.perceptual is not None:
+                l_percep, _ = self.perceptual(output.float(), gt)
+                loss = loss + l_percep
+                logs["l_percep"] = l_percep.item()
+            if net_d is not None:
+                l_gan = self.gan_loss(net_d(output), True, is_disc=False)
+                loss = loss + l_gan
+                logs["l_g_gan"] = l_gan.item()
+        self.optimize("g", loss)
+        if net_d is not None:
+            net_d.requires_grad_(True)
+            with self.autocast():
+                l_real = self.gan_loss(net_d(gt), True, is_disc=True)
+                l_fake = self.gan_loss(net_d(output.detach()), False, is_disc=True)
+            self.optimize("d", l_real + l_fake)
+            logs["l_d_real"], logs["l_d_fake"] = l_real.item(), l_fake.item()
+        return logs
+
+    @torch.no_grad()
+    def restore(self, lq: torch.Tensor, generator=None) -> torch.Tensor:
+        net = self.net("g")
+        was_training = net.training
+        net.eval()
+        with self.autocast():
+            out = net(lq).float()
+        net.train(was_training)
+        return out

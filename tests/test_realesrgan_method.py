@@ -1,0 +1,75 @@
+"""Real-ESRNet / Real-ESRGAN baseline: official layout, a few training iterations on tiny data."""
+import pytest
+import torch
+import torchvision
+
+from osir.engine.trainer import Trainer
+from osir.methods.realesrgan import RealESRGAN
+from osir.options import load_options
+from osir.registry import OptionsError
+from tests.conftest import tiny_options, write_images, write_yaml
+
+TINY_G = {"type": "RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4}
+
+
+def test_official_params_ema_file_loads_and_computes_the_same():
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    torch.manual_seed(0)
+    release = RRDBNet(3, 3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"params_ema": release.state_dict()}, f"{tmp}/RealESRGAN_x4plus.pth")
+        method = RealESRGAN(network=TINY_G)
+        method.load_pretrained("g", f"{tmp}/RealESRGAN_x4plus.pth")
+    lq = torch.rand(1, 3, 12, 10)
+    assert torch.equal(method.restore(lq), release.eval()(lq)) and method.restore(lq).shape == (1, 3, 48, 40)
+
+
+def test_full_size_generator_matches_the_release_layout():
+    from osir.engine.checkpoint import describe_mismatch
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    ours = RealESRGAN(network={**TINY_G, "num_feat": 64, "num_block": 23, "num_grow_ch": 32}).networks["g"]
+    assert describe_mismatch(RRDBNet(3, 3, scale=4, num_feat=64, num_block=23, num_grow_ch=32).state_dict(),
+                             ours.state_dict()) == ""
+    assert sum(p.numel() for p in ours.parameters()) == 16_697_987
+
+
+def _options(tmp_path, **method):
+    opt = tiny_options(tmp_path, **{"train.total_iter": 2, "val.freq": 100})
+    opt["method"] = {"type": "RealESRGAN", "network": TINY_G, **method}
+    opt["degradation"] = {"type": "RealESRGANDegradation", "preset": "realesrgan_x4"}
+    train = opt["datasets"]["train"]
+    train.pop("degradation")
+    train.update(dataroot_gt=str(write_images(tmp_path / "big", 2, (96, 96))), gt_size=96)
+    opt["datasets"]["val"] = {"type": "PairedImageDataset", "dataroot_gt": str(tmp_path / "vgt"),
+                              "dataroot_lq": str(tmp_path / "vlq"), "scale": 4}
+    write_images(tmp_path / "vgt", 1, (32, 32), scale=4, lq_folder=tmp_path / "vlq")
+    return opt
+
+
+def test_realesrnet_trains_a_few_iterations(tmp_path):
+    result = Trainer(load_options(write_yaml(tmp_path / "o.yml", _options(tmp_path)))).train()
+    assert result["train"]["l_pix"] > 0 and "psnr" in result["val"]["val"]
+
+
+def test_realesrgan_trains_generator_and_discriminator(tmp_path):
+    vgg = tmp_path / "vgg19.pth"
+    torch.save(torchvision.models.vgg19().state_dict(), vgg)
+    opt = _options(tmp_path, perceptual_weight=1.0, gan_weight=0.1, vgg_path=str(vgg),
+                   discriminator={"type": "UNetDiscriminatorSN", "num_in_ch": 3, "num_feat": 8})
+    opt["train"]["optimizers"]["d"] = {"type": "Adam", "lr": 1e-4}
+    trainer = Trainer(load_options(write_yaml(tmp_path / "o.yml", opt)))
+    d_before = {k: v.clone() for k, v in trainer.method.networks["d"].state_dict().items()}
+    result = trainer.train()
+    assert {"l_pix", "l_percep", "l_g_gan", "l_d_real", "l_d_fake"} <= set(result["train"])
+    d_after = trainer.accelerator.unwrap_model(trainer.method.networks["d"]).state_dict()
+    assert any(not torch.equal(d_before[k], d_after[k]) for k in d_before)
+
+
+def test_missing_vgg_or_discriminator_is_an_options_error(tmp_path):
+    with pytest.raises(OptionsError, match=r"method\.vgg_path: the perceptual loss needs a local VGG19 file"):
+        RealESRGAN(network=TINY_G, perceptual_weight=1.0)
+    with pytest.raises(FileNotFoundError, match=r"weights file not found: '.*nope\.pth'"):
+        RealESRGAN(network=TINY_G, perceptual_weight=1.0, vgg_path=str(tmp_path / "nope.pth"))
+    with pytest.raises(OptionsError, match=r"method\.discriminator: gan_weight > 0 needs a discriminator"):
+        RealESRGAN(network=TINY_G, gan_weight=0.1)
