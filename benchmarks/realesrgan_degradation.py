@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,42 +28,40 @@ from osir.degradations.realesrgan import PRESETS, RealESRGANDegradation
 
 
 def reference(gt, params, o, usm, jpeger):
-    """basicsr's functions step by step, as Real-ESRGAN's feed_data (random choices from global RNGs)."""
+    """basicsr's functions step by step, as Real-ESRGAN's feed_data does, with the batch-level choices
+    (resize, mode, Gaussian or Poisson, second blur, order) taken from the same drawn parameters as
+    osir's stage so both do the same work; sigma/scale/quality are drawn by basicsr's random_* helpers."""
     h, w = gt.shape[-2:]
+    first = {k: float(v[0]) for k, v in params.items() if v.dim() == 1}
+    modes = ["area", "bilinear", "bicubic"]
     target = usm(gt) if usm is not None else gt
     out = filter2D(target, params["kernel1"])
-    updown = random.choices(["up", "down", "keep"], o["resize_prob"])[0]
-    scale = np.random.uniform(1, o["resize_range"][1]) if updown == "up" else \
-        np.random.uniform(o["resize_range"][0], 1) if updown == "down" else 1
-    out = F.interpolate(out, scale_factor=scale, mode=random.choice(["area", "bilinear", "bicubic"]))
-    if np.random.uniform() < o["gaussian_noise_prob"]:
+    out = F.interpolate(out, scale_factor=first["scale1"], mode=modes[int(first["mode1"])])
+    if first["gaussian1"]:
         out = random_add_gaussian_noise_pt(out, sigma_range=o["noise_range"], clip=True, rounds=False,
                                            gray_prob=o["gray_noise_prob"])
     else:
         out = random_add_poisson_noise_pt(out, scale_range=o["poisson_scale_range"], gray_prob=o["gray_noise_prob"],
                                           clip=True, rounds=False)
     out = jpeger(out.clamp(0, 1), quality=out.new_zeros(out.size(0)).uniform_(*o["jpeg_range"])).contiguous()
-    if np.random.uniform() < o["second_blur_prob"]:
+    if first["blur2"]:
         out = filter2D(out, params["kernel2"])
-    updown = random.choices(["up", "down", "keep"], o["resize_prob2"])[0]
-    scale = np.random.uniform(1, o["resize_range2"][1]) if updown == "up" else \
-        np.random.uniform(o["resize_range2"][0], 1) if updown == "down" else 1
-    out = F.interpolate(out, size=(int(h / 4 * scale), int(w / 4 * scale)), mode=random.choice(["area", "bilinear", "bicubic"]))
-    if np.random.uniform() < o["gaussian_noise_prob2"]:
+    out = F.interpolate(out, size=(int(h / 4 * first["scale2"]), int(w / 4 * first["scale2"])),
+                        mode=modes[int(first["mode2"])])
+    if first["gaussian2"]:
         out = random_add_gaussian_noise_pt(out, sigma_range=o["noise_range2"], clip=True, rounds=False,
                                            gray_prob=o["gray_noise_prob2"])
     else:
         out = random_add_poisson_noise_pt(out, scale_range=o["poisson_scale_range2"], gray_prob=o["gray_noise_prob2"],
                                           clip=True, rounds=False)
     quality = out.new_zeros(out.size(0)).uniform_(*o["jpeg_range2"])
-    if np.random.uniform() < 0.5:
-        out = F.interpolate(out, size=(h // 4, w // 4), mode=random.choice(["area", "bilinear", "bicubic"]))
-        out = filter2D(out, params["sinc_kernel"])
+    final_mode = modes[int(first["final_mode"])]
+    if first["sinc_first"]:
+        out = filter2D(F.interpolate(out, size=(h // 4, w // 4), mode=final_mode), params["sinc_kernel"])
         out = jpeger(out.clamp(0, 1), quality=quality).contiguous()
     else:
         out = jpeger(out.clamp(0, 1), quality=quality).contiguous()
-        out = F.interpolate(out, size=(h // 4, w // 4), mode=random.choice(["area", "bilinear", "bicubic"]))
-        out = filter2D(out, params["sinc_kernel"])
+        out = filter2D(F.interpolate(out, size=(h // 4, w // 4), mode=final_mode), params["sinc_kernel"])
     return (out.clamp(0, 1) * 255).round() / 255, target
 
 

@@ -7,8 +7,9 @@ Super-Resolution with Pure Synthetic Data", ICCVW 2021, Sec. 3), split in two ha
 * ``__call__(gt, params)`` runs on whole batches on the training device: two rounds of
   [blur -> resize -> noise -> JPEG], then [resize back + sinc] and JPEG in random order, then 8-bit
   quantisation, with basicsr's ``filter2D``, ``add_gaussian_noise_pt``, ``add_poisson_noise_pt``
-  and ``DiffJPEG``.  Resize choices apply to a whole batch (one output size per batch), taken from
-  its first sample, as Real-ESRGAN does per batch.  The noise fields come from torch's generator,
+  and ``DiffJPEG``.  The resize choices (one output size per batch) and the Gaussian-or-Poisson choice
+  apply to a whole batch, taken from its first sample, as Real-ESRGAN draws them per batch; blur
+  kernels, noise strength, grey noise and JPEG quality are per sample.  The noise fields come from torch's generator,
   which the engine seeds per micro-batch (and ``osir.degrade`` per image).
 
 Every probability and range is an option; ``preset`` picks Real-ESRGAN's ``x4plus`` defaults or
@@ -121,22 +122,38 @@ class RealESRGANDegradation:
         return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in p.items()}
 
     # -- per batch, on the device ------------------------------------------------------------
+    @staticmethod
+    def _where(x, choose, fn):
+        """fn applied to the samples where ``choose`` is true (computed only for those)."""
+        idx = choose.bool().nonzero().view(-1)
+        if idx.numel() == 0:
+            return x
+        if idx.numel() == x.shape[0]:
+            return fn(x, idx)
+        out = x.clone()
+        out[idx] = fn(x[idx], idx)
+        return out
+
     def _noise(self, x, p, r):
-        on = p[f"noise{r}"].bool().view(-1, 1, 1, 1)
-        gaussian = add_gaussian_noise_pt(x, sigma=p[f"sigma{r}"], gray_noise=p[f"gray{r}"], clip=True, rounds=False)
-        poisson = add_poisson_noise_pt(x, scale=p[f"poisson{r}"], gray_noise=p[f"gray{r}"], clip=True, rounds=False)
-        noisy = torch.where(p[f"gaussian{r}"].bool().view(-1, 1, 1, 1), gaussian, poisson)
-        return torch.where(on, noisy, x)
+        def gaussian(y, idx):
+            return add_gaussian_noise_pt(y, sigma=p[f"sigma{r}"][idx], gray_noise=p[f"gray{r}"][idx], clip=True,
+                                         rounds=False)
+
+        def poisson(y, idx):
+            return add_poisson_noise_pt(y, scale=p[f"poisson{r}"][idx], gray_noise=p[f"gray{r}"][idx], clip=True,
+                                        rounds=False)
+
+        # Gaussian or Poisson is chosen per batch (from its first sample), as Real-ESRGAN does; the
+        # strength, grey/colour and on/off are per sample
+        return self._where(x, p[f"noise{r}"], gaussian if bool(p[f"gaussian{r}"][0]) else poisson)
 
     def _jpeg(self, x, p, r):
-        on = p[f"jpeg{r}"].bool().view(-1, 1, 1, 1)
         # DiffJPEG returns a non-contiguous tensor, on which filter2D's view() fails on the CPU
-        compressed = self.jpeg(x.clamp(0, 1), quality=p[f"quality{r}"].clone()).contiguous()
-        return torch.where(on, compressed, x)
+        return self._where(x, p[f"jpeg{r}"], lambda y, idx: self.jpeg(y.clamp(0, 1), quality=p[f"quality{r}"][idx].clone())
+                           .contiguous())
 
-    @staticmethod
-    def _blur(x, kernel, on):
-        return torch.where(on.bool().view(-1, 1, 1, 1), filter2D(x, kernel), x)
+    def _blur(self, x, kernel, on):
+        return self._where(x, on, lambda y, idx: filter2D(y, kernel[idx]))
 
     @torch.no_grad()
     def __call__(self, gt: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
