@@ -26,6 +26,17 @@ from basicsr.utils.img_process_util import USMSharp, filter2D
 
 from osir.degradations.realesrgan import PRESETS, RealESRGANDegradation
 
+from bench_timing import best_time  # sibling module (benchmarks/ is the script's folder)
+
+
+def reference_noise(out, o, suffix, gaussian):
+    """Real-ESRGAN's noise step: basicsr's random Gaussian or Poisson noise helper."""
+    if gaussian:
+        return random_add_gaussian_noise_pt(out, sigma_range=o["noise_range" + suffix], clip=True, rounds=False,
+                                            gray_prob=o["gray_noise_prob" + suffix])
+    return random_add_poisson_noise_pt(out, scale_range=o["poisson_scale_range" + suffix],
+                                       gray_prob=o["gray_noise_prob" + suffix], clip=True, rounds=False)
+
 
 def reference(gt, params, o, usm, jpeger):
     """basicsr's functions step by step, as Real-ESRGAN's feed_data does, with the batch-level choices
@@ -37,23 +48,13 @@ def reference(gt, params, o, usm, jpeger):
     target = usm(gt) if usm is not None else gt
     out = filter2D(target, params["kernel1"])
     out = F.interpolate(out, scale_factor=first["scale1"], mode=modes[int(first["mode1"])])
-    if first["gaussian1"]:
-        out = random_add_gaussian_noise_pt(out, sigma_range=o["noise_range"], clip=True, rounds=False,
-                                           gray_prob=o["gray_noise_prob"])
-    else:
-        out = random_add_poisson_noise_pt(out, scale_range=o["poisson_scale_range"], gray_prob=o["gray_noise_prob"],
-                                          clip=True, rounds=False)
+    out = reference_noise(out, o, "", first["gaussian1"])
     out = jpeger(out.clamp(0, 1), quality=out.new_zeros(out.size(0)).uniform_(*o["jpeg_range"])).contiguous()
     if first["blur2"]:
         out = filter2D(out, params["kernel2"])
     out = F.interpolate(out, size=(int(h / 4 * first["scale2"]), int(w / 4 * first["scale2"])),
                         mode=modes[int(first["mode2"])])
-    if first["gaussian2"]:
-        out = random_add_gaussian_noise_pt(out, sigma_range=o["noise_range2"], clip=True, rounds=False,
-                                           gray_prob=o["gray_noise_prob2"])
-    else:
-        out = random_add_poisson_noise_pt(out, scale_range=o["poisson_scale_range2"], gray_prob=o["gray_noise_prob2"],
-                                          clip=True, rounds=False)
+    out = reference_noise(out, o, "2", first["gaussian2"])
     quality = out.new_zeros(out.size(0)).uniform_(*o["jpeg_range2"])
     final_mode = modes[int(first["final_mode"])]
     if first["sinc_first"]:
@@ -63,15 +64,6 @@ def reference(gt, params, o, usm, jpeger):
         out = jpeger(out.clamp(0, 1), quality=quality).contiguous()
         out = filter2D(F.interpolate(out, size=(h // 4, w // 4), mode=final_mode), params["sinc_kernel"])
     return (out.clamp(0, 1) * 255).round() / 255, target
-
-
-def timed(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main(argv=None):
@@ -92,9 +84,9 @@ def main(argv=None):
             params = {k: torch.stack([d[k] for d in draws]).to(device) for k in draws[0]}
             usm = USMSharp().to(device) if use_usm else None
             jpeger = DiffJPEG(differentiable=False).to(device)
-            ours = timed(lambda: stage(gt, params), args.repeats)
-            ref = timed(lambda: reference(gt, params, PRESETS["realesrgan_x4"], usm, jpeger), args.repeats)
-            draw = timed(lambda: [stage.draw(seed) for seed in range(args.batch)], args.repeats)
+            ours = best_time(lambda: stage(gt, params), args.repeats, device)
+            ref = best_time(lambda: reference(gt, params, PRESETS["realesrgan_x4"], usm, jpeger), args.repeats, device)
+            draw = best_time(lambda: [stage.draw(seed) for seed in range(args.batch)], args.repeats, torch.device("cpu"))
             rows.append({"size": size, "usm": use_usm, "osir_s": ours, "reference_s": ref, "draw_s": draw,
                          "osir_img_s": args.batch / ours, "reference_img_s": args.batch / ref, "speedup": ref / ours})
         # per-step breakdown of osir's stage (USM on)

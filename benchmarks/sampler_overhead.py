@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -20,18 +19,7 @@ from osir.methods.irsde import ConditionalUNet
 from osir.diffusion import MeanRevertingSDE
 from osir.registry import SAMPLERS
 
-
-def timed(fn, repeats: int, device) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+from bench_timing import best_time  # sibling module (benchmarks/ is the script's folder)
 
 
 def main(argv=None):
@@ -70,13 +58,13 @@ def main(argv=None):
     # so drift in machine load affects both sides alike
     best = {"forward": float("inf"), **{name: float("inf") for name in samplers}}
     for _ in range(args.repeats):
-        best["forward"] = min(best["forward"], timed(forwards, 1, device))
+        best["forward"] = min(best["forward"], best_time(forwards, 1, device))
         for name in samplers:
-            best[name] = min(best[name], timed(sampling(name), 1, device))
+            best[name] = min(best[name], best_time(sampling(name), 1, device))
     forward_time = best["forward"] / args.steps
     # the samplers' own arithmetic, isolated with a network that costs nothing
     constant = torch.randn_like(x)
-    arith = {name: min(timed(lambda: samplers[name](lambda *_: constant, x, mu, sde, timesteps,
+    arith = {name: min(best_time(lambda: samplers[name](lambda *_: constant, x, mu, sde, timesteps,
                                                       torch.Generator(device=device).manual_seed(0)), 1, device)
                        for _ in range(10)) for name in samplers}
     rows = [{"sampler": name, "steps": args.steps, "sampling_s": best[name], "forward_s": forward_time,

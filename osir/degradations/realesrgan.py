@@ -69,8 +69,8 @@ class RealESRGANDegradation:
             if key not in PRESETS[preset]:
                 raise OptionsError(f"degradation.{key}: unknown key{nearest(key, PRESETS[preset])}; "
                                    f"allowed: preset, pool_size, {', '.join(PRESETS[preset])}")
-            validate(value, type(PRESETS[preset][key]) if not isinstance(value, list) else list[float],
-                     f"degradation.{key}")
+            overrides[key] = validate(value, list[float] if isinstance(PRESETS[preset][key], list)
+                                      else type(PRESETS[preset][key]), f"degradation.{key}")
         self.opt = {**PRESETS[preset], **overrides}
         self.preset, self.pool = preset, PairPool(pool_size) if pool_size else None
         self.usm = SeparableUSMSharp() if self.opt["use_usm"] else None

@@ -65,11 +65,14 @@ class RealESRGAN(Method):
             self.networks["d"] = ARCHS.build(discriminator, "method.discriminator")
             self.gan_loss = GANLoss("vanilla", loss_weight=gan_weight)
 
+    def attach(self, accelerator, optimizers: dict, grad_clip: float | None = None) -> None:
+        super().attach(accelerator, optimizers, grad_clip)
+        if self.perceptual is not None:   # a loss module, not a network: the engine does not place it
+            self.perceptual.to(accelerator.device)
+
     def training_step(self, batch: dict) -> dict[str, float]:
         lq, gt = batch["lq"], batch["gt"]
         net_g, logs = self.networks["g"], {}
-        if self.perceptual is not None and next(self.perceptual.parameters(), torch.empty(0)).device != gt.device:
-            self.perceptual.to(gt.device)
         net_d = self.networks.get("d")
         if net_d is not None:
             net_d.requires_grad_(False)
