@@ -14,8 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["osir", "osir.*"]),
     install_requires=[
-        "torch>=2.1,<=2.14.1",
-        "torchvision>=0.16,<=0.29.1",
+        "torch>=2.6,<=2.14.1",          # torch.accelerator
+        "torchvision>=0.21,<=0.29.1",
         "numpy",
         "opencv-python-headless",
         "pyyaml",
@@ -29,11 +29,31 @@ setup(
         "tqdm",
         "lmdb",
         "scikit-image",   # the demo's embedded photos
+        "diffusers>=0.30",        # OSEDiff: SD 2.1 components and schedulers (imported only by methods that use them)
+        "peft>=0.12",             # LoRA
+        "transformers>=4.40",     # text encoders, captioners
+        "open-clip-torch>=2.24",  # DA-CLIP
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
-    entry_points={"console_scripts": [
-        "osir-train=osir.train:main",
-        "osir-test=osir.test:main",
-        "osir-score=osir.metrics.__main__:main",
-    ]},
+    # Registered entries, found by osir.plugins.discover() and imported only when an options file
+    # names them ("Name = module that registers it"); other packages add their own the same way.
+    entry_points={
+        "console_scripts": [
+            "osir-train=osir.train:main",
+            "osir-test=osir.test:main",
+            "osir-score=osir.metrics.__main__:main",
+        ],
+        "osir.methods": ["IRSDE = osir.methods.irsde", "RealESRGAN = osir.methods.realesrgan"],
+        "osir.archs": ["ConditionalUNet = osir.methods.irsde", "RRDBNet = osir.methods.realesrgan",
+                       "UNetDiscriminatorSN = osir.methods.realesrgan"],
+        "osir.datasets": [f"{name} = osir.data.datasets" for name in
+                          ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")],
+        "osir.degradations": ["GaussianNoise = osir.degradations.simple"],
+        "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan"],
+        "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "pyiqa", "niqe")],
+        "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],
+        "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
+        "osir.schedulers": [f"{name} = osir.engine.optim" for name in
+                            ("MultiStepLR", "CosineAnnealingLR", "WarmupConstant", "WarmupCosine")],
+    },
 )

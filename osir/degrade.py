@@ -21,7 +21,7 @@ import yaml
 import osir
 from osir.data.io import ImageReadError, img2tensor, list_images, read_image, write_image
 from osir.options import component, read_yaml, validate
-from osir.registry import BATCH_DEGRADATIONS, OptionsError, load_builtin
+from osir.registry import BATCH_DEGRADATIONS, OptionsError
 
 
 def image_seed(base_seed: int, name: str) -> int:
@@ -59,7 +59,6 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        load_builtin()
         if args.card:
             card = yaml.safe_load(Path(args.card).read_text())
             spec, seed, seeds = card["degradation"], int(card["seed"]), card["images"]

@@ -22,7 +22,7 @@ import pydantic
 import yaml
 
 from osir.registry import (BATCH_DEGRADATIONS, DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
-                           Registry, load_builtin, nearest)
+                           Registry, nearest)
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,44 @@ class LoaderOptions:
 
 
 @dataclass
+class OptimizerExtra:
+    """osir's keys next to an optimiser's own arguments."""
+    params: Optional[list[str]] = None        # networks or method-given groups it steps (default: its own name)
+    exclude_from_weight_decay: bool = False   # the method's no-decay parameters (gains, biases) get weight_decay 0
+
+
+@dataclass
+class EMAOptions:
+    decay: float = 0.999
+    update_every: int = 1        # iterations between EMA updates
+
+
+@dataclass
+class DDPOptions:
+    """Passed to torch's DistributedDataParallel (through accelerate)."""
+    find_unused_parameters: bool = False
+    static_graph: bool = False
+
+
+@dataclass
 class TrainOptions:
     total_iter: int                                                  # optimiser updates
-    optimizers: dict[str, component(OPTIMIZERS)] = field(default_factory=dict)  # network name -> optimiser
-    scheduler: Optional[component(SCHEDULERS)] = None
-    ema_decay: Optional[float] = 0.999                               # null: no EMA
-    grad_clip: Optional[float] = None                                # max gradient norm
+    optimizers: dict[str, component(OPTIMIZERS, OptimizerExtra)] = field(default_factory=dict)  # name -> optimiser
+    scheduler: Optional[component(SCHEDULERS)] = None                # one per optimiser, same settings
+    ema: dict[str, Optional[EMAOptions]] = field(default_factory=dict)   # network -> EMA of its trained tensors
+    grad_clip: Optional[float] = None                                # max gradient norm, per optimiser
     grad_accum_steps: int = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     force_cpu: bool = False                                          # train on the CPU even with a GPU
+    channels_last: bool = False                                      # networks in channels_last memory format
+    ddp: DDPOptions = field(default_factory=DDPOptions)
+    accelerate_config: Optional[str] = None                          # accelerate config file (FSDP), see README
 
 
 @dataclass
 class ValOptions:
     freq: int = 5000             # validate every N iterations (and at the end)
+    use_ema: bool = True         # validate with the EMA weights of networks that have them (false: raw weights)
     save_images: bool = True
     max_images: Optional[int] = None
 
@@ -93,6 +117,11 @@ class TileOptions:
 
 
 @dataclass
+class InferenceOptions:
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"   # test.py's precision (training uses train.*)
+
+
+@dataclass
 class Options:
     name: str
     method: component(METHODS)
@@ -106,6 +135,7 @@ class Options:
     logger: LoggerOptions = field(default_factory=LoggerOptions)
     path: PathOptions = field(default_factory=PathOptions)
     tile: TileOptions = field(default_factory=TileOptions)
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -161,7 +191,7 @@ def _plain(value):
     """A default worth writing into the resolved options (YAML-safe), else None."""
     if isinstance(value, (bool, int, float, str, type(None))):
         return True
-    if isinstance(value, (list, dict)):
+    if isinstance(value, (list, tuple, dict)):
         return all(_plain(v) for v in (value.values() if isinstance(value, dict) else value))
     return False
 
@@ -189,7 +219,7 @@ def _check_mapping(value, params, path, allow_extra=False, skip=()):
         if dataclasses.is_dataclass(default):
             out[key] = validate(dataclasses.asdict(default), annotation, _join(path, key))
         elif _plain(default):
-            out[key] = copy.deepcopy(default)
+            out[key] = list(default) if isinstance(default, tuple) else copy.deepcopy(default)
     return out
 
 
@@ -228,6 +258,8 @@ def validate(value, annotation, path: str = ""):
     if annotation is Any or annotation is _MISSING:
         return value
     adapter = _adapter(annotation)
+    if adapter is None and (checkable := _checkable(annotation)) is not None:
+        adapter = _adapter(checkable)
     if adapter is not None:
         try:
             converted = adapter.validate_python(value)
@@ -240,6 +272,19 @@ def validate(value, annotation, path: str = ""):
         # keep the typed value (YAML reads '1e-4' as a string; a float option gets the float)
         return converted if _plain(converted) else value
     return value
+
+
+def _checkable(annotation):
+    """``annotation`` without the members pydantic cannot check (``float | Tensor`` -> ``float``), so
+    library signatures such as torch's optimisers still get their numbers checked and converted."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        kept = [a for a in map(_checkable, args) if a is not None]
+        return Union[tuple(kept)] if kept else None
+    if origin in (tuple, list, dict) and args:
+        kept = [a if a is Ellipsis else _checkable(a) for a in args]
+        return None if any(a is None for a in kept) else origin[tuple(kept)]
+    return annotation if _adapter(annotation) is not None else None
 
 
 def _type_name(annotation) -> str:
@@ -313,7 +358,6 @@ def apply_overrides(opt: dict, overrides: list[str]) -> dict:
 def load_options(path: str | Path, overrides: list[str] | None = None) -> dict:
     """Read, override and validate an options file; return the resolved options (a plain dict)."""
     raw = apply_overrides(read_yaml(path), overrides or [])
-    load_builtin()
     for module in raw.get("imports") or []:
         try:
             importlib.import_module(module)

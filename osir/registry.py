@@ -1,9 +1,21 @@
 """Registries: a YAML ``type:`` names a registered class or function; its other keys are the
-constructor's arguments.  Shared parts and methods register by decorator; nothing here knows
-about a particular method."""
+constructor's arguments.
+
+This module imports nothing of osir: implementations register themselves by decorator when they
+are imported, and the installed Python entry points tell each registry ``R`` where its entries
+live: an entry ``Name = package.module`` of the group ``osir.<R.group>`` says that importing
+``package.module`` registers ``Name``.  The module is imported only when a name is asked for, so
+``python -m osir.metrics`` never imports diffusers or open_clip, and a method whose optional
+dependency is missing is reported when it is used.  osir declares its own entries in
+``setup.py``; a package outside osir registers a method the same way::
+
+    entry_points={"osir.methods": ["MyMethod = mypackage.method"], "osir.archs": ["MyNet = mypackage.arch"]}
+"""
 from __future__ import annotations
 
 import difflib
+import importlib
+from importlib.metadata import entry_points
 from typing import Any, Callable
 
 
@@ -18,12 +30,15 @@ def nearest(name: str, choices) -> str:
 
 
 class Registry:
-    """Maps names to classes or factory functions."""
+    """Maps names to classes or factory functions, registered directly or lazily (a module to
+    import the first time the name is asked for)."""
 
-    def __init__(self, kind: str, provided: tuple[str, ...] = ()):
+    def __init__(self, kind: str, group: str, provided: tuple[str, ...] = ()):
         self.kind = kind
+        self.group = group         # entry-point group: osir.<group>
         self.provided = provided   # constructor arguments the code supplies, not the options
         self._entries: dict[str, Callable] = {}
+        self._lazy: dict[str, str] = {}
 
     def register(self, obj: Callable | None = None, *, name: str | None = None):
         """Use as ``@REG.register()`` / ``@REG.register(name='x')`` or ``REG.register(cls)``."""
@@ -35,11 +50,29 @@ class Registry:
             return o
         return add(obj) if obj is not None else add
 
-    def get(self, name: str, key_path: str = "type") -> Callable:
+    def register_lazy(self, name: str, module: str) -> None:
+        """``name`` is registered by importing ``module`` (done when the name is first used)."""
         if name not in self._entries:
+            self._lazy.setdefault(name, module)
+
+    def get(self, name: str, key_path: str = "type") -> Callable:
+        discover()
+        if name not in self._entries and name in self._lazy:
+            module = self._lazy[name]
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as err:
+                missing = (err.name or "").split(".")[0]
+                raise OptionsError(
+                    f"{key_path}: {self.kind} '{name}' needs the package '{missing}', which is not installed "
+                    f"(pip install {PIP_NAMES.get(missing, missing)})") from None
+            if name not in self._entries:
+                raise KeyError(f"importing '{module}' did not register {self.kind} '{name}'")
+        if name not in self._entries:
+            names = self.names()
             raise OptionsError(
-                f"{key_path}: unknown {self.kind} '{name}'{nearest(name, self._entries)}; "
-                f"registered: {', '.join(sorted(self._entries))}")
+                f"{key_path}: unknown {self.kind} '{name}'{nearest(name, names)}; "
+                f"registered: {', '.join(names) or '(none: is osir installed? pip install -e .)'}")
         return self._entries[name]
 
     def build(self, spec: dict, key_path: str = "", **extra: Any):
@@ -50,31 +83,43 @@ class Registry:
         return self.get(spec["type"], f"{key_path}.type" if key_path else "type")(**kwargs, **extra)
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        discover()
+        return sorted(set(self._entries) | set(self._lazy))
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        discover()
+        return name in self._entries or name in self._lazy
 
     def __repr__(self) -> str:
         return f"Registry({self.kind}: {', '.join(self.names())})"
 
 
-ARCHS = Registry("arch")
-METHODS = Registry("method")
-DATASETS = Registry("dataset")
-DEGRADATIONS = Registry("degradation")          # per-sample, in dataset workers
-BATCH_DEGRADATIONS = Registry("batch degradation")  # whole batches on the training device
-LOSSES = Registry("loss")
-METRICS = Registry("metric")
-SAMPLERS = Registry("sampler")
-OPTIMIZERS = Registry("optimizer", provided=("params",))
-SCHEDULERS = Registry("scheduler", provided=("optimizer",))
+#: import name -> pip name, for the "not installed" message
+PIP_NAMES = {"open_clip": "open-clip-torch", "cv2": "opencv-python-headless", "skimage": "scikit-image",
+             "lion_pytorch": "lion-pytorch", "yaml": "pyyaml"}
+
+ARCHS = Registry("arch", "archs")
+METHODS = Registry("method", "methods")
+DATASETS = Registry("dataset", "datasets")
+DEGRADATIONS = Registry("degradation", "degradations")                   # per-sample, in dataset workers
+BATCH_DEGRADATIONS = Registry("batch degradation", "batch_degradations")  # whole batches on the device
+LOSSES = Registry("loss", "losses")
+METRICS = Registry("metric", "metrics")
+SAMPLERS = Registry("sampler", "samplers")
+OPTIMIZERS = Registry("optimizer", "optimizers", provided=("params",))
+SCHEDULERS = Registry("scheduler", "schedulers", provided=("optimizer",))
+ALL = (ARCHS, METHODS, DATASETS, DEGRADATIONS, BATCH_DEGRADATIONS, LOSSES, METRICS, SAMPLERS, OPTIMIZERS,
+       SCHEDULERS)
 
 
-def load_builtin() -> None:
-    """Import every built-in module that registers entries (not at import time of this module)."""
-    import osir.data.datasets  # noqa: F401
-    import osir.degradations  # noqa: F401
-    import osir.engine.optim  # noqa: F401
-    import osir.metrics.suite  # noqa: F401
-    import osir.methods  # noqa: F401
+_discovered = False
+
+
+def discover() -> None:
+    """Register every installed entry point lazily (once per process)."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        for registry in ALL:
+            for entry in entry_points(group=f"osir.{registry.group}"):
+                registry.register_lazy(entry.name, entry.value.split(":")[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from osir.engine.checkpoint import CheckpointError
 from osir.registry import OptionsError
 
 
@@ -31,10 +32,16 @@ def main(argv=None) -> int:
     except OptionsError as err:
         print(f"osir: options error: {err}", file=sys.stderr)
         return 2
+    except CheckpointError as err:
+        print(f"osir: checkpoint error: {err}", file=sys.stderr)
+        return 2
     results = trainer.train()
     if trainer.accelerator.is_main_process:
         for set_name, summary in results["val"].items():
             for metric, values in summary.items():
+                if "restored" not in values:
+                    print(f"[{set_name}] {metric}: {values['value']:.4f}")
+                    continue
                 before = f"input {values['input']:.2f} -> " if "input" in values else ""
                 print(f"[{set_name}] {metric}: {before}restored {values['restored']:.2f}")
     return 0

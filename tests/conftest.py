@@ -41,7 +41,7 @@ def tiny_options(root: Path, **overrides) -> dict:
             "val": {"type": "SyntheticPairDataset", "dataroot_gt": str(gt), "max_images": None,
                     "degradation": {"type": "GaussianNoise", "sigma": 25}} ,
         },
-        "train": {"total_iter": 6, "optimizers": {"g": {"type": "Adam", "lr": 1e-3}}, "ema_decay": 0.9},
+        "train": {"total_iter": 6, "optimizers": {"g": {"type": "Adam", "lr": 1e-3}}, "ema": {"g": {"decay": 0.9}}},
         "val": {"freq": 3, "max_images": 1},
         "metrics": {"psnr": {"type": "psnr"}},
         "logger": {"print_freq": 2, "checkpoint_freq": 3, "tensorboard": False, "progress_bar": False},
@@ -68,11 +68,42 @@ def tiny(tmp_path):
     return tiny_options(tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
+def reset_accelerate() -> None:
     """accelerate keeps one process-wide state (mixed precision, device); tests build several trainers
     with different settings in one process, so each starts from a clean state."""
-    yield
     from accelerate.state import AcceleratorState, GradientState
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    reset_accelerate()
+
+
+def tiny_vae_folder(path: Path) -> Path:
+    """A tiny randomly initialised diffusers AutoencoderKL saved with save_pretrained."""
+    import torch
+    from diffusers import AutoencoderKL
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
+                  up_block_types=("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=4,
+                  layers_per_block=1, sample_size=32).save_pretrained(path)
+    return path
+
+
+def refiner_options(root: Path, **overrides) -> dict:
+    """The README's worked example (tests/plugins/latent_refiner.py) on the tiny image folder."""
+    opt = tiny_options(root)
+    opt["imports"] = ["tests.plugins.latent_refiner"]
+    opt["method"] = {"type": "LatentRefiner", "vae_path": str(tiny_vae_folder(root / "vae")), "channels": 4}
+    opt["train"].update({"optimizers": {"g": {"type": "AdamW", "lr": 1e-3, "params": ["body", "head"]}},
+                         "ema": {"body": {"decay": 0.9}}, "mixed_precision": "bf16"})
+    for key, value in overrides.items():
+        node = opt
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return opt

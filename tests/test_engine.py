@@ -16,13 +16,13 @@ from tests.conftest import tiny_options, write_images, write_yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def losses_of(log_dir: Path) -> list[float]:
+def losses_of(log_dir: Path, key: str = "l_ml") -> list[float]:
     """Per-iteration losses from the experiment log (print_freq 1)."""
     out = []
     for log in sorted(log_dir.glob("train_*.log")):
         for line in log.read_text().splitlines():
-            if " l_ml " in line:
-                out.append(float(line.split(" l_ml ")[1].split()[0]))
+            if f" {key} " in line:
+                out.append(float(line.split(f" {key} ")[1].split()[0]))
     return out
 
 
@@ -65,7 +65,8 @@ def test_new_run_archives_an_existing_experiment(tmp_path):
 def test_optimizer_for_unknown_network_is_an_options_error(tmp_path):
     opt = load_options(write_yaml(tmp_path / "a.yml", tiny_options(tmp_path)), ["train.optimizers.d.type=Adam"])
     from osir.registry import OptionsError
-    with pytest.raises(OptionsError, match=r"train\.optimizers\.d: the method has no network 'd'; networks: g"):
+    with pytest.raises(OptionsError, match=r"train\.optimizers\.d \(no params: the optimiser's name\): unknown "
+                                           r"parameter group 'd'; groups of IRSDE: g"):
         Trainer(opt)
 
 
@@ -108,7 +109,7 @@ def test_bad_options_exit_with_a_message(tmp_path):
 @pytest.mark.timeout(300)
 def test_ddp_two_processes_keep_identical_weights(tmp_path):
     """torchrun with 2 CPU processes (gloo): after training, both ranks hold the same weights."""
-    opt = tiny_options(tmp_path, **{"train.total_iter": 3, "train.ema_decay": None})
+    opt = tiny_options(tmp_path, **{"train.total_iter": 3, "train.ema": {}})
     f = write_yaml(tmp_path / "ddp.yml", opt)
     probe = tmp_path / "probe.py"
     probe.write_text(

@@ -84,6 +84,6 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
 def test_restore_is_seeded_and_upscales_mu():
     method = tiny_method(upscale=2)
     lq = torch.rand(1, 3, 8, 8)
-    a = method.restore(lq, generator=torch.Generator().manual_seed(1))
-    b = method.restore(lq, generator=torch.Generator().manual_seed(1))
+    a = method.restore({"lq": lq}, generator=torch.Generator().manual_seed(1))
+    b = method.restore({"lq": lq}, generator=torch.Generator().manual_seed(1))
     assert a.shape == (1, 3, 16, 16) and torch.equal(a, b)

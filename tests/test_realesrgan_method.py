@@ -22,7 +22,7 @@ def test_official_params_ema_file_loads_and_computes_the_same():
         method = RealESRGAN(network=TINY_G)
         method.load_pretrained("g", f"{tmp}/RealESRGAN_x4plus.pth")
     lq = torch.rand(1, 3, 12, 10)
-    assert torch.equal(method.restore(lq), release.eval()(lq)) and method.restore(lq).shape == (1, 3, 48, 40)
+    assert torch.equal(method.restore({"lq": lq}), release.eval()(lq)) and method.restore({"lq": lq}).shape == (1, 3, 48, 40)
 
 
 def test_full_size_generator_matches_the_release_layout():

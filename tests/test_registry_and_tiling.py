@@ -10,7 +10,7 @@ from tests.conftest import tiny_options, write_yaml
 
 
 def test_registry_lists_names_and_refuses_duplicates():
-    reg = Registry("thing")
+    reg = Registry("thing", "things")
     reg.register(dict, name="a")
     with pytest.raises(OptionsError, match=r"x\.type: unknown thing 'b'; registered: a"):
         reg.get("b", "x.type")
@@ -20,7 +20,7 @@ def test_registry_lists_names_and_refuses_duplicates():
 
 
 def test_a_method_registered_through_imports_trains_and_validates(tmp_path):
-    opt = tiny_options(tmp_path, **{"train.total_iter": 20, "val.freq": 100, "train.ema_decay": None})
+    opt = tiny_options(tmp_path, **{"train.total_iter": 20, "val.freq": 100, "train.ema": {}})
     opt["imports"] = ["tests.plugins.l1_method"]
     opt["method"] = {"type": "PlainL1", "network": {"type": "TinyConvNet", "channels": 8}}
     opt["train"]["optimizers"]["g"]["lr"] = 3e-3

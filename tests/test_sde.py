@@ -106,7 +106,7 @@ def test_posterior_extras_eta_zero_is_deterministic_and_clip_bounds_x0():
     seen = []
     wild = lambda x, mu_, t: torch.full_like(x, 50.0)  # noqa: E731  (a wildly wrong network)
     sample_posterior(wild, start, mu, sde, ts, clip_denoised=(0.0, 1.0), eta=0.0,
-                     callback=lambda i, t, x: seen.append(float(x.abs().max())))
+                     callback=lambda s: seen.append(float(s["x"].abs().max())))
     unclipped = []
-    sample_posterior(wild, start, mu, sde, ts, eta=0.0, callback=lambda i, t, x: unclipped.append(float(x.abs().max())))
+    sample_posterior(wild, start, mu, sde, ts, eta=0.0, callback=lambda s: unclipped.append(float(s["x"].abs().max())))
     assert max(seen) < 1.5 and max(unclipped) > 5.0

@@ -2,7 +2,9 @@
 ``gt_path`` and, for synthetic pairs, ``degradation`` (the parameters drawn).
 
 An item is addressed by an index or by ``(index, seed)``: the seed drives the crop, the
-augmentation and any synthetic degradation, so a sample is replayable from its seed.  Bytes are
+augmentation and any synthetic degradation (independent streams, ``sample_rng``), so a sample is
+replayable from its seed.  ``name`` is the image's path relative to its folder, without suffix
+(outputs are written under it, so two ``x.png`` in different sub-folders stay apart).  Bytes are
 read through basicsr's FileClient (``io_backend: disk`` or ``lmdb``).
 """
 from __future__ import annotations
@@ -17,8 +19,8 @@ from torch.utils.data import Dataset
 from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
 from basicsr.utils import FileClient
 
-import osir.degradations  # noqa: F401  (registers the per-sample degradations)
 from osir.data.io import ImageReadError, decode_image, img2tensor, list_images
+from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
 from osir.options import component
 from osir.registry import DATASETS, DEGRADATIONS
@@ -109,14 +111,14 @@ class PairedImageDataset(Dataset):
         gt_name, lq_name = self.pairs[index]
         gt, lq = self.gt.read(gt_name), self.lq.read(lq_name)
         gt_path, lq_path = self.gt.items[gt_name], self.lq.items[lq_name]
-        rng = np.random.default_rng(seed)
+        rng = sample_rng(seed, AUGMENT)
         if self.gt_size is not None:
             gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, rng, gt_path)
         elif gt.shape[0] != lq.shape[0] * self.scale or gt.shape[1] != lq.shape[1] * self.scale:
             raise ValueError(f"size mismatch: GT '{gt_path}' is {gt.shape[1]}x{gt.shape[0]}, LQ '{lq_path}' is "
                              f"{lq.shape[1]}x{lq.shape[0]} (scale {self.scale})")
         gt, lq = random_flip_rot([gt, lq], rng, self.use_flip, self.use_rot)
-        return {"lq": img2tensor(lq), "gt": img2tensor(gt), "lq_path": lq_path, "gt_path": gt_path}
+        return {"lq": img2tensor(lq), "gt": img2tensor(gt), "lq_path": lq_path, "gt_path": gt_path, "name": lq_name}
 
 
 @DATASETS.register()
@@ -138,16 +140,16 @@ class SyntheticPairDataset(Dataset):
         index, seed = _split_key(key)
         name = self.names[index]
         gt = self.gt.read(name)
-        rng = np.random.default_rng(seed)
+        rng = sample_rng(seed, AUGMENT)
         if self.gt_size is not None:
             gt, _ = paired_random_crop(gt, gt, self.gt_size, 1, rng, self.gt.items[name])
         (gt,) = random_flip_rot([gt], rng, self.use_flip, self.use_rot)
         path = self.gt.items[name]
+        item = {"gt": img2tensor(gt), "lq_path": path, "gt_path": path, "name": name}
         if self.degrade is None:   # LQ made later by a batch degradation
-            return {"lq": img2tensor(gt), "gt": img2tensor(gt), "lq_path": path, "gt_path": path}
-        lq, params = self.degrade(gt, rng)
-        return {"lq": img2tensor(lq), "gt": img2tensor(gt), "lq_path": path, "gt_path": path,
-                "degradation": {k: torch.tensor(v) for k, v in params.items()}}
+            return {"lq": item["gt"], **item}
+        lq, params = self.degrade(gt, sample_rng(seed, DEGRADATION))
+        return {"lq": img2tensor(lq), **item, "degradation": {k: torch.tensor(v) for k, v in params.items()}}
 
 
 @DATASETS.register()
@@ -164,7 +166,7 @@ class SingleImageDataset(Dataset):
     def __getitem__(self, key) -> dict:
         index, _ = _split_key(key)
         name = self.names[index]
-        return {"lq": img2tensor(self.lq.read(name)), "lq_path": self.lq.items[name]}
+        return {"lq": img2tensor(self.lq.read(name)), "lq_path": self.lq.items[name], "name": name}
 
 
 class WithDegradationParams(Dataset):

@@ -8,8 +8,20 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+
+#: independent random streams of one sample (``SeedSequence`` children): its crop and flips, its
+#: per-sample degradation, and the draw of a batch degradation never share random numbers
+AUGMENT, DEGRADATION, BATCH_DEGRADATION = 0, 1, 2
+
+
+def sample_rng(seed: int, stream: int) -> np.random.Generator:
+    """The generator of ``stream`` for the sample with ``seed`` (equal to
+    ``default_rng(SeedSequence(seed).spawn(stream + 1)[stream])``)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
 
 
 class SeededSampler(Sampler):

@@ -1,9 +1,7 @@
 """Synthetic degradations.
 
-Per-sample degradations (registry ``DEGRADATIONS``) run in dataset workers on HxWx3 float
-arrays with a numpy Generator, so a sample's degradation is a function of its seed; they return
-the degraded image and the parameters they drew.  Batch degradations (``BATCH_DEGRADATIONS``)
-run on whole batches on the training device between the loader and the method.
+Per-sample degradations (registry ``DEGRADATIONS``, ``simple.py``) run in dataset workers on HxWx3
+float arrays with a numpy Generator, so a sample's degradation is a function of its seed; they return
+the degraded image and the parameters they drew.  Batch degradations (``BATCH_DEGRADATIONS``,
+``realesrgan.py``) run on whole batches on the training device between the loader and the method.
 """
-from osir.degradations.realesrgan import RealESRGANDegradation  # noqa: F401  (registers)
-from osir.degradations.simple import GaussianNoise  # noqa: F401  (registers)

@@ -32,6 +32,7 @@ from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_
 from basicsr.utils.diffjpeg import DiffJPEG
 from basicsr.utils.img_process_util import filter2D
 
+from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.usm import SeparableUSMSharp
 from osir.options import validate
 from osir.registry import BATCH_DEGRADATIONS, OptionsError, nearest
@@ -93,7 +94,7 @@ class RealESRGANDegradation:
     def draw(self, seed: int) -> dict[str, torch.Tensor]:
         """All random choices of one sample's degradation, from its seed."""
         o = self.opt
-        rng = np.random.default_rng(seed)
+        rng = sample_rng(seed, BATCH_DEGRADATION)
         # basicsr's kernel generators draw from the global np.random and random modules
         np.random.seed(int(rng.integers(2 ** 31)))
         random.seed(int(rng.integers(2 ** 31)))

@@ -1,9 +1,10 @@
 """Checkpoint files.
 
-Network weights are safetensors; training states (optimisers, schedulers, iteration) are torch
-files read back with ``weights_only=True``, so loading executes no pickled code.  Every write
-goes to a temporary file in the same folder and is renamed into place, so a crash mid-write
-never leaves a truncated checkpoint.
+Network weights are safetensors; training states (optimisers, schedulers, iteration, and the
+list of weight files that belong to the state) are torch files read back with
+``weights_only=True``, so loading executes no pickled code.  Every write goes to a temporary file
+in the same folder, is fsync'ed and renamed into place (and the folder fsync'ed), so a crash
+mid-write never leaves a truncated checkpoint under the final name.
 """
 from __future__ import annotations
 
@@ -30,15 +31,37 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write a state dict as safetensors, atomically.  Tensors that share storage (tied or aliased
+    weights, e.g. open_clip's duplicated ``visual.*`` in DA-CLIP's release) are written as copies:
+    safetensors refuses shared storage, and on a CPU ``.cpu()`` does not copy."""
+    seen, out = set(), {}
+    for key, value in state.items():
+        tensor = value.detach().to("cpu").contiguous()
+        ptr = (tensor.untyped_storage().data_ptr(), tensor.storage_offset()) if tensor.numel() else None
+        if ptr is not None and (ptr in seen or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()):
+            tensor = tensor.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        out[key] = tensor
+    atomic_write(path, lambda tmp: save_file(out, tmp))
+
+
 def save_network(module: nn.Module, path: str | Path) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp))
+    save_state_dict(module.state_dict(), path)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -48,7 +71,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: '{path}'")
     if path.suffix == ".safetensors":
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as err:   # SafetensorError: truncated or not safetensors
+            raise CheckpointError(f"cannot read '{path}' as safetensors: {err}") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -97,17 +123,46 @@ def save_training_state(state: dict, path: str | Path) -> None:
 
 
 def load_training_state(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a training state; a missing or unreadable file is a ``CheckpointError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training state not found: '{path}'")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read training state '{path}': {err}") from None
+    if not isinstance(state, dict) or "iter" not in state:
+        raise CheckpointError(f"'{path}' is not an osir training state")
+    return state
+
+
+def states_newest_first(folder: str | Path) -> list[Path]:
+    """The training states in ``folder`` (``<iter>.state``), highest iteration first."""
+    folder = Path(folder)
+    states = [p for p in folder.glob("*.state") if re.fullmatch(r"\d+", p.stem)] if folder.is_dir() else []
+    return sorted(states, key=lambda p: int(p.stem), reverse=True)
 
 
 def latest_state(folder: str | Path) -> Path | None:
-    """The training state with the highest iteration in ``folder`` (``<iter>.state``)."""
-    folder = Path(folder)
-    states = [p for p in folder.glob("*.state") if re.fullmatch(r"\d+", p.stem)] if folder.is_dir() else []
-    return max(states, key=lambda p: int(p.stem)) if states else None
+    """The training state with the highest iteration in ``folder``."""
+    states = states_newest_first(folder)
+    return states[0] if states else None
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def sha256(path: str | Path) -> str:
+    """sha256 of a file; of a folder (a diffusers/transformers model), the hash of its weight files'
+    relative names and hashes (all files when it has no weight file)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        weights = [p for p in files if p.suffix in WEIGHT_SUFFIXES] or files
+        h = hashlib.sha256()
+        for p in weights:
+            h.update(f"{p.relative_to(path).as_posix()} {sha256(p)}\n".encode())
+        return h.hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -1,17 +1,34 @@
 """The interface between the engine and a method.
 
-A method owns its networks (``self.networks``: name -> module; frozen pretrained parts are
-simply networks without trainable parameters or left out of ``train.optimizers``), its losses
-and its optimisation step, and restores images with ``restore(lq, **conditions)``.  The engine
-builds the optimisers named in ``train.optimizers``, wraps everything with accelerate, keeps EMA
-copies, and calls ``training_step`` once per micro-batch.
+A method owns its networks (``self.networks``: name -> module), its losses and its optimisation
+step, and restores images with ``restore(batch)``.  What it may declare, and the engine honours:
+
+* ``parameter_groups()``: named groups of parameters that ``train.optimizers.<opt>.params`` can
+  name (one per network by default; add e.g. ``lora`` or ``conv_in``); ``no_weight_decay()``:
+  which parameters ``exclude_from_weight_decay`` spares (gains, biases, ``logit_scale``);
+* ``setup(device, mixed_precision)``: called before EMA copies and ``accelerator.prepare``; cast
+  frozen parts to ``self.weight_dtype``, enable gradient checkpointing, ...;
+* ``checkpoint_state()`` / ``load_checkpoint_state()``: what is saved and resumed per network
+  (by default the trained tensors of a partly frozen network, the whole state otherwise);
+* ``scale``, ``size_multiple``, ``min_size``, ``pad_mode``, ``tiles_internally``: the size
+  contract the inference layer pads and tiles for;
+* ``evaluate(dataset, batch_size)``: its own validation (e.g. retrieval accuracy) instead of
+  restoring and scoring with the metric suite;
+* ``self.pretrained``: components the method loaded itself from local paths (for provenance).
+
+Networks with trainable parameters must be stepped by some optimiser (else an options error);
+frozen parts are networks whose parameters have ``requires_grad=False``.  The engine runs
+validation and tests in ``eval()`` under ``torch.no_grad()`` and restores the modes afterwards.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
-
 import torch
 from torch import nn
+
+from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_network, read_state_dict
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Method:
@@ -19,61 +36,143 @@ class Method:
     ``training_step`` and ``restore``; they call ``self.optimize(name, loss)`` for each
     optimiser they step (several networks and optimisers are fine)."""
 
-    #: spatial multiple the LQ must have for ``restore`` (tiling and padding use it)
-    size_multiple: int = 1
     #: output size / input size
     scale: int = 1
+    #: the LQ's height and width must be multiples of this (the inference layer pads, then crops back)
+    size_multiple: int = 1
+    #: smallest LQ side ``restore`` accepts (padded up to it)
+    min_size: int = 1
+    #: how the inference layer pads: 'reflect' (replicate where the image is too small) or 'replicate'
+    pad_mode: str = "reflect"
+    #: the method tiles large inputs itself (latent / VAE tiles): the inference layer does not tile
+    tiles_internally: bool = False
 
     def __init__(self):
         self.networks: dict[str, nn.Module] = {}
-        self.eval_networks: dict[str, nn.Module] | None = None   # EMA copies during validation
+        self.pretrained: dict[str, str] = {}          # network -> local file or folder the method loaded
         self.accelerator = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.grad_clip: float | None = None
+        self.trained_parameters: dict[str, list[str]] = {}   # network -> names its optimisers step
+        self._device = None
+        self.mixed_precision = "no"
 
-    # -- engine hooks -----------------------------------------------------------------------
-    def attach(self, accelerator, optimizers: dict, grad_clip: float | None = None) -> None:
-        self.accelerator, self.optimizers, self.grad_clip = accelerator, optimizers, grad_clip
+    # -- declarations (override as needed) ---------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Groups that ``train.optimizers.<name>.params`` may name: by default each network's
+        trainable parameters under the network's name."""
+        return {name: [p for p in net.parameters() if p.requires_grad] for name, net in self.networks.items()}
 
-    @property
-    def device(self) -> torch.device:
-        if self.accelerator is not None:
-            return self.accelerator.device
-        return next(p.device for net in self.networks.values() for p in net.parameters())
+    def no_weight_decay(self, network: str, name: str, param: nn.Parameter) -> bool:
+        """Parameters left out of weight decay when an optimiser sets ``exclude_from_weight_decay``:
+        open_clip's convention (1-D gains and biases, norms, ``logit_scale``)."""
+        return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
 
-    def net(self, name: str) -> nn.Module:
-        """The network to use for inference: its EMA copy during validation, else the network."""
-        nets = self.eval_networks if self.eval_networks is not None else self.networks
-        net = nets[name]
-        return self.accelerator.unwrap_model(net) if self.accelerator is not None else net
+    def setup(self, device: torch.device, mixed_precision: str = "no") -> None:
+        """Called once before EMA copies and ``accelerator.prepare`` (and in test.py): the device
+        and precision are known here.  Override (calling super) to cast frozen parts to
+        ``self.weight_dtype``, enable gradient checkpointing, etc."""
+        self._device, self.mixed_precision = torch.device(device), mixed_precision
 
-    def optimize(self, name: str, loss: torch.Tensor) -> None:
-        """Backward ``loss`` and, on the last micro-batch of an accumulation, clip and step
-        optimiser ``name``."""
-        acc = self.accelerator
-        acc.backward(loss)
-        opt = self.optimizers[name]
-        if acc.sync_gradients and self.grad_clip:
-            params = [p for group in opt.param_groups for p in group["params"]]
-            acc.clip_grad_norm_(params, self.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def checkpoint_state(self, name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What is saved (and resumed) of network ``name``, given its full state dict: the trained
+        tensors when the network also has frozen parameters, else everything."""
+        trained = self.trained_parameters.get(name)
+        net = self.networks[name]
+        if trained is None or len(trained) == sum(1 for _ in self.unwrap(net).parameters()):
+            return state
+        return {k: state[k] for k in trained}
 
-    def autocast(self):
-        return self.accelerator.autocast() if self.accelerator is not None else nullcontext()
+    def load_checkpoint_state(self, name: str, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load what ``checkpoint_state`` saved; any other keys or shapes are refused naming ``source``."""
+        net = self.unwrap(self.networks[name])
+        expected = self.checkpoint_state(name, net.state_dict())
+        diff = describe_mismatch(expected, state)
+        if diff:
+            raise CheckpointError(f"'{source}' does not fit network '{name}': {diff}")
+        net.load_state_dict(state, strict=len(expected) == len(net.state_dict()))
+
+    def load_pretrained(self, name: str, path: str, strict: bool = True) -> None:
+        """Load weights for network ``name`` from ``path.pretrained``: a whole state dict (osir's
+        safetensors or a release file) or the trained parts a checkpoint of a partly frozen network
+        holds.  Methods override this to convert official layouts or read folders."""
+        from pathlib import Path
+        if Path(path).is_dir():
+            raise CheckpointError(f"path.pretrained.{name}: '{path}' is a folder; {type(self).__name__} reads "
+                                  f"network '{name}' from a weights file")
+        net = self.networks[name]
+        state = read_state_dict(path)
+        trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+        if trainable and set(state) == trainable != set(net.state_dict()):   # a trained-parts file
+            diff = describe_mismatch({k: v for k, v in net.state_dict().items() if k in trainable}, state)
+            if diff:
+                raise CheckpointError(f"'{path}' does not fit network '{name}': {diff}")
+            net.load_state_dict(state, strict=False)
+            return
+        load_network(net, path, strict=strict, state=state)
+
+    def evaluate(self, dataset, batch_size: int = 1) -> dict[str, float] | None:
+        """A method-specific validation (e.g. retrieval accuracy); ``None``: the engine restores the
+        dataset and scores it with the metric suite.  Runs in eval mode under ``no_grad``."""
+        return None
 
     # -- to implement -----------------------------------------------------------------------
     def training_step(self, batch: dict) -> dict[str, float]:
         """One micro-batch: compute losses, call ``optimize``; return scalars to log."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def restore(self, lq: torch.Tensor, **conditions) -> torch.Tensor:
-        """Restore a batch of LQ images (B x 3 x H x W in [0, 1]); returns B x 3 x sH x sW."""
+    def restore(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Restore ``batch['lq']`` (B x 3 x H x W in [0, 1]); the batch also holds whatever the
+        dataset gives (captions, masks, degradation labels).  Returns B x 3 x sH x sW."""
         raise NotImplementedError
 
-    def load_pretrained(self, name: str, path: str, strict: bool = True) -> None:
-        """Load weights for network ``name``: osir's safetensors, or an official release file
-        (methods override this to convert official layouts)."""
-        from osir.engine.checkpoint import load_network
-        load_network(self.networks[name], path, strict=strict)
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        if self.accelerator is not None:
+            return self.accelerator.device
+        if self._device is not None:
+            return self._device
+        return next((p.device for net in self.networks.values() for p in net.parameters()), torch.device("cpu"))
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype for frozen parts under the current mixed precision (float32 without it, and for
+        fp16 on a CPU, where autocast does not run in fp16)."""
+        dtype = _DTYPES.get(self.mixed_precision, torch.float32)
+        return torch.float32 if dtype is torch.float16 and self.device.type == "cpu" else dtype
+
+    def autocast(self):
+        """Autocast to the mixed precision (a no-op without one, and for fp16 on a CPU)."""
+        dtype = _DTYPES.get(self.mixed_precision)
+        if dtype is None or (dtype is torch.float16 and self.device.type == "cpu"):
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def unwrap(self, net: nn.Module) -> nn.Module:
+        return self.accelerator.unwrap_model(net) if self.accelerator is not None else net
+
+    def net(self, name: str) -> nn.Module:
+        """Network ``name`` without its DDP wrapper (during validation it holds the EMA weights)."""
+        return self.unwrap(self.networks[name])
+
+    def attach(self, accelerator, optimizers: dict, grad_clip: float | None = None) -> None:
+        self.accelerator, self.optimizers, self.grad_clip = accelerator, optimizers, grad_clip
+
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        """Backward ``loss`` and, on the last micro-batch of an accumulation, clip and step
+        optimiser ``name``.  With fp16 only this optimiser's gradients are unscaled: accelerate's
+        ``clip_grad_norm_`` unscales every prepared optimiser, which corrupts another optimiser's
+        gradients that are still accumulating (see tests/test_engine_precision.py)."""
+        acc = self.accelerator
+        acc.backward(loss)
+        opt = self.optimizers[name]
+        if acc.sync_gradients and self.grad_clip:
+            params = [p for group in opt.param_groups for p in group["params"]]
+            if acc.distributed_type.value == "FSDP":   # sharded parameters: FSDP's own clipping
+                acc.clip_grad_norm_(params, self.grad_clip)
+            else:
+                acc.unscale_gradients(optimizer=opt)
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)

@@ -1,8 +1,10 @@
-"""The training loop, on accelerate (CPU or GPU, DDP under torchrun / ``accelerate launch``,
-mixed precision, gradient accumulation).
+"""The training loop, on accelerate (CPU or GPU, DDP under torchrun / ``accelerate launch``, FSDP
+from an accelerate config file, mixed precision, gradient accumulation).
 
 Experiment layout (BasicSR's): ``experiments/<name>/{models, training_states, visualization}``,
-``train_<name>_<time>.log`` and ``options.yml``; tensorboard under ``tb_logger/<name>``.
+``train_<name>_<time>.log`` and ``options.yml``; tensorboard under ``tb_logger/<name>``.  Every
+check of the options (method, optimisers, EMA, datasets, degradation, metrics, the state to resume)
+runs before the experiment folder is touched, so a typo leaves an old experiment where it was.
 
 Randomness is a function of (seed, process, iteration): data samples carry their own seeds
 (``SeededSampler``) and the torch generator is re-seeded before every micro-batch, so a resumed
@@ -18,21 +20,23 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from osir.data.datasets import WithDegradationParams
 from osir.data.sampler import SeededSampler
 from osir.engine import checkpoint as ckpt
+from osir.engine.distributed import ddp_kwargs, fsdp_plugin
+from osir.engine.ema import ParameterEMA
 from osir.engine.logging import TensorboardWriter, get_logger
 from osir.engine.method import Method
-from osir.engine.validation import validate
+from osir.engine.validation import describe, evaluation_mode, validate
 from osir.metrics.suite import MetricSuite
 from osir.options import dump_options
-from osir.registry import BATCH_DEGRADATIONS, DATASETS, METHODS, OPTIMIZERS, SCHEDULERS, OptionsError
+from osir.registry import BATCH_DEGRADATIONS, DATASETS, METHODS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle")
+OSIR_OPTIMIZER_KEYS = ("type", "params", "exclude_from_weight_decay")
 
 
 def build_dataset(spec: dict, key_path: str):
@@ -62,6 +66,90 @@ def build_method(opt: dict) -> Method:
     return method
 
 
+def build_optimizers(method: Method, specs: dict) -> tuple[dict, dict[str, list[str]]]:
+    """The optimisers of ``train.optimizers`` over the method's parameter groups, and for each
+    trained network the names of the parameters they step.  Every trainable parameter of every
+    network must be stepped by exactly one optimiser."""
+    groups = method.parameter_groups()
+    owner = {}
+    for net_name, net in method.networks.items():
+        for pname, p in net.named_parameters():
+            owner.setdefault(id(p), (net_name, pname))
+    if not specs:
+        raise OptionsError(f"train.optimizers: name at least one optimiser; parameter groups: {', '.join(groups)}")
+    claimed, optimizers = {}, {}
+    for opt_name, spec in specs.items():
+        key = f"train.optimizers.{opt_name}"
+        names = spec.get("params") or [opt_name]
+        params = []
+        for group in names:
+            if group not in groups:
+                where = f"{key}.params" if spec.get("params") else f"{key} (no params: the optimiser's name)"
+                raise OptionsError(f"{where}: unknown parameter group '{group}'{nearest(group, groups)}; "
+                                   f"groups of {type(method).__name__}: {', '.join(groups)}")
+            for p in groups[group]:
+                if not p.requires_grad:
+                    continue
+                if id(p) not in owner:
+                    raise OptionsError(f"{key}: group '{group}' holds a parameter of no network in method.networks")
+                if claimed.get(id(p), opt_name) != opt_name:
+                    raise OptionsError(f"{key}.params: group '{group}' overlaps train.optimizers.{claimed[id(p)]} "
+                                       f"(parameter '{'.'.join(owner[id(p)])}')")
+                if id(p) not in claimed:
+                    claimed[id(p)] = opt_name
+                    params.append(p)
+        if not params:
+            raise OptionsError(f"{key}: groups {names} hold no trainable parameters")
+        if spec.get("exclude_from_weight_decay"):
+            no_decay = [p for p in params if method.no_weight_decay(*owner[id(p)], p)]
+            decay = [p for p in params if not method.no_weight_decay(*owner[id(p)], p)]
+            params = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        kwargs = {k: v for k, v in spec.items() if k not in OSIR_OPTIMIZER_KEYS}
+        try:
+            optimizers[opt_name] = OPTIMIZERS.get(spec["type"], f"{key}.type")(params, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise OptionsError(f"{key}: {err}") from None
+    unclaimed = {}
+    for net_name, net in method.networks.items():
+        for pname, p in net.named_parameters():
+            if p.requires_grad and id(p) not in claimed:
+                unclaimed.setdefault(net_name, []).append(pname)
+    if unclaimed:
+        net_name, names = next(iter(unclaimed.items()))
+        more = f" ... (+{len(names) - 3} more)" if len(names) > 3 else ""
+        raise OptionsError(f"train.optimizers: network '{net_name}' has trainable parameters that no optimiser steps "
+                           f"({', '.join(names[:3])}{more}); name its group in an optimiser's params "
+                           f"(groups: {', '.join(groups)}), or freeze them in the method")
+    trained = {}
+    for net_name, net in method.networks.items():
+        names = [pname for pname, p in net.named_parameters() if id(p) in claimed]
+        if names:
+            trained[net_name] = names
+    return optimizers, trained
+
+
+def build_emas(method: Method, specs: dict, trained: dict[str, list[str]]) -> dict[str, ParameterEMA]:
+    emas = {}
+    for net_name, spec in specs.items():
+        if spec is None:
+            continue
+        if net_name not in method.networks:
+            raise OptionsError(f"train.ema.{net_name}: the method has no network '{net_name}'"
+                               f"{nearest(net_name, method.networks)}; networks: {', '.join(method.networks)}")
+        if net_name not in trained:
+            raise OptionsError(f"train.ema.{net_name}: network '{net_name}' is frozen (no optimiser steps it)")
+        params = dict(method.networks[net_name].named_parameters())
+        try:
+            emas[net_name] = ParameterEMA({n: params[n] for n in trained[net_name]}, spec["decay"], spec["update_every"])
+        except ValueError as err:
+            raise OptionsError(f"train.ema.{net_name}.decay: {err}") from None
+    return emas
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 10_000 else str(n)
+
+
 def _iteration_seed(seed: int, rank: int, iteration: int, micro: int) -> int:
     return (((seed * 1_000_003 + rank) * 1_000_033 + iteration) * 97 + micro) % (2 ** 63)
 
@@ -76,58 +164,26 @@ class Trainer:
         # accelerate only sets up multi-process CPU training (gloo) when told it runs on the CPU
         on_cpu = tr["force_cpu"] or not torch.accelerator.is_available()
         self.accelerator = acc = Accelerator(cpu=on_cpu, mixed_precision=tr["mixed_precision"],
-                                             gradient_accumulation_steps=tr["grad_accum_steps"])
-        name, paths = opt["name"], opt["path"]
-        self.exp_dir = Path(paths["experiments_root"]) / name
-        resume = paths["resume_state"]
-        if resume is None and auto_resume:
-            latest = ckpt.latest_state(self.exp_dir / "training_states")
-            resume = str(latest) if latest else None
-        if acc.is_main_process:
-            if resume is None and self.exp_dir.exists():
-                archived = self.exp_dir.with_name(f"{name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
-                shutil.move(str(self.exp_dir), str(archived))
-            for sub in ("models", "training_states", "visualization"):
-                (self.exp_dir / sub).mkdir(parents=True, exist_ok=True)
-            dump_options(opt, self.exp_dir / "options.yml")
-        acc.wait_for_everyone()
-        log_file = self.exp_dir / f"train_{name}_{time.strftime('%Y%m%d_%H%M%S')}.log"
-        self.logger = get_logger(log_file, acc.is_main_process)
-        self.tb = TensorboardWriter(Path(paths["tb_logger_root"]) / name
-                                    if opt["logger"]["tensorboard"] and acc.is_main_process else None)
+                                             gradient_accumulation_steps=tr["grad_accum_steps"],
+                                             kwargs_handlers=[ddp_kwargs(tr["ddp"])],
+                                             fsdp_plugin=fsdp_plugin(tr["accelerate_config"]))
+        sharded = acc.distributed_type.value == "FSDP"
 
-        # method, optimisers, schedulers, EMA (initial weights from the run seed, equal on every process)
-        set_seed(opt["seed"])
+        # -- everything that can fail on the options, before the experiment folder is touched
+        set_seed(opt["seed"])   # initial weights from the run seed, equal on every process
         self.method = method = build_method(opt)
-        if not tr["optimizers"]:
-            raise OptionsError(f"train.optimizers: name an optimiser for at least one network: {', '.join(method.networks)}")
-        optimizers, self.ema = {}, {}
-        for net_name, spec in tr["optimizers"].items():
-            if net_name not in method.networks:
-                raise OptionsError(f"train.optimizers.{net_name}: the method has no network '{net_name}'; "
-                                   f"networks: {', '.join(method.networks)}")
-            params = [p for p in method.networks[net_name].parameters() if p.requires_grad]
-            optimizers[net_name] = OPTIMIZERS.build(spec, f"train.optimizers.{net_name}", params=params)
-            if tr["ema_decay"] is not None:
-                self.ema[net_name] = AveragedModel(method.networks[net_name], device=acc.device, use_buffers=True,
-                                                   multi_avg_fn=get_ema_multi_avg_fn(tr["ema_decay"]))
+        method.setup(acc.device, tr["mixed_precision"])
+        for net in method.networks.values():
+            net.to(acc.device)
+            if tr["channels_last"]:
+                net.to(memory_format=torch.channels_last)
+        optimizers, self.trained = build_optimizers(method, tr["optimizers"])
+        method.trained_parameters = self.trained
+        if sharded and tr["ema"]:
+            raise OptionsError("train.ema: EMA of FSDP-sharded parameters is not supported; set train.ema: {}")
+        self.ema = build_emas(method, tr["ema"], self.trained)
         self.schedulers = {n: SCHEDULERS.build(tr["scheduler"], "train.scheduler", optimizer=o)
                            for n, o in optimizers.items()} if tr["scheduler"] else {}
-        for net_name, net in method.networks.items():
-            if net_name in optimizers:
-                method.networks[net_name] = acc.prepare(net)
-            else:
-                net.to(acc.device).requires_grad_(False).eval()   # frozen component
-        for net_name in optimizers:
-            optimizers[net_name] = acc.prepare(optimizers[net_name])
-        method.attach(acc, optimizers, tr["grad_clip"])
-        self.optimizers = optimizers
-
-        self.start_iter = 0
-        if resume is not None:
-            self._resume(resume)
-
-        # data
         spec = opt["datasets"]["train"]
         self.train_set = build_dataset(spec, "datasets.train")
         self.degradation = None
@@ -138,6 +194,46 @@ class Trainer:
                 raise OptionsError(f"degradation.pool_size {pool.size} is not a multiple of datasets.train.batch_size "
                                    f"{spec['batch_size']}")
             self.train_set = WithDegradationParams(self.train_set, self.degradation.draw)
+        if len(self.train_set) == 0:
+            raise OptionsError(f"datasets.train: no images in '{spec.get('dataroot_gt')}'")
+        self.val_sets = {k: (build_dataset(v, f"datasets.{k}"), v) for k, v in opt["datasets"].items() if k != "train"}
+        self.metrics = MetricSuite(opt["metrics"], acc.device)
+
+        name, paths = opt["name"], opt["path"]
+        self.exp_dir = Path(paths["experiments_root"]) / name
+        resume = self._find_resume(paths["resume_state"], auto_resume)
+
+        # -- the experiment folder
+        if acc.is_main_process:
+            if resume is None and self.exp_dir.exists():
+                archived = self.exp_dir.with_name(f"{name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+                shutil.move(str(self.exp_dir), str(archived))
+            for sub in ("models", "training_states", "visualization"):
+                (self.exp_dir / sub).mkdir(parents=True, exist_ok=True)
+            dump_options(opt, self.exp_dir / "options.yml")
+        acc.wait_for_everyone()
+        log_file = self.exp_dir / f"train_{name}_{time.strftime('%Y%m%d_%H%M%S')}.log"
+        self.logger = get_logger(log_file, acc.is_main_process)
+        for warning in self._resume_warnings:
+            self.logger.warning(warning)
+        self.tb = TensorboardWriter(Path(paths["tb_logger_root"]) / name
+                                    if opt["logger"]["tensorboard"] and acc.is_main_process else None)
+
+        # -- accelerate: trained networks and their optimisers in one prepare call (FSDP needs both)
+        trained_names = list(self.trained)
+        prepared = acc.prepare(*[method.networks[n] for n in trained_names], *optimizers.values())
+        for n, net in zip(trained_names, prepared[:len(trained_names)]):
+            method.networks[n] = net.train()
+        self.optimizers = dict(zip(optimizers, prepared[len(trained_names):]))
+        for n, net in method.networks.items():
+            if n not in self.trained:
+                net.eval()                      # frozen component
+        method.attach(acc, self.optimizers, tr["grad_clip"])
+
+        self.start_iter = 0
+        if resume is not None:
+            self._apply_resume(*resume)
+
         micro_per_iter = tr["grad_accum_steps"]
         sampler = SeededSampler(len(self.train_set), opt["seed"], spec["shuffle"], acc.process_index,
                                 acc.num_processes, start=self.start_iter * micro_per_iter * spec["batch_size"])
@@ -145,46 +241,97 @@ class Trainer:
                                        num_workers=spec["num_workers"], drop_last=True,
                                        pin_memory=acc.device.type == "cuda",
                                        persistent_workers=spec["num_workers"] > 0)
-        self.val_sets = {k: build_dataset(v, f"datasets.{k}") for k, v in opt["datasets"].items() if k != "train"}
-        self.metrics = MetricSuite(opt["metrics"], acc.device)
+        counts = []
+        for k in method.networks:
+            named = dict(method.net(k).named_parameters())
+            trained = sum(named[n].numel() for n in self.trained.get(k, []))
+            counts.append(f"{k} {_count(sum(p.numel() for p in named.values()))} ({_count(trained)} trained)")
         self.logger.info(f"{type(method).__name__} on {acc.device} x{acc.num_processes} "
-                         f"({acc.mixed_precision}); {len(self.train_set)} training images; "
-                         f"parameters: " + ", ".join(f"{k} {sum(p.numel() for p in v.parameters()) / 1e6:.2f}M"
-                                                     for k, v in method.networks.items()))
+                         f"({acc.mixed_precision}); {len(self.train_set)} training images; parameters: {', '.join(counts)}")
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _resume(self, state_path: str) -> None:
+    def _checkpoint_files(self, it: int) -> dict[str, tuple[str, bool]]:
+        """file name -> (network, is_ema) of the checkpoint at iteration ``it``."""
+        files = {f"net_{n}_{it}.safetensors": (n, False) for n in self.trained}
+        files.update({f"net_{n}_ema_{it}.safetensors": (n, True) for n in self.ema})
+        return files
+
+    def _find_resume(self, explicit: str | None, auto: bool):
+        """(state path, training state, {file: state dict}) to resume from, read and checked before
+        anything is written.  An explicit ``path.resume_state`` that is missing, corrupt or does not
+        fit is an error naming the file; ``--auto_resume`` takes the newest complete state and skips
+        incomplete or corrupt ones (a crash during a save)."""
+        self._resume_warnings = []
+        if explicit is not None:
+            return self._read_checkpoint(Path(explicit))
+        if not auto:
+            return None
+        for path in ckpt.states_newest_first(self.exp_dir / "training_states"):
+            try:
+                return self._read_checkpoint(path)
+            except ckpt.CheckpointError as err:
+                self._resume_warnings.append(f"auto_resume: skipping {path.name}: {err}")
+        return None
+
+    def _read_checkpoint(self, state_path: Path):
         state = ckpt.load_training_state(state_path)
         it = int(state["iter"])
-        models = Path(state_path).parent.parent / "models"
-        for name, net in self.method.networks.items():
-            path = models / f"net_{name}_{it}.safetensors"
-            if path.exists():
-                ckpt.load_network(self.accelerator.unwrap_model(net), path)
+        models = state_path.parent.parent / "models"
+        weights = {}
+        for file, (name, _) in self._checkpoint_files(it).items():
+            path = models / file
+            if not path.is_file():
+                raise ckpt.CheckpointError(f"checkpoint of iteration {it} is incomplete: '{path}' is missing")
+            weights[file] = ckpt.read_state_dict(path)
+            expected = self.method.checkpoint_state(name, self.method.net(name).state_dict())
+            diff = ckpt.describe_mismatch(expected, weights[file])
+            if diff:
+                raise ckpt.CheckpointError(f"'{path}' does not fit network '{name}': {diff}")
+        for key, names in (("optimizers", list(self.opt["train"]["optimizers"])), ("schedulers", list(self.schedulers))):
+            missing = [n for n in names if n not in state.get(key, {})]
+            if missing:
+                raise ckpt.CheckpointError(f"'{state_path}' has no {key[:-1]} state for {', '.join(missing)}")
+        return state_path, state, weights
+
+    def _apply_resume(self, state_path: Path, state: dict, weights: dict) -> None:
+        it = int(state["iter"])
+        for file, (name, is_ema) in self._checkpoint_files(it).items():
+            if is_ema:
+                with self.ema[name].swapped():
+                    self.method.load_checkpoint_state(name, weights[file], file)
+                self.ema[name].num_updates = int(state["ema"][name])
+            else:
+                self.method.load_checkpoint_state(name, weights[file], file)
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
-        for name, ema in self.ema.items():
-            ckpt.load_network(ema.module, models / f"net_{name}_ema_{it}.safetensors")
-            ema.n_averaged.fill_(int(state["ema_n_averaged"][name]))
+        if self.accelerator.scaler is not None and state.get("scaler"):
+            self.accelerator.scaler.load_state_dict(state["scaler"])
         self.start_iter = it
         self.logger.info(f"resumed from {state_path} at iteration {it}")
 
     def save_checkpoint(self, it: int) -> None:
-        acc = self.accelerator
+        acc, method = self.accelerator, self.method
         acc.wait_for_everyone()
+        models = self.exp_dir / "models"
+        for file, (name, is_ema) in self._checkpoint_files(it).items():
+            if is_ema:
+                with self.ema[name].swapped():
+                    full = method.net(name).state_dict()
+                    state = method.checkpoint_state(name, full)
+                    if acc.is_main_process:
+                        ckpt.save_state_dict(state, models / file)
+            else:
+                full = acc.get_state_dict(method.networks[name])   # every process: FSDP gathers the shards
+                if acc.is_main_process:
+                    ckpt.save_state_dict(method.checkpoint_state(name, full), models / file)
         if acc.is_main_process:
-            models = self.exp_dir / "models"
-            for name, net in self.method.networks.items():
-                if name in self.optimizers:
-                    ckpt.save_network(acc.unwrap_model(net), models / f"net_{name}_{it}.safetensors")
-            for name, ema in self.ema.items():
-                ckpt.save_network(ema.module, models / f"net_{name}_ema_{it}.safetensors")
-            state = {"iter": it,
+            state = {"iter": it, "files": list(self._checkpoint_files(it)),
                      "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                      "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-                     "ema_n_averaged": {n: int(e.n_averaged) for n, e in self.ema.items()}}
+                     "ema": {n: e.num_updates for n, e in self.ema.items()},
+                     "scaler": acc.scaler.state_dict() if acc.scaler is not None else None}
             ckpt.save_training_state(state, self.exp_dir / "training_states" / f"{it}.state")
             self._prune()
             self.logger.info(f"saved checkpoint at iteration {it}")
@@ -194,44 +341,40 @@ class Trainer:
         keep = self.opt["logger"]["keep_checkpoints"]
         if not keep:
             return
-        states = sorted((int(p.stem) for p in (self.exp_dir / "training_states").glob("*.state")))
-        for old in states[:-keep]:
-            (self.exp_dir / "training_states" / f"{old}.state").unlink(missing_ok=True)
-            for f in (self.exp_dir / "models").glob(f"net_*_{old}.safetensors"):
-                f.unlink()
+        for old in ckpt.states_newest_first(self.exp_dir / "training_states")[keep:]:
+            for file in self._checkpoint_files(int(old.stem)):
+                (self.exp_dir / "models" / file).unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
 
     # -- loop --------------------------------------------------------------------------------
     def validate(self, it: int) -> dict:
         acc = self.accelerator
         results = {}
         if acc.is_main_process and self.val_sets:
-            self.method.eval_networks = {n: e.module for n, e in self.ema.items()} | \
-                {n: v for n, v in self.method.networks.items() if n not in self.ema} if self.ema else None
-            for set_name, dataset in self.val_sets.items():
-                vopt = self.opt["val"]
-                save_dir = self.exp_dir / "visualization" if vopt["save_images"] else None
-                summary = validate(self.method, dataset, self.metrics, acc.device, save_dir, f"_{it}",
-                                   vopt["max_images"], self.opt["tile"], seed=self.opt["seed"])
-                results[set_name] = summary
-                text = ", ".join(f"{k} {v['restored']:.4f}" + (f" (input {v['input']:.4f})" if "input" in v else "")
-                                 for k, v in summary.items())
-                self.logger.info(f"validation [{set_name}] iter {it}: {text}")
-                self.tb.scalars({k: v["restored"] for k, v in summary.items()}, it, f"val/{set_name}/")
-            self.method.eval_networks = None
+            vopt = self.opt["val"]
+            emas = list(self.ema.values()) if vopt["use_ema"] else []
+            with evaluation_mode(self.method, emas):
+                for set_name, (dataset, spec) in self.val_sets.items():
+                    save_dir = self.exp_dir / "visualization" if vopt["save_images"] else None
+                    summary = validate(self.method, dataset, self.metrics, acc.device, save_dir, f"_{it}",
+                                       vopt["max_images"], self.opt["tile"], seed=self.opt["seed"],
+                                       batch_size=spec["batch_size"])
+                    results[set_name] = summary
+                    self.logger.info(f"validation [{set_name}] iter {it}: {describe(summary)}")
+                    self.tb.scalars({k: v.get("restored", v.get("value")) for k, v in summary.items()}, it,
+                                    f"val/{set_name}/")
         acc.wait_for_everyone()
         return results
 
     def train(self) -> dict:
         acc, tr, log_opt = self.accelerator, self.opt["train"], self.opt["logger"]
         total = tr["total_iter"]
-        nets = [n for k, n in self.method.networks.items() if k in self.optimizers]
+        nets = [self.method.networks[n] for n in self.trained]
         data = iter(self.train_loader)
         bar = tqdm(total=total, initial=self.start_iter, dynamic_ncols=True, desc=self.opt["name"],
                    disable=not (acc.is_main_process and log_opt["progress_bar"]))
         window, t0, last = {}, time.time(), {}
         for it in range(self.start_iter + 1, total + 1):
-            for net in nets:
-                net.train()
             for micro in range(tr["grad_accum_steps"]):
                 batch = to_device(next(data), acc.device)
                 torch.manual_seed(_iteration_seed(self.opt["seed"], acc.process_index, it, micro))
@@ -243,8 +386,8 @@ class Trainer:
                     window.setdefault(k, []).append(float(v))
             for sched in self.schedulers.values():
                 sched.step()
-            for name, ema in self.ema.items():
-                ema.update_parameters(acc.unwrap_model(self.method.networks[name]))
+            for ema in self.ema.values():
+                ema.update(it)
             if not all(math.isfinite(v[-1]) for v in window.values()):
                 raise FloatingPointError(f"iteration {it}: non-finite loss {({k: v[-1] for k, v in window.items()})}")
             bar.update(1)

@@ -1,2 +1,2 @@
-"""Inference helpers: padding to a network's multiple and tiled restoration with blended overlaps."""
-from osir.inference.tiling import restore_tiled  # noqa: F401
+"""Inference helpers: padding to a method's size contract and tiled restoration with blended overlaps."""
+from osir.inference.tiling import pad_batch, restore_image, restore_tiled  # noqa: F401

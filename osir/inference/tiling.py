@@ -1,15 +1,51 @@
-"""Tiled restoration for images larger than memory allows.
+"""Padding to a method's size contract and tiled restoration for images larger than memory allows.
 
-Written here because no dependency offers a method-agnostic version: the LQ is cut into
-overlapping tiles (multiples of the method's size multiple), each is restored independently,
-and the outputs are blended with weights that ramp linearly across the overlap, so seams vanish
-and a constant image stays constant.
+Written here because no dependency offers a method-agnostic version.  ``restore_image`` pads the
+batch's LQ (and every tensor of the LQ's size, such as masks) to the method's ``size_multiple`` and
+``min_size``, restores, and crops the output back to ``scale`` x the input size.  Large images are
+cut into overlapping tiles (multiples of the size multiple), each padded and restored
+independently, and the outputs blended with weights that ramp linearly across the overlap, so
+seams fade and a constant image stays constant.  Methods that tile internally (latent / VAE tiles)
+declare ``tiles_internally`` and get the whole image.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+
+
+def _spatial_keys(batch: dict) -> list[str]:
+    size = batch["lq"].shape[-2:]
+    return [k for k, v in batch.items() if torch.is_tensor(v) and v.ndim >= 3 and v.shape[-2:] == size]
+
+
+def pad_batch(batch: dict, multiple: int = 1, min_size: int = 1, mode: str = "reflect") -> dict:
+    """Pad the LQ-sized tensors of ``batch`` at the bottom/right to a multiple of ``multiple`` and at
+    least ``min_size``; 'reflect' falls back to 'replicate' where the image is too small for it."""
+    h, w = batch["lq"].shape[-2:]
+    th = max(-(-h // multiple) * multiple, -(-min_size // multiple) * multiple)
+    tw = max(-(-w // multiple) * multiple, -(-min_size // multiple) * multiple)
+    if (th, tw) == (h, w):
+        return batch
+    pad_mode = "replicate" if mode == "reflect" and (th - h >= h or tw - w >= w) else mode
+    out = dict(batch)
+    for key in _spatial_keys(batch):
+        value = batch[key]
+        flat = value.reshape(-1, *value.shape[-3:]) if value.ndim != 4 else value
+        padded = F.pad(flat.float() if flat.dtype not in (torch.float32, torch.float64) else flat,
+                       (0, tw - w, 0, th - h), mode=pad_mode).to(value.dtype)
+        out[key] = padded.reshape(*value.shape[:-2], th, tw)
+    return out
+
+
+def restore_padded(restore: Callable[[dict], torch.Tensor], batch: dict, scale: int = 1, multiple: int = 1,
+                   min_size: int = 1, mode: str = "reflect") -> torch.Tensor:
+    """``restore`` on the padded batch, cropped back to ``scale`` x the input size."""
+    h, w = batch["lq"].shape[-2:]
+    out = restore(pad_batch(batch, multiple, min_size, mode))
+    return out[..., : h * scale, : w * scale]
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -29,26 +65,33 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device) -> to
     return w
 
 
-def restore_tiled(restore: Callable[[torch.Tensor], torch.Tensor], lq: torch.Tensor, tile: int | None,
+def restore_tiled(restore: Callable[[dict], torch.Tensor], batch: dict | torch.Tensor, tile: int | None,
                   overlap: int = 32, scale: int = 1, multiple: int = 1) -> torch.Tensor:
-    """Restore ``lq`` (B x C x H x W) with ``restore`` on tiles of ``tile`` pixels overlapping by
-    ``overlap``; the whole image at once when ``tile`` is None or the image fits."""
+    """Restore ``batch['lq']`` (B x C x H x W) with ``restore`` on tiles of ``tile`` pixels overlapping
+    by ``overlap`` (every LQ-sized tensor of the batch is cut the same way; other entries pass
+    through); the whole image at once when ``tile`` is None or the image fits.  A tensor stands for
+    ``{'lq': tensor}``, and ``restore`` then takes tensors."""
+    if torch.is_tensor(batch):
+        fn = restore
+        return restore_tiled(lambda b: fn(b["lq"]), {"lq": batch}, tile, overlap, scale, multiple)
+    lq = batch["lq"]
     b, c, h, w = lq.shape
     if tile is None or (h <= tile and w <= tile):
-        return restore(lq)
+        return restore(batch)
     tile = max(multiple, tile // multiple * multiple)
     overlap = min(overlap, tile // 2)
     stride = tile - overlap
+    keys = _spatial_keys(batch)
     out = weight = None
     ys, xs = _starts(h, tile, stride), _starts(w, tile, stride)
     for y in ys:
         for x in xs:
-            patch = lq[..., y:y + tile, x:x + tile]
-            res = restore(patch)
+            part = {**batch, **{k: batch[k][..., y:y + tile, x:x + tile] for k in keys}}
+            res = restore(part)
             if out is None:
                 out = torch.zeros(b, res.shape[1], h * scale, w * scale, device=res.device, dtype=res.dtype)
                 weight = torch.zeros(1, 1, h * scale, w * scale, device=res.device, dtype=res.dtype)
-            ph, pw = patch.shape[-2:]
+            ph, pw = part["lq"].shape[-2:]
             wy = _ramp(ph * scale, overlap * scale, y == ys[0], y == ys[-1], res.device)
             wx = _ramp(pw * scale, overlap * scale, x == xs[0], x == xs[-1], res.device)
             mask = (wy[:, None] * wx[None, :]).to(res.dtype)
@@ -56,3 +99,15 @@ def restore_tiled(restore: Callable[[torch.Tensor], torch.Tensor], lq: torch.Ten
             out[..., ys_, xs_] += res * mask
             weight[..., ys_, xs_] += mask
     return out / weight
+
+
+def restore_image(method, batch: dict, tile: int | None = None, overlap: int = 32,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Restore a batch with ``method`` under its size contract: padded to its multiple, tiled in
+    pixel space when ``tile`` is set and the method does not tile internally."""
+    def padded(part: dict) -> torch.Tensor:
+        return restore_padded(lambda b: method.restore(b, generator=generator), part, method.scale,
+                              method.size_multiple, method.min_size, method.pad_mode)
+    if method.tiles_internally:
+        return padded(batch)
+    return restore_tiled(padded, batch, tile, overlap, method.scale, method.size_multiple)

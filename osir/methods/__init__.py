@@ -1,8 +1,3 @@
-"""Methods: one sub-package each; importing this package imports every sub-package, which
-registers its archs and method classes.  Adding a method is adding a folder here."""
-import importlib
-import pkgutil
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.ispkg:
-        importlib.import_module(f"{__name__}.{_module.name}")
+"""Methods: one sub-package each (networks, method class, checkpoint loader).  A method is found
+through its entry point in ``setup.py`` (group ``osir.methods``) and imported only when an options
+file names it."""

@@ -3,7 +3,8 @@
     python -m osir.metrics --restored results/ --gt HR/ [-opt metrics.yml] [--output DIR]
 
 Images are matched by file name; without ``-opt`` the suite is PSNR/SSIM on the Y channel and
-NIQE (all offline).  ``-opt`` takes any options file with a ``metrics:`` section.
+NIQE (all offline).  ``-opt`` takes any options file with a ``metrics:`` section (``_base_``
+includes resolved, as for train/test).
 """
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from osir.data.io import img2tensor, list_images, read_image
 from osir.metrics.results import format_table, provenance, write_results
 from osir.metrics.suite import MetricSuite
-from osir.options import OptionsError, component, validate
-from osir.registry import METRICS, load_builtin
+from osir.options import OptionsError, component, read_yaml, validate
+from osir.registry import METRICS
 
 DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "ssim": {"type": "ssim", "test_y_channel": True},
@@ -51,11 +50,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="where to write metrics.csv/json (default: the restored folder)")
     args = parser.parse_args(argv)
     try:
-        load_builtin()
         metrics = DEFAULT_METRICS
         if args.opt:
-            raw = yaml.safe_load(Path(args.opt).read_text()) or {}
-            metrics = validate(raw.get("metrics") or {}, dict[str, component(METRICS)], "metrics")
+            raw = read_yaml(args.opt)
+            if not raw.get("metrics"):
+                raise OptionsError(f"{args.opt}: no metrics: section (nor in its _base_ files)")
+            metrics = validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
         rows, settings = score_folders(Path(args.restored), Path(args.gt) if args.gt else None, metrics)
     except (OptionsError, OSError, ValueError) as err:
         print(f"osir.metrics: error: {err}", file=sys.stderr)

@@ -32,5 +32,5 @@ class PlainL1(Method):
         self.optimize("g", loss)
         return {"l_pix": loss.item()}
 
-    def restore(self, lq, generator=None):
-        return self.net("g")(lq)
+    def restore(self, batch, generator=None):
+        return self.net("g")(batch["lq"])

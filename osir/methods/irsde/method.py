@@ -78,18 +78,14 @@ class IRSDE(Method):
         self.optimize("g", loss)
         return {"l_ml": loss.detach().item()}
 
-    @torch.no_grad()
-    def restore(self, lq: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def restore(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample from x_T = mu + lambda * n down to x_0 (the engine runs this in eval / no_grad)."""
         net = self.net("g")
-        was_training = net.training
-        net.eval()
-        mu = self.condition(lq)
+        mu = self.condition(batch["lq"])
 
         def model(x, mu_, t):
             with self.autocast():
                 return net(x, mu_, t).float()
 
-        out = self.sampler(model, self.sde.prior_sample(mu, generator), mu, self.sde, self.timesteps, generator,
-                           **self.sampler_extras)
-        net.train(was_training)
-        return out
+        return self.sampler(model, self.sde.prior_sample(mu, generator), mu, self.sde, self.timesteps, generator,
+                            **self.sampler_extras)

@@ -65,10 +65,10 @@ class RealESRGAN(Method):
             self.networks["d"] = ARCHS.build(discriminator, "method.discriminator")
             self.gan_loss = GANLoss("vanilla", loss_weight=gan_weight)
 
-    def attach(self, accelerator, optimizers: dict, grad_clip: float | None = None) -> None:
-        super().attach(accelerator, optimizers, grad_clip)
+    def setup(self, device, mixed_precision: str = "no") -> None:
+        super().setup(device, mixed_precision)
         if self.perceptual is not None:   # a loss module, not a network: the engine does not place it
-            self.perceptual.to(accelerator.device)
+            self.perceptual.to(device)
 
     def training_step(self, batch: dict) -> dict[str, float]:
         lq, gt = batch["lq"], batch["gt"]
@@ -98,12 +98,6 @@ class RealESRGAN(Method):
             logs["l_d_real"], logs["l_d_fake"] = l_real.item(), l_fake.item()
         return logs
 
-    @torch.no_grad()
-    def restore(self, lq: torch.Tensor, generator=None) -> torch.Tensor:
-        net = self.net("g")
-        was_training = net.training
-        net.eval()
+    def restore(self, batch: dict, generator=None) -> torch.Tensor:
         with self.autocast():
-            out = net(lq).float()
-        net.train(was_training)
-        return out
+            return self.net("g")(batch["lq"]).float()
