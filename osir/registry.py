@@ -115,10 +115,10 @@ ALL = (ARCHS, METHODS, DATASETS, DEGRADATIONS, BATCH_DEGRADATIONS, LOSSES, METRI
 _discovered = False
 
 
-def discover() -> None:
-    """Register every installed entry point lazily (once per process)."""
+def discover(refresh: bool = False) -> None:
+    """Register every installed entry point lazily (once per process, or again with ``refresh``)."""
     global _discovered
-    if not _discovered:
+    if refresh or not _discovered:
         _discovered = True
         for registry in ALL:
             for entry in entry_points(group=f"osir.{registry.group}"):

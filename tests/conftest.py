@@ -49,6 +49,11 @@ def tiny_options(root: Path, **overrides) -> dict:
                  "tb_logger_root": str(root / "tb_logger")},
     }
     del opt["datasets"]["val"]["max_images"]
+    return set_keys(opt, overrides)
+
+
+def set_keys(opt: dict, overrides: dict) -> dict:
+    """Set ``{'a.b.c': value}`` entries in a nested options dict."""
     for key, value in overrides.items():
         node = opt
         *parents, last = key.split(".")
@@ -100,10 +105,4 @@ def refiner_options(root: Path, **overrides) -> dict:
     opt["method"] = {"type": "LatentRefiner", "vae_path": str(tiny_vae_folder(root / "vae")), "channels": 4}
     opt["train"].update({"optimizers": {"g": {"type": "AdamW", "lr": 1e-3, "params": ["body", "head"]}},
                          "ema": {"body": {"decay": 0.9}}, "mixed_precision": "bf16"})
-    for key, value in overrides.items():
-        node = opt
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return opt
+    return set_keys(opt, overrides)

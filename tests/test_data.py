@@ -106,3 +106,25 @@ def test_sampler_resumes_where_it_stopped_and_splits_ranks():
     assert not set(r0[:3]) & set(r1[:3])
     epoch0 = [k[0] for _, k in zip(range(7), SeededSampler(7, seed=1))]
     assert sorted(epoch0) == list(range(7))
+
+
+def test_crop_flip_and_degradation_draws_use_independent_streams(tmp_path):
+    """A sample's seed drives its flips and its Real-ESRGAN draw from separate SeedSequence children:
+    over 300 seeds, the vertical flip is taken about half the time whether or not the first kernel is
+    a sinc (with one shared stream the two choices were tied together)."""
+    from osir.data.datasets import SyntheticPairDataset, WithDegradationParams
+    from osir.degradations.realesrgan import RealESRGANDegradation
+    ramp = np.repeat(np.linspace(0, 255, 16, dtype=np.uint8)[:, None, None], 3, 2).repeat(16, 1)
+    (tmp_path / "gt").mkdir()
+    cv2.imwrite(str(tmp_path / "gt" / "ramp.png"), ramp)       # rows get brighter downwards
+    stage = RealESRGANDegradation("realesrgan_x4", sinc_prob=0.5)
+    dataset = WithDegradationParams(SyntheticPairDataset(str(tmp_path / "gt"), use_rot=True), stage.draw)
+    vflip, sinc = [], []
+    for seed in range(300):
+        item = dataset[(0, seed)]
+        vflip.append(bool(item["gt"][0, 0, 0] > item["gt"][0, -1, -1]))
+        sinc.append(bool((item["degradation_params"]["kernel1"] < 0).any()))   # only sinc kernels go negative
+    flips_with_sinc = [f for f, s in zip(vflip, sinc) if s]
+    flips_without = [f for f, s in zip(vflip, sinc) if not s]
+    assert 100 < len(flips_with_sinc) < 200
+    assert 0.35 < np.mean(flips_with_sinc) < 0.65 and 0.35 < np.mean(flips_without) < 0.65

@@ -1,6 +1,8 @@
 """Engine: experiment layout, resume equality, DDP, train.py / test.py end to end."""
 import json
+import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +123,10 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path):
         "net = t.accelerator.unwrap_model(t.method.networks['g'])\n"
         "torch.save({k: v.detach() for k, v in net.state_dict().items()}, f'{sys.argv[2]}/rank{t.accelerator.process_index}.pt')\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    with socket.socket() as s:          # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                            str(probe), str(f), str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
@@ -143,5 +148,5 @@ def test_accumulation_clipping_and_bf16_step_once_per_iteration(tmp_path):
     result = trainer.train()
     state = trainer.optimizers["g"].state_dict()["state"]
     assert all(int(s["step"]) == 2 for s in state.values())          # 2 iterations x 2 micro-batches -> 2 steps
-    assert all(v == v for v in result["train"].values())               # finite
+    assert all(math.isfinite(v) for v in result["train"].values())
     assert trainer.accelerator.mixed_precision == "bf16"

@@ -230,13 +230,45 @@ def test_state_dicts_with_aliased_tensors_save_and_load_on_cpu(tmp_path):
 
 # -- setup hook, DDP kwargs, pretrained folders -------------------------------------------------
 def test_setup_casts_the_frozen_folder_before_prepare_and_ddp_kwargs_pass_through(tmp_path):
-    opt = refiner_options(tmp_path, **{"train.ddp": {"find_unused_parameters": True, "static_graph": False}})
+    opt = refiner_options(tmp_path, **{"train.ddp": {"find_unused_parameters": True, "static_graph": False},
+                                       "train.channels_last": True})
     trainer = trainer_for(tmp_path, opt)
     vae = trainer.method.networks["vae"]
     assert vae.dtype == torch.bfloat16 and not vae.training
     assert all(p.dtype == torch.float32 for p in trainer.method.net("body").parameters())   # trained: fp32 masters
     assert trainer.ema["body"].shadow[0].dtype == torch.float32
     assert trainer.accelerator.ddp_handler.find_unused_parameters is True
+    assert trainer.method.net("body")[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_path_pretrained_can_name_a_diffusers_folder(tmp_path):
+    from diffusers import AutoencoderKL
+    from tests.conftest import tiny_vae_folder
+    other = tmp_path / "other_vae"
+    tiny_vae_folder(other)
+    vae = AutoencoderKL.from_pretrained(other)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.5)
+    vae.save_pretrained(other)
+    opt = refiner_options(tmp_path, **{"path.pretrained": {"vae": str(other)}, "train.mixed_precision": "no"})
+    trainer = trainer_for(tmp_path, opt)
+    loaded = trainer.method.networks["vae"].state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in vae.state_dict().items())
+    opt["path"]["pretrained"] = {"body": str(other)}
+    with pytest.raises(ckpt.CheckpointError, match=r"path\.pretrained\.body: '.*other_vae' is a folder, but "
+                                                   r"network 'body' \(Sequential\) loads from a weights file"):
+        trainer_for(tmp_path, opt, "p.yml")
+
+
+def test_validation_uses_ema_weights_unless_told_otherwise(tmp_path):
+    opt = tiny_options(tmp_path, **{"train.total_iter": 4, "train.ema": {"g": {"decay": 0.99}}})
+    ema = trainer_for(tmp_path, {**opt, "name": "ema"}).train()["val"]["val"]["psnr"]["restored"]
+    raw = trainer_for(tmp_path, {**opt, "name": "raw", "val": {"freq": 100, "max_images": 1, "use_ema": False}},
+                      "raw.yml").train()["val"]["val"]["psnr"]["restored"]
+    untrained = tiny_options(tmp_path, **{"train.total_iter": 4, "train.optimizers.g.lr": 1e-12, "train.ema": {}})
+    initial = trainer_for(tmp_path, {**untrained, "name": "init"}, "init.yml").train()["val"]["val"]["psnr"]["restored"]
+    assert ema != raw and abs(ema - initial) < abs(raw - initial)       # EMA (decay 0.99) ~ the initial weights
 
 
 def test_pretrained_folder_is_hashed_in_provenance_without_a_false_warning(tmp_path):
@@ -416,6 +448,8 @@ def test_fsdp_is_selected_by_an_accelerate_config_file(tmp_path):
     config.write_text("distributed_type: DEEPSPEED\n")
     with pytest.raises(OptionsError, match="distributed_type DEEPSPEED is not supported"):
         fsdp_plugin(str(config))
+    shipped = fsdp_plugin(str(ROOT / "options" / "accelerate" / "fsdp.yaml"))
+    assert shipped.fsdp_version == 2 and shipped.min_num_params == 1_000_000
     (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_GPU\nnum_processes: 2\n")
     assert fsdp_plugin(str(tmp_path / "ddp.yaml")) is None
 
@@ -454,3 +488,26 @@ def test_a_method_whose_dependency_is_missing_is_reported_when_used(tmp_path, mo
                                            r"'not_a_real_package_xyz', which is not installed "
                                            r"\(pip install not_a_real_package_xyz\)"):
         reg.get("Fancy", "method.type")
+
+
+def test_a_package_outside_osir_registers_a_method_through_its_entry_points(tmp_path, monkeypatch):
+    """An installed distribution (here: a dist-info folder on sys.path) declaring
+    ``osir.methods: OutsideL1 = outside_pkg``; no ``imports:`` in the options."""
+    from osir.registry import discover
+    (tmp_path / "outside_pkg.py").write_text(
+        "from tests.plugins.l1_method import PlainL1\n"
+        "from osir.registry import METHODS\n"
+        "@METHODS.register()\n"
+        "class OutsideL1(PlainL1):\n"
+        "    pass\n")
+    dist = tmp_path / "outside_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: outside-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[osir.methods]\nOutsideL1 = outside_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    discover(refresh=True)
+    opt = tiny_options(tmp_path, **{"train.total_iter": 2, "train.ema": {}})
+    opt["method"] = {"type": "OutsideL1", "network": {"type": "TinyConvNet", "channels": 4}}
+    assert "outside_pkg" not in sys.modules
+    trainer = trainer_for(tmp_path, opt)
+    assert type(trainer.method).__name__ == "OutsideL1" and "outside_pkg" in sys.modules

@@ -105,6 +105,20 @@ def test_score_folder_command(tmp_path, capsys):
     assert score_main(["--restored", str(FIXTURES / "realsr" / "osediff"), "--gt", str(tmp_path)]) == 2
 
 
+def test_score_folder_options_file_inherits_its_metrics_through_base(tmp_path, capsys):
+    """A test file whose metrics come from its _base_ scores with those metrics, not an empty suite."""
+    (tmp_path / "train.yml").write_text("metrics:\n  psnr: {type: psnr, test_y_channel: true}\n")
+    (tmp_path / "test.yml").write_text("_base_: train.yml\nname: t\n")
+    (tmp_path / "empty.yml").write_text("name: e\n")
+    args = ["--restored", str(FIXTURES / "realsr" / "osediff"), "--gt", str(FIXTURES / "realsr" / "HR"),
+            "--output", str(tmp_path / "out")]
+    assert score_main([*args, "-opt", str(tmp_path / "test.yml")]) == 0
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(summary["mean"]) == {"psnr"} and summary["mean"]["psnr"] > 20
+    assert score_main([*args, "-opt", str(tmp_path / "empty.yml")]) == 2
+    assert "empty.yml: no metrics: section (nor in its _base_ files)" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not (SHARED / "data" / "realsr").is_dir(), reason="shared/data/realsr not available")
 def test_whole_realsr_set_reproduces_the_published_averages():
     """All 100 images: per-image PSNR/SSIM to 1e-4, NIQE mean to 0.01 of the authors' log (see README:

@@ -110,3 +110,25 @@ def test_posterior_extras_eta_zero_is_deterministic_and_clip_bounds_x0():
     unclipped = []
     sample_posterior(wild, start, mu, sde, ts, eta=0.0, callback=lambda s: unclipped.append(float(s["x"].abs().max())))
     assert max(seen) < 1.5 and max(unclipped) > 5.0
+
+
+@pytest.mark.parametrize("sampler", [sample_reverse_sde, sample_reverse_ode, sample_posterior])
+def test_samplers_pass_extra_args_and_report_the_x0_estimate(sampler):
+    """extra_args reach the network (DA-CLIP's embeddings, say) and the callback gets the step's
+    x0 estimate, x0 = mu + (x_t - mu - sigma_t eps) exp(thetabar_t)."""
+    sde = MeanRevertingSDE(max_sigma=10 / 255, T=20)
+    mu = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    calls, reports = [], []
+
+    def model(x, mu_, t, *, embedding):
+        calls.append(embedding)
+        return torch.full_like(x, 0.1) * embedding
+
+    start = sde.prior_sample(mu, torch.Generator().manual_seed(0))
+    states = [start]
+    sampler(model, start, mu, sde, sde.timesteps(4), torch.Generator().manual_seed(1),
+            callback=lambda d: (reports.append(d), states.append(d["x"])), extra_args={"embedding": 2.0})
+    assert calls == [2.0] * 4 and [r["i"] for r in reports] == [0, 1, 2, 3]
+    for r, x_t in zip(reports, states):
+        expected = mu + (x_t - mu - sde.std(r["t"]) * 0.2) * math.exp(float(sde.theta_bar[r["t"]]))
+        assert torch.allclose(r["x0"], expected, atol=1e-9)

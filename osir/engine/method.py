@@ -23,6 +23,7 @@ validation and tests in ``eval()`` under ``torch.no_grad()`` and restores the mo
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 import torch
 from torch import nn
 
@@ -94,13 +95,17 @@ class Method:
 
     def load_pretrained(self, name: str, path: str, strict: bool = True) -> None:
         """Load weights for network ``name`` from ``path.pretrained``: a whole state dict (osir's
-        safetensors or a release file) or the trained parts a checkpoint of a partly frozen network
-        holds.  Methods override this to convert official layouts or read folders."""
-        from pathlib import Path
-        if Path(path).is_dir():
-            raise CheckpointError(f"path.pretrained.{name}: '{path}' is a folder; {type(self).__name__} reads "
-                                  f"network '{name}' from a weights file")
+        safetensors or a release file), the trained parts a checkpoint of a partly frozen network
+        holds, or a diffusers / transformers folder for a network of that library (read with its
+        ``from_pretrained``, offline).  Methods override this to convert official layouts."""
         net = self.networks[name]
+        if Path(path).is_dir():
+            loader = getattr(type(net), "from_pretrained", None)
+            if loader is None:
+                raise CheckpointError(f"path.pretrained.{name}: '{path}' is a folder, but network '{name}' "
+                                      f"({type(net).__name__}) loads from a weights file")
+            load_network(net, path, strict=strict, state=loader(path, local_files_only=True).state_dict())
+            return
         state = read_state_dict(path)
         trainable = {n for n, p in net.named_parameters() if p.requires_grad}
         if trainable and set(state) == trainable != set(net.state_dict()):   # a trained-parts file

@@ -4,8 +4,10 @@ Written here because no dependency offers a method-agnostic version.  ``restore_
 batch's LQ (and every tensor of the LQ's size, such as masks) to the method's ``size_multiple`` and
 ``min_size``, restores, and crops the output back to ``scale`` x the input size.  Large images are
 cut into overlapping tiles (multiples of the size multiple), each padded and restored
-independently, and the outputs blended with weights that ramp linearly across the overlap, so
-seams fade and a constant image stays constant.  Methods that tile internally (latent / VAE tiles)
+independently, and the outputs blended with weights that are 0 for the first quarter of each
+overlap (a tile's own border effects) and then ramp linearly: a network whose receptive radius is
+at most overlap / 4 gives the whole-image output, larger ones leave faint seams, and a constant
+image stays constant.  Methods that tile internally (latent / VAE tiles)
 declare ``tiles_internally`` and get the whole image.
 """
 from __future__ import annotations
@@ -56,12 +58,19 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device) -> torch.Tensor:
+    """1 inside the tile; across an overlap with a neighbour: 0 for the first overlap // 4 pixels
+    (where the tile's own border effects live), then a linear ramp, then 1."""
     w = torch.ones(length, device=device)
-    ramp = torch.linspace(0, 1, overlap + 2, device=device)[1:-1] if overlap > 0 else None
-    if ramp is not None and not at_start:
-        w[:overlap] = ramp
-    if ramp is not None and not at_end:
-        w[-overlap:] = ramp.flip(0)
+    if overlap <= 0:
+        return w
+    margin = overlap // 4
+    edge = torch.ones(overlap, device=device)
+    edge[:margin] = 0
+    edge[margin:overlap - margin] = torch.linspace(0, 1, overlap - 2 * margin + 2, device=device)[1:-1]
+    if not at_start:
+        w[:overlap] = edge
+    if not at_end:
+        w[-overlap:] = torch.minimum(w[-overlap:], edge.flip(0))
     return w
 
 
