@@ -35,7 +35,7 @@ setup(
         "open-clip-torch>=2.24",  # DA-CLIP
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
-    # Registered entries, found by osir.plugins.discover() and imported only when an options file
+    # Registered entries, found by osir.registry.discover() and imported only when an options file
     # names them ("Name = module that registers it"); other packages add their own the same way.
     entry_points={
         "console_scripts": [
@@ -48,7 +48,7 @@ setup(
                        "UNetDiscriminatorSN = osir.methods.realesrgan"],
         "osir.datasets": [f"{name} = osir.data.datasets" for name in
                           ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")],
-        "osir.degradations": ["GaussianNoise = osir.degradations.simple"],
+        "osir.degradations": ["GaussianNoise = osir.degradations.simple", "RandomMask = osir.degradations.simple"],
         "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan"],
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "pyiqa", "niqe")],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],

@@ -19,7 +19,8 @@ import torch
 import yaml
 
 import osir
-from osir.data.io import ImageReadError, img2tensor, list_images, read_image, write_image
+from osir.cli import run
+from osir.data.io import img2tensor, list_images, read_image, write_image
 from osir.options import component, read_yaml, validate
 from osir.registry import BATCH_DEGRADATIONS, OptionsError
 
@@ -32,7 +33,9 @@ def image_seed(base_seed: int, name: str) -> int:
 def synthesise(spec: dict, input_dir: Path, output_dir: Path, base_seed: int, seeds: dict | None = None) -> dict:
     stage = BATCH_DEGRADATIONS.build({k: v for k, v in spec.items() if k != "pool_size"}, "degradation")
     scale = int(getattr(stage, "opt", {}).get("scale", 1))
-    card = {"osir": osir.__version__, "degradation": spec, "seed": base_seed, "images": {}}
+    # the resolved values, not only the preset's name: the card replays the same LQ after a preset changes
+    resolved = {"type": spec["type"], **({"preset": stage.preset, **stage.opt} if hasattr(stage, "opt") else spec)}
+    card = {"osir": osir.__version__, "degradation": resolved, "seed": base_seed, "images": {}}
     for path in list_images(input_dir):
         name = path.relative_to(input_dir).with_suffix("").as_posix()
         seed = (seeds or {}).get(name, image_seed(base_seed, name))
@@ -58,19 +61,22 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="where to write GT/, LQ/ and the card")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        if args.card:
+    return run("osir.degrade", lambda: degrade(args))
+
+
+def degrade(args) -> int:
+    if args.card:
+        try:
             card = yaml.safe_load(Path(args.card).read_text())
             spec, seed, seeds = card["degradation"], int(card["seed"]), card["images"]
-        else:
-            spec, seed, seeds = read_yaml(args.opt).get("degradation"), args.seed, None
-            if spec is None:
-                raise OptionsError(f"{args.opt}: no degradation: section")
-        spec = validate(spec, component(BATCH_DEGRADATIONS), "degradation")
-        card = synthesise(spec, Path(args.input), Path(args.output), seed, seeds)
-    except (OptionsError, ImageReadError, OSError, ValueError) as err:
-        print(f"osir.degrade: error: {err}", file=sys.stderr)
-        return 2
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+            raise OptionsError(f"--card '{args.card}': not a readable degradation card ({err})") from None
+    else:
+        spec, seed, seeds = read_yaml(args.opt).get("degradation"), args.seed, None
+        if spec is None:
+            raise OptionsError(f"{args.opt}: no degradation: section")
+    spec = validate(spec, component(BATCH_DEGRADATIONS), "degradation")
+    card = synthesise(spec, Path(args.input), Path(args.output), seed, seeds)
     print(f"wrote {len(card['images'])} pairs and degradation_card.yml to {args.output}")
     return 0
 

@@ -63,6 +63,9 @@ class Registry:
                 importlib.import_module(module)
             except ModuleNotFoundError as err:
                 missing = (err.name or "").split(".")[0]
+                if missing == module.split(".")[0]:   # the entry point's own package is gone: stale metadata
+                    raise OptionsError(f"{key_path}: {self.kind} '{name}' is registered by '{module}', which cannot "
+                                       f"be imported ({err}); reinstall the package that declares it") from None
                 raise OptionsError(
                     f"{key_path}: {self.kind} '{name}' needs the package '{missing}', which is not installed "
                     f"(pip install {PIP_NAMES.get(missing, missing)})") from None

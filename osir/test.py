@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from osir.engine.checkpoint import CheckpointError
-from osir.registry import OptionsError
+from osir import cli
 
 
 def run(opt: dict) -> dict[str, dict]:
@@ -73,16 +72,11 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE")
     args = parser.parse_args(argv)
     from osir.options import load_options
-    try:
-        opt = load_options(args.opt, args.set)
-        run(opt)
-    except OptionsError as err:
-        print(f"osir: options error: {err}", file=sys.stderr)
-        return 2
-    except CheckpointError as err:
-        print(f"osir: checkpoint error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> int:
+        run(load_options(args.opt, args.set))
+        return 0
+    return cli.run("osir", body)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osir.engine.checkpoint import CheckpointError
-from osir.registry import OptionsError
+from osir.cli import run
 
 
 def parse_args(argv=None):
@@ -24,17 +23,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run("osir", lambda: train(args))
+
+
+def train(args) -> int:
     from osir.engine.trainer import Trainer
     from osir.options import load_options
-    try:
-        opt = load_options(args.opt, args.set)
-        trainer = Trainer(opt, auto_resume=args.auto_resume)
-    except OptionsError as err:
-        print(f"osir: options error: {err}", file=sys.stderr)
-        return 2
-    except CheckpointError as err:
-        print(f"osir: checkpoint error: {err}", file=sys.stderr)
-        return 2
+    trainer = Trainer(load_options(args.opt, args.set), auto_resume=args.auto_resume)
     results = trainer.train()
     if trainer.accelerator.is_main_process:
         for set_name, summary in results["val"].items():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from osir.data.datasets import PairedImageDataset, SingleImageDataset, SyntheticPairDataset
-from osir.data.io import ImageReadError, read_image
+from osir.data.io import DataError, ImageReadError, read_image
 from osir.data.sampler import SeededSampler
 from tests.conftest import write_images
 
@@ -46,7 +46,7 @@ def test_paired_dataset_crops_matching_patches(tmp_path):
 def test_missing_partner_and_mismatched_pair(tmp_path):
     write_images(tmp_path / "gt", 2, (32, 32), lq_folder=tmp_path / "lq", scale=2)
     (tmp_path / "lq" / "img1.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"img1\.png' has no LQ partner"):
+    with pytest.raises(DataError, match=r"img1\.png' has no LQ partner"):
         PairedImageDataset(str(tmp_path / "gt"), str(tmp_path / "lq"), scale=2)
     write_images(tmp_path / "lq", 2, (20, 20))
     ds = PairedImageDataset(str(tmp_path / "gt"), str(tmp_path / "lq"), scale=2)
@@ -128,3 +128,14 @@ def test_crop_flip_and_degradation_draws_use_independent_streams(tmp_path):
     flips_without = [f for f, s in zip(vflip, sinc) if not s]
     assert 100 < len(flips_with_sinc) < 200
     assert 0.35 < np.mean(flips_with_sinc) < 0.65 and 0.35 < np.mean(flips_without) < 0.65
+
+
+def test_random_masks_fill_holes_with_one_and_replay_from_the_seed(tmp_path):
+    write_images(tmp_path / "gt", 2, (64, 64))
+    spec = {"type": "RandomMask", "strokes": [2, 3], "width": [4, 8], "box_prob": 1.0}
+    data = SyntheticPairDataset(str(tmp_path / "gt"), degradation=spec)
+    a, b, other = data[(0, 5)], data[(0, 5)], data[(0, 6)]
+    assert torch.equal(a["lq"], b["lq"]) and not torch.equal(a["lq"], other["lq"])
+    holes = (a["lq"] != a["gt"]).any(0)
+    assert 0.01 < float(a["degradation"]["hole_fraction"]) < 0.9
+    assert torch.all(a["lq"][:, holes] == 1.0) and torch.equal(a["lq"][:, ~holes], a["gt"][:, ~holes])

@@ -156,7 +156,9 @@ def test_partly_frozen_network_saves_and_resumes_only_its_trained_tensors(tmp_pa
     models = tmp_path / "experiments" / "straight" / "models"
     assert sorted(load_file(models / "net_g_6.safetensors")) == ["1.bias", "1.weight"]
     assert sorted(load_file(models / "net_g_ema_6.safetensors")) == ["1.bias", "1.weight"]
-    trainer_for(tmp_path, {**opt, "name": "resumed"}, "r.yml", ["train.total_iter=3"]).train()
+    part = trainer_for(tmp_path, {**opt, "name": "resumed"}, "r.yml", ["train.total_iter=3"])
+    assert part.ema["g"].names == ["1.weight", "1.bias"]            # the frozen conv has no EMA copy
+    part.train()
     Trainer(load_options(tmp_path / "r.yml"), auto_resume=True).train()
     resumed = tmp_path / "experiments" / "resumed"
     assert losses_of(resumed, "l_pix") == losses_of(tmp_path / "experiments" / "straight", "l_pix")
@@ -185,6 +187,21 @@ def test_auto_resume_skips_a_corrupt_newest_checkpoint_and_repeats_the_losses(tm
     resumed.train()
     straight = losses_of(tmp_path / "experiments" / "straight")
     assert losses_of(exp) == straight[:4] + straight[2:]          # 1-4, then 3-6 again after the resume
+
+
+def test_auto_resume_refuses_rather_than_archives_when_no_state_fits(tmp_path):
+    opt = tiny_options(tmp_path, **{"train.total_iter": 3})
+    trainer_for(tmp_path, opt).train()
+    with pytest.raises(ckpt.CheckpointError, match=r"--auto_resume: no complete training state in .* fits these "
+                                                   r"options \(auto_resume: skipping 3\.state: .*shape mismatches"):
+        Trainer(load_options(write_yaml(tmp_path / "o.yml", opt), ["method.network.nf=8"]), auto_resume=True)
+    assert not list((tmp_path / "experiments").glob("tiny_archived_*"))
+
+
+def test_ema_update_every_zero_is_an_options_error_before_any_work(tmp_path):
+    with pytest.raises(OptionsError, match=r"train\.ema\.g: update_every must be at least 1, got 0"):
+        trainer_for(tmp_path, tiny_options(tmp_path), overrides=["train.ema.g.update_every=0"])
+    assert not (tmp_path / "experiments").exists()
 
 
 def test_an_explicit_resume_state_that_is_missing_or_incomplete_names_the_file(tmp_path):
@@ -229,6 +246,23 @@ def test_state_dicts_with_aliased_tensors_save_and_load_on_cpu(tmp_path):
 
 
 # -- setup hook, DDP kwargs, pretrained folders -------------------------------------------------
+def test_setup_runs_before_the_ema_copies_and_may_leave_submodules_in_eval(tmp_path):
+    from tests.plugins.latent_refiner import LatentRefiner
+
+    class Refined(LatentRefiner):
+        def setup(self, device, mixed_precision="no"):
+            super().setup(device, mixed_precision)
+            self.networks["body"].double()          # visible in the EMA copies only if they come after
+            self.networks["body"][1].eval()         # a submodule the method wants in eval while training
+    METHODS.register(Refined)
+    opt = refiner_options(tmp_path)
+    opt["method"]["type"] = "Refined"
+    trainer = trainer_for(tmp_path, opt)
+    assert trainer.ema["body"].shadow[0].dtype == torch.float64
+    body = trainer.method.net("body")
+    assert body.training and not body[1].training
+
+
 def test_setup_casts_the_frozen_folder_before_prepare_and_ddp_kwargs_pass_through(tmp_path):
     opt = refiner_options(tmp_path, **{"train.ddp": {"find_unused_parameters": True, "static_graph": False},
                                        "train.channels_last": True})
@@ -465,12 +499,14 @@ def test_registry_imports_nothing_of_osir():
 
 def test_scoring_and_irsde_do_not_import_diffusers_or_open_clip(tmp_path):
     write_images(tmp_path / "scored", 2, (128, 128))
+    write_images(tmp_path / "scored_gt", 2, (128, 128))
     probe = ("import sys\n"
              "from osir.metrics.__main__ import main\n"
-             f"assert main(['--restored', r'{tmp_path / 'scored'}', '--gt', r'{tmp_path / 'scored'}', '--output', r'{tmp_path}']) == 0\n"
+             f"assert main(['--restored', r'{tmp_path / 'scored'}', '--gt', r'{tmp_path / 'scored_gt'}', '--output', r'{tmp_path}']) == 0\n"
              "from osir.options import load_options\n"
              f"load_options(r'{write_yaml(tmp_path / 'o.yml', tiny_options(tmp_path))}')\n"
-             "heavy = [m for m in ('diffusers', 'open_clip', 'peft', 'transformers') if m in sys.modules]\n"
+             "heavy = [m for m in ('diffusers', 'open_clip', 'peft', 'transformers', 'osir.methods.realesrgan')\n"
+             "         if m in sys.modules]\n"
              "print('HEAVY', heavy)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]

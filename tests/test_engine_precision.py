@@ -22,12 +22,12 @@ CLIP = 1e6           # clipping is active (unscaling happens) but never shortens
 SCALE = 2.0 ** 12
 
 
-def make_accelerator(fp16: bool, accum: int) -> Accelerator:
+def make_accelerator(fp16: bool, accum: int, init_scale: float = SCALE, growth_interval: int = 10_000) -> Accelerator:
     reset_accelerate()
     acc = Accelerator(cpu=True, mixed_precision="fp16" if fp16 else "no", gradient_accumulation_steps=accum)
     if fp16:   # accelerate's GPU fp16 setup, with torch's CPU GradScaler
         acc.native_amp = True
-        acc.scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, growth_interval=10_000)
+        acc.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=growth_interval)
     return acc
 
 
@@ -42,13 +42,14 @@ class TwoModels(Method):
         self.networks["b"] = torch.nn.Linear(4, 1)
 
 
-def run(fp16: bool, clip_with_accelerate: bool = False, accum: int = 2, steps: int = 3) -> dict:
-    acc = make_accelerator(fp16, accum)
+def run(fp16: bool, clip_with_accelerate: bool = False, accum: int = 2, steps: int = 3, **scaler) -> dict:
+    acc = make_accelerator(fp16, accum, **scaler)
     method = TwoModels()
     nets = {n: acc.prepare(m) for n, m in method.networks.items()}
     opts = {n: acc.prepare(torch.optim.SGD(m.parameters(), lr=0.1)) for n, m in nets.items()}
     method.networks = nets
-    method.attach(acc, opts, CLIP)
+    if not clip_with_accelerate:
+        method.attach(acc, opts, CLIP)
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps * accum):
         x, y = torch.randn(8, 4, generator=gen), torch.randn(8, 1, generator=gen)
@@ -77,6 +78,15 @@ def test_two_optimisers_fp16_scaler_and_accumulation_match_fp32():
     reference = run(fp16=False)
     scaled = run(fp16=True)
     assert all(d < FP16_TOL for d in max_diff(reference, scaled).values()), max_diff(reference, scaled)
+
+
+def test_a_loss_scale_that_changes_every_step_still_matches_fp32():
+    """growth_interval 1: the scale doubles after every optimiser step.  One scaler shared by both
+    optimisers (accelerate's) would unscale b's first micro-batch with a scale a's step changed;
+    each optimiser owns its scaler in osir."""
+    reference = run(fp16=False)
+    growing = run(fp16=True, init_scale=16.0, growth_interval=1)
+    assert all(d < FP16_TOL for d in max_diff(reference, growing).values()), max_diff(reference, growing)
 
 
 def test_accelerate_clip_grad_norm_unscales_the_other_optimiser_out_of_turn():

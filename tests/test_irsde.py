@@ -6,12 +6,11 @@ import torch
 
 from osir.engine.checkpoint import CheckpointError
 from osir.methods.irsde import IRSDE, ConditionalUNet
-from tests.conftest import SHARED
+from tests.conftest import FIXTURES
 
-LAYOUT = SHARED / "checkpoints" / "irsde_conditional_unet_nf64_depth4.json"
+LAYOUT = FIXTURES / "checkpoints" / "irsde_conditional_unet_nf64_depth4.json"   # copied from shared/checkpoints
 
 
-@pytest.mark.skipif(not LAYOUT.exists(), reason="shared/checkpoints not available")
 def test_official_layout_keys_shapes_and_parameter_count():
     ref = json.loads(LAYOUT.read_text())
     net = ConditionalUNet(**ref["constructor"])
@@ -56,7 +55,7 @@ def test_pickled_code_is_not_executed(tmp_path):
 def test_network_pads_to_its_multiple_and_crops_back():
     net = ConditionalUNet(nf=4, depth=3, attn_levels=[0, 3])
     out = net(torch.rand(2, 3, 17, 9), torch.rand(2, 3, 17, 9), torch.tensor([3, 5]))
-    assert out.shape == (2, 3, 17, 9) and net.size_multiple == 4
+    assert out.shape == (2, 3, 17, 9) and net.size_multiple == 8   # 2^depth, as the official check_image_size
 
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
@@ -87,3 +86,24 @@ def test_restore_is_seeded_and_upscales_mu():
     a = method.restore({"lq": lq}, generator=torch.Generator().manual_seed(1))
     b = method.restore({"lq": lq}, generator=torch.Generator().manual_seed(1))
     assert a.shape == (1, 3, 16, 16) and torch.equal(a, b)
+
+
+def test_padding_matches_the_official_network_on_a_rain100h_size():
+    """Rain100H's 481x321: the output equals the network run on the input reflect-padded (bottom/right)
+    to a multiple of 2^depth = 16, then cropped (the official check_image_size); padding only to
+    2^(depth-1) = 8, as osir did before, gives another output (linear attention is global)."""
+    torch.manual_seed(0)
+    net = ConditionalUNet(nf=4, depth=4).eval()
+    x, mu = torch.rand(1, 3, 321, 481), torch.rand(1, 3, 321, 481)
+    with torch.no_grad():
+        out = net(x, mu, 5)
+        cat = torch.cat([x - mu, mu], dim=1)
+        padded = torch.nn.functional.pad(cat, (0, 15, 0, 15), mode="reflect")     # 496 x 336
+        xp, mup = padded[:, 3:] + padded[:, :3], padded[:, 3:]
+        expected = net(xp, mup, 5)[..., :321, :481]
+        by_8 = torch.nn.functional.pad(cat, (0, 7, 0, 7), mode="reflect")          # 488 x 328
+        old = net(by_8[:, 3:] + by_8[:, :3], by_8[:, 3:], 5)
+    assert out.shape == (1, 3, 321, 481) and torch.allclose(out, expected, atol=1e-6)
+    assert net.size_multiple == 16 and tiny_method().size_multiple == 4
+    # 488 x 328 is no multiple of 16: the network pads it again, to 496 x 336 with other contents
+    assert not torch.allclose(old[..., :321, :481], out, atol=1e-4)

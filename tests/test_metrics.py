@@ -44,7 +44,7 @@ def test_suite_agrees_with_pyiqa_called_directly():
         float(pyiqa.create_metric("ssim", test_y_channel=True, color_space="ycbcr", device="cpu")(sr, hr)), abs=1e-9)
 
 
-def test_niqe_agrees_with_basicsr_parameters_through_pyiqa():
+def test_niqe_agrees_with_basicsr_parameters_through_pyiqa(tmp_path):
     """NIQE = pyiqa's algorithm with basicsr's shipped MATLAB pristine parameters (no download)."""
     import os
     import numpy as np
@@ -52,7 +52,7 @@ def test_niqe_agrees_with_basicsr_parameters_through_pyiqa():
     from pyiqa.archs.niqe_arch import NIQE
     params = np.load(os.path.join(os.path.dirname(basicsr.__file__), "metrics", "niqe_pris_params.npz"))
     import scipy.io
-    mat = Path(os.environ.get("TMPDIR", "/tmp")) / "osir_niqe_params_test.mat"
+    mat = tmp_path / "niqe_params.mat"
     scipy.io.savemat(mat, {"mu_prisparam": params["mu_pris_param"], "cov_prisparam": params["cov_pris_param"]})
     img = img2tensor(read_image(FIXTURES / "realsr" / "osediff" / "Nikon_050_LR4.png"))[None, :, :256, :256]
     direct = float(NIQE(pretrained_model_path=str(mat))(img))

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
 from basicsr.utils import FileClient
 
-from osir.data.io import ImageReadError, decode_image, img2tensor, list_images
+from osir.data.io import DataError, ImageReadError, decode_image, img2tensor, list_images
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
 from osir.options import component
@@ -29,7 +29,7 @@ from osir.registry import DATASETS, DEGRADATIONS
 def _lmdb_keys(root: str) -> list[str]:
     meta = Path(root) / "meta_info.txt"
     if not meta.is_file():
-        raise FileNotFoundError(f"LMDB '{root}' has no meta_info.txt (write it with basicsr's make_lmdb_from_imgs)")
+        raise DataError(f"LMDB '{root}' has no meta_info.txt (write it with basicsr's make_lmdb_from_imgs)")
     # basicsr's meta_info lines: "<key>.png (h,w,c) <compression>"
     return [line.split(" ")[0].rsplit(".", 1)[0] for line in meta.read_text().splitlines() if line.strip()]
 
@@ -96,12 +96,12 @@ class PairedImageDataset(Dataset):
         for name in self.gt.items:
             lq_name = filename_tmpl.format(name)
             if lq_name not in lq_names:
-                raise FileNotFoundError(f"GT image '{self.gt.items[name]}' has no LQ partner '{lq_name}' in '{dataroot_lq}'")
+                raise DataError(f"GT image '{self.gt.items[name]}' has no LQ partner '{lq_name}' in '{dataroot_lq}'")
             lq_names.discard(lq_name)
             self.pairs.append((name, lq_name))
         if lq_names:
             orphan = sorted(lq_names)[0]
-            raise FileNotFoundError(f"LQ image '{self.lq.items[orphan]}' has no GT partner in '{dataroot_gt}'")
+            raise DataError(f"LQ image '{self.lq.items[orphan]}' has no GT partner in '{dataroot_gt}'")
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -115,7 +115,7 @@ class PairedImageDataset(Dataset):
         if self.gt_size is not None:
             gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, rng, gt_path)
         elif gt.shape[0] != lq.shape[0] * self.scale or gt.shape[1] != lq.shape[1] * self.scale:
-            raise ValueError(f"size mismatch: GT '{gt_path}' is {gt.shape[1]}x{gt.shape[0]}, LQ '{lq_path}' is "
+            raise DataError(f"size mismatch: GT '{gt_path}' is {gt.shape[1]}x{gt.shape[0]}, LQ '{lq_path}' is "
                              f"{lq.shape[1]}x{lq.shape[0]} (scale {self.scale})")
         gt, lq = random_flip_rot([gt, lq], rng, self.use_flip, self.use_rot)
         return {"lq": img2tensor(lq), "gt": img2tensor(gt), "lq_path": lq_path, "gt_path": gt_path, "name": lq_name}

@@ -19,6 +19,11 @@ class ImageReadError(OSError):
     """An image file could not be read or decoded; the message names the file."""
 
 
+class DataError(ValueError):
+    """The data does not fit the task (missing or empty folder, unmatched or mismatched pairs, an image
+    too small for a metric); the message names the file or folder."""
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode encoded image bytes to float32 RGB in [0, 1], shape HxWx3.
 
@@ -80,8 +85,8 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files directly under ``folder`` (recursively), sorted; error if none or missing."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: '{folder}'")
+        raise DataError(f"image folder not found: '{folder}'")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in '{folder}'")
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in '{folder}'")
     return files

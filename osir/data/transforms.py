@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from osir.data.io import DataError
+
 
 def pad_to(img: np.ndarray, size: int) -> np.ndarray:
     """Mirror-pad HxWxC at the bottom/right so both sides are at least ``size`` (reflect, or
@@ -24,13 +26,13 @@ def paired_random_crop(gt: np.ndarray, lq: np.ndarray, gt_size: int, scale: int,
 
     Images smaller than the patch are reflect-padded (GT and LQ consistently) first."""
     if gt_size % scale:
-        raise ValueError(f"gt_size {gt_size} is not a multiple of scale {scale}")
+        raise DataError(f"gt_size {gt_size} is not a multiple of scale {scale}")
     lq_size = gt_size // scale
     lq = pad_to(lq, lq_size)
     gt = pad_to(gt, gt_size)
     h, w = lq.shape[:2]
     if gt.shape[0] != h * scale or gt.shape[1] != w * scale:
-        raise ValueError(f"'{gt_name}': GT {gt.shape[1]}x{gt.shape[0]} is not {scale}x the LQ {w}x{h}")
+        raise DataError(f"'{gt_name}': GT {gt.shape[1]}x{gt.shape[0]} is not {scale}x the LQ {w}x{h}")
     top = int(rng.integers(0, h - lq_size + 1))
     left = int(rng.integers(0, w - lq_size + 1))
     lq = lq[top:top + lq_size, left:left + lq_size]

@@ -57,6 +57,33 @@ _X4PLUS = dict(
 PRESETS = {"realesrgan_x4": _X4PLUS, "osediff": {**_X4PLUS, "use_usm": False, "resize_lq_to_gt": True}}
 
 
+#: the choices each probability list of the presets distributes over
+CHOICES = {"kernel_prob": KERNELS, "resize_prob": ["up", "down", "keep"], "resize_mode_prob": MODES}
+
+
+def check_settings(opt: dict) -> None:
+    """Probabilities in [0, 1], choice distributions of the right length summing to 1, ranges
+    [low, high]; an error names the key."""
+    for key, value in opt.items():
+        where = f"degradation.{key}"
+        if key.endswith("_prob") or key.endswith("_prob2"):
+            values = value if isinstance(value, list) else [value]
+            if any(not 0.0 <= v <= 1.0 for v in values):
+                raise OptionsError(f"{where}: probabilities must lie in [0, 1], got {value}")
+            if isinstance(value, list):
+                choices = CHOICES[key.rstrip("2")]
+                if len(value) != len(choices):
+                    raise OptionsError(f"{where}: expected {len(choices)} probabilities ({', '.join(choices)}), "
+                                       f"got {len(value)}")
+                if abs(sum(value) - 1.0) > 1e-6:
+                    raise OptionsError(f"{where}: probabilities must sum to 1, got {sum(value):.6g} ({value})")
+        elif isinstance(value, list):
+            if len(value) != 2 or value[0] > value[1]:
+                raise OptionsError(f"{where}: expected a range [low, high], got {value}")
+            if value[0] < 0:
+                raise OptionsError(f"{where}: must not be negative, got {value}")
+
+
 @BATCH_DEGRADATIONS.register()
 class RealESRGANDegradation:
     """Args: ``preset`` ('realesrgan_x4' or 'osediff') and any of its keys to override
@@ -73,6 +100,7 @@ class RealESRGANDegradation:
             overrides[key] = validate(value, list[float] if isinstance(PRESETS[preset][key], list)
                                       else type(PRESETS[preset][key]), f"degradation.{key}")
         self.opt = {**PRESETS[preset], **overrides}
+        check_settings(self.opt)
         self.preset, self.pool = preset, PairPool(pool_size) if pool_size else None
         self.usm = SeparableUSMSharp() if self.opt["use_usm"] else None
         self.jpeg = DiffJPEG(differentiable=False)

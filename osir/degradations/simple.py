@@ -1,5 +1,5 @@
-"""Simple per-sample degradations (Gaussian noise), written here because they are one line of
-numpy each."""
+"""Simple per-sample degradations (Gaussian noise, random inpainting masks), written here because
+they are a few lines of numpy / OpenCV each."""
 from __future__ import annotations
 
 from typing import Optional
@@ -27,3 +27,35 @@ class GaussianNoise:
         if self.clip:
             lq = np.clip(lq, 0.0, 1.0)
         return lq.astype(np.float32), {"sigma": sigma}
+
+
+@DEGRADATIONS.register()
+class RandomMask:
+    """Random free-form holes for inpainting, filled with 1 (white), as IR-SDE's inpainting data.
+
+    Per sample: ``strokes`` (drawn in [low, high]) thick polylines of 4-8 vertices with widths drawn
+    from ``width`` (pixels, at the image's size), plus with probability ``box_prob`` one rectangle of
+    up to ``max_box`` of each side.  Written here because it is a few lines of OpenCV drawing."""
+
+    def __init__(self, strokes: list[int] = (1, 4), width: list[int] = (8, 24), box_prob: float = 0.5,
+                 max_box: float = 0.5, fill: float = 1.0):
+        if len(strokes) != 2 or strokes[0] > strokes[1] or len(width) != 2 or width[0] > width[1]:
+            raise ValueError(f"strokes and width must be [low, high], got {list(strokes)} and {list(width)}")
+        self.strokes, self.width, self.box_prob, self.max_box, self.fill = strokes, width, box_prob, max_box, fill
+
+    def mask(self, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+        import cv2
+        m = np.zeros((h, w), np.uint8)
+        for _ in range(int(rng.integers(self.strokes[0], self.strokes[1] + 1))):
+            vertices = np.stack([rng.integers(0, w, 6), rng.integers(0, h, 6)], 1).astype(np.int32)
+            cv2.polylines(m, [vertices[: int(rng.integers(4, 7))]], False, 1,
+                          int(rng.integers(self.width[0], self.width[1] + 1)))
+        if rng.random() < self.box_prob:
+            bh, bw = int(rng.uniform(0.1, self.max_box) * h), int(rng.uniform(0.1, self.max_box) * w)
+            y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+            m[y:y + bh, x:x + bw] = 1
+        return m.astype(np.float32)
+
+    def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        m = self.mask(gt.shape[0], gt.shape[1], rng)[..., None]
+        return (gt * (1 - m) + self.fill * m).astype(np.float32), {"hole_fraction": float(m.mean())}

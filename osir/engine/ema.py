@@ -21,7 +21,9 @@ class ParameterEMA:
 
     def __init__(self, named: dict[str, nn.Parameter], decay: float, update_every: int = 1):
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if update_every < 1:
+            raise ValueError(f"update_every must be at least 1, got {update_every}")
         self.names = list(named)
         self.params = list(named.values())
         self.shadow = [p.detach().clone() for p in self.params]

@@ -11,10 +11,11 @@ def get_logger(log_file: str | Path | None = None, main_process: bool = True) ->
     logger.setLevel(logging.INFO if main_process else logging.ERROR)
     logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S")
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in logger.handlers):
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(fmt)
-        logger.addHandler(console)
+    for h in [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(h)        # bind the console to the current sys.stderr (it may have been replaced)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
     if log_file is not None and main_process:
         for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
             logger.removeHandler(h)

@@ -54,6 +54,7 @@ class Method:
         self.accelerator = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.grad_clip: float | None = None
+        self.scalers: dict = {}                                # optimiser -> its own GradScaler (fp16)
         self.trained_parameters: dict[str, list[str]] = {}   # network -> names its optimisers step
         self._device = None
         self.mixed_precision = "no"
@@ -77,12 +78,14 @@ class Method:
 
     def checkpoint_state(self, name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What is saved (and resumed) of network ``name``, given its full state dict: the trained
-        tensors when the network also has frozen parameters, else everything."""
+        tensors and the buffers when the network also has frozen parameters, else everything."""
         trained = self.trained_parameters.get(name)
-        net = self.networks[name]
-        if trained is None or len(trained) == sum(1 for _ in self.unwrap(net).parameters()):
+        net = self.unwrap(self.networks[name])
+        params = {n for n, _ in net.named_parameters(remove_duplicate=False)}
+        if trained is None or len(trained) == sum(1 for _ in net.parameters()):
             return state
-        return {k: state[k] for k in trained}
+        keep = set(trained) | {k for k in state if k not in params}   # trained tensors + buffers (norm statistics)
+        return {k: v for k, v in state.items() if k in keep}
 
     def load_checkpoint_state(self, name: str, state: dict[str, torch.Tensor], source: str) -> None:
         """Load what ``checkpoint_state`` saved; any other keys or shapes are refused naming ``source``."""
@@ -107,9 +110,12 @@ class Method:
             load_network(net, path, strict=strict, state=loader(path, local_files_only=True).state_dict())
             return
         state = read_state_dict(path)
+        full = net.state_dict()
+        params = {n for n, _ in net.named_parameters(remove_duplicate=False)}
         trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-        if trainable and set(state) == trainable != set(net.state_dict()):   # a trained-parts file
-            diff = describe_mismatch({k: v for k, v in net.state_dict().items() if k in trainable}, state)
+        parts = trainable | {k for k in full if k not in params}          # what a trained-parts file holds
+        if trainable and set(state) == parts != set(full):
+            diff = describe_mismatch({k: v for k, v in full.items() if k in parts}, state)
             if diff:
                 raise CheckpointError(f"'{path}' does not fit network '{name}': {diff}")
             net.load_state_dict(state, strict=False)
@@ -162,7 +168,18 @@ class Method:
         return self.unwrap(self.networks[name])
 
     def attach(self, accelerator, optimizers: dict, grad_clip: float | None = None) -> None:
+        """Called by the engine after ``accelerator.prepare``.  With fp16 and several optimisers each
+        optimiser gets a GradScaler of its own (accelerate shares one and updates it after every
+        optimiser step, so a scale change made by one optimiser's step would unscale another's
+        still-accumulating gradients by a scale they were not multiplied with)."""
         self.accelerator, self.optimizers, self.grad_clip = accelerator, optimizers, grad_clip
+        self.scalers = {}
+        shared = getattr(accelerator, "scaler", None)
+        if shared is not None and len(optimizers) > 1:
+            for name, opt in optimizers.items():
+                scaler = type(shared)(accelerator.device.type)
+                scaler.load_state_dict(shared.state_dict())
+                opt.scaler = self.scalers[name] = scaler
 
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         """Backward ``loss`` and, on the last micro-batch of an accumulation, clip and step
@@ -170,14 +187,20 @@ class Method:
         ``clip_grad_norm_`` unscales every prepared optimiser, which corrupts another optimiser's
         gradients that are still accumulating (see tests/test_engine_precision.py)."""
         acc = self.accelerator
-        acc.backward(loss)
-        opt = self.optimizers[name]
+        opt, scaler = self.optimizers[name], self.scalers.get(name)
+        if scaler is not None:      # what accelerator.backward does, with this optimiser's scaler
+            scaler.scale(loss / acc.gradient_accumulation_steps).backward()
+        else:
+            acc.backward(loss)
         if acc.sync_gradients and self.grad_clip:
             params = [p for group in opt.param_groups for p in group["params"]]
-            if acc.distributed_type.value == "FSDP":   # sharded parameters: FSDP's own clipping
+            if acc.distributed_type.value == "FSDP":   # sharded parameters: FSDP's own clipping (one optimiser)
                 acc.clip_grad_norm_(params, self.grad_clip)
             else:
-                acc.unscale_gradients(optimizer=opt)
+                if scaler is not None:
+                    scaler.unscale_(opt.optimizer)
+                else:
+                    acc.unscale_gradients(optimizer=opt)
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)

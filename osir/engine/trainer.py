@@ -142,7 +142,7 @@ def build_emas(method: Method, specs: dict, trained: dict[str, list[str]]) -> di
         try:
             emas[net_name] = ParameterEMA({n: params[n] for n in trained[net_name]}, spec["decay"], spec["update_every"])
         except ValueError as err:
-            raise OptionsError(f"train.ema.{net_name}.decay: {err}") from None
+            raise OptionsError(f"train.ema.{net_name}: {err}") from None
     return emas
 
 
@@ -167,11 +167,13 @@ class Trainer:
                                              gradient_accumulation_steps=tr["grad_accum_steps"],
                                              kwargs_handlers=[ddp_kwargs(tr["ddp"])],
                                              fsdp_plugin=fsdp_plugin(tr["accelerate_config"]))
-        sharded = acc.distributed_type.value == "FSDP"
+        self.sharded = sharded = acc.distributed_type.value == "FSDP"
 
         # -- everything that can fail on the options, before the experiment folder is touched
         set_seed(opt["seed"])   # initial weights from the run seed, equal on every process
         self.method = method = build_method(opt)
+        for net in method.networks.values():   # networks with trainable parameters train; setup may refine
+            net.train(any(p.requires_grad for p in net.parameters()))
         method.setup(acc.device, tr["mixed_precision"])
         for net in method.networks.values():
             net.to(acc.device)
@@ -181,6 +183,11 @@ class Trainer:
         method.trained_parameters = self.trained
         if sharded and tr["ema"]:
             raise OptionsError("train.ema: EMA of FSDP-sharded parameters is not supported; set train.ema: {}")
+        if sharded and tr["mixed_precision"] == "fp16" and tr["grad_clip"] and len(optimizers) > 1:
+            raise OptionsError("train.mixed_precision: fp16 with clipping and several optimisers is not supported "
+                               "under FSDP (its clipping unscales every optimiser); use bf16")
+        if sharded and (opt["path"]["resume_state"] or auto_resume):
+            raise OptionsError("path.resume_state / --auto_resume: resuming FSDP-sharded training is not supported yet")
         self.ema = build_emas(method, tr["ema"], self.trained)
         self.schedulers = {n: SCHEDULERS.build(tr["scheduler"], "train.scheduler", optimizer=o)
                            for n, o in optimizers.items()} if tr["scheduler"] else {}
@@ -223,7 +230,7 @@ class Trainer:
         trained_names = list(self.trained)
         prepared = acc.prepare(*[method.networks[n] for n in trained_names], *optimizers.values())
         for n, net in zip(trained_names, prepared[:len(trained_names)]):
-            method.networks[n] = net.train()
+            method.networks[n] = net
         self.optimizers = dict(zip(optimizers, prepared[len(trained_names):]))
         for n, net in method.networks.items():
             if n not in self.trained:
@@ -266,11 +273,15 @@ class Trainer:
             return self._read_checkpoint(Path(explicit))
         if not auto:
             return None
-        for path in ckpt.states_newest_first(self.exp_dir / "training_states"):
+        states = ckpt.states_newest_first(self.exp_dir / "training_states")
+        for path in states:
             try:
                 return self._read_checkpoint(path)
             except ckpt.CheckpointError as err:
                 self._resume_warnings.append(f"auto_resume: skipping {path.name}: {err}")
+        if states:   # states exist but none fits: refuse rather than archive the experiment
+            raise ckpt.CheckpointError(f"--auto_resume: no complete training state in '{states[0].parent}' fits "
+                                       f"these options ({'; '.join(self._resume_warnings)})")
         return None
 
     def _read_checkpoint(self, state_path: Path):
@@ -287,10 +298,11 @@ class Trainer:
             diff = ckpt.describe_mismatch(expected, weights[file])
             if diff:
                 raise ckpt.CheckpointError(f"'{path}' does not fit network '{name}': {diff}")
-        for key, names in (("optimizers", list(self.opt["train"]["optimizers"])), ("schedulers", list(self.schedulers))):
+        for key, names in (("optimizers", list(self.opt["train"]["optimizers"])), ("schedulers", list(self.schedulers)),
+                           ("ema", list(self.ema))):
             missing = [n for n in names if n not in state.get(key, {})]
             if missing:
-                raise ckpt.CheckpointError(f"'{state_path}' has no {key[:-1]} state for {', '.join(missing)}")
+                raise ckpt.CheckpointError(f"'{state_path}' has no {key.rstrip('s')} state for {', '.join(missing)}")
         return state_path, state, weights
 
     def _apply_resume(self, state_path: Path, state: dict, weights: dict) -> None:
@@ -306,8 +318,10 @@ class Trainer:
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
-        if self.accelerator.scaler is not None and state.get("scaler"):
-            self.accelerator.scaler.load_state_dict(state["scaler"])
+        scalers = self.method.scalers or ({"": self.accelerator.scaler} if self.accelerator.scaler is not None else {})
+        for name, scaler in scalers.items():
+            if (state.get("scaler") or {}).get(name):
+                scaler.load_state_dict(state["scaler"][name])
         self.start_iter = it
         self.logger.info(f"resumed from {state_path} at iteration {it}")
 
@@ -331,7 +345,8 @@ class Trainer:
                      "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                      "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
                      "ema": {n: e.num_updates for n, e in self.ema.items()},
-                     "scaler": acc.scaler.state_dict() if acc.scaler is not None else None}
+                     "scaler": {n: sc.state_dict() for n, sc in (self.method.scalers or
+                                                                 ({"": acc.scaler} if acc.scaler is not None else {})).items()}}
             ckpt.save_training_state(state, self.exp_dir / "training_states" / f"{it}.state")
             self._prune()
             self.logger.info(f"saved checkpoint at iteration {it}")
@@ -350,12 +365,13 @@ class Trainer:
     def validate(self, it: int) -> dict:
         acc = self.accelerator
         results = {}
-        if acc.is_main_process and self.val_sets:
+        # sharded networks need every process in their forward: then all validate, the main one reports
+        if (acc.is_main_process or self.sharded) and self.val_sets:
             vopt = self.opt["val"]
             emas = list(self.ema.values()) if vopt["use_ema"] else []
             with evaluation_mode(self.method, emas):
                 for set_name, (dataset, spec) in self.val_sets.items():
-                    save_dir = self.exp_dir / "visualization" if vopt["save_images"] else None
+                    save_dir = self.exp_dir / "visualization" if vopt["save_images"] and acc.is_main_process else None
                     summary = validate(self.method, dataset, self.metrics, acc.device, save_dir, f"_{it}",
                                        vopt["max_images"], self.opt["tile"], seed=self.opt["seed"],
                                        batch_size=spec["batch_size"])

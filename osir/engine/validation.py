@@ -58,8 +58,10 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
         generator = torch.Generator(device=device).manual_seed(seed + first)
         restored = restore_image(method, batch, tile.get("size"), tile.get("overlap", 32), generator).float().clamp(0, 1)
         gt = batch.get("gt")
-        scores = metrics.score(restored, gt) if metrics else {}
-        inputs = metrics.score(batch["lq"], gt) if metrics and gt is not None and batch["lq"].shape == gt.shape else {}
+        names = batch.get("lq_path")
+        scores = metrics.score(restored, gt, names) if metrics else {}
+        inputs = metrics.score(batch["lq"], gt, names) if metrics and gt is not None and batch["lq"].shape == gt.shape \
+            else {}
         for i in range(restored.shape[0]):
             item = {k: (v[i] if isinstance(v, (list, tuple)) or torch.is_tensor(v) else v) for k, v in batch.items()}
             yield item, restored[i:i + 1], {k: v[i] for k, v in scores.items()}, {k: v[i] for k, v in inputs.items()}

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from osir.data.io import img2tensor, list_images, read_image
+from osir.cli import run
+from osir.data.io import DataError, img2tensor, list_images, read_image
 from osir.metrics.results import format_table, provenance, write_results
 from osir.metrics.suite import MetricSuite
 from osir.options import OptionsError, component, read_yaml, validate
@@ -23,23 +24,51 @@ DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "niqe": {"type": "niqe"}}
 
 
-def score_folders(restored_dir, gt_dir, metrics: dict, crop_to_gt: bool = False) -> list[dict]:
+def score_folders(restored_dir, gt_dir, metrics: dict) -> tuple[list[dict], dict]:
+    """Per-image scores of ``restored_dir`` against ``gt_dir`` (matched by relative name); GT images
+    without a restored partner are reported on stderr, a restored image without a GT is an error."""
     suite = MetricSuite(metrics)
     gts = {p.relative_to(gt_dir).with_suffix("").as_posix(): p for p in list_images(gt_dir)} if gt_dir else {}
-    rows = []
+    rows, seen = [], set()
     for path in list_images(restored_dir):
         name = path.relative_to(restored_dir).with_suffix("").as_posix()
         restored = img2tensor(read_image(path))[None]
         gt = None
         if gt_dir:
             if name not in gts:
-                raise FileNotFoundError(f"restored image '{path}' has no GT partner in '{gt_dir}'")
+                raise DataError(f"restored image '{path}' has no GT partner in '{gt_dir}'")
+            seen.add(name)
             gt = img2tensor(read_image(gts[name]))[None]
             if gt.shape != restored.shape:
-                raise ValueError(f"size mismatch: '{path}' is {tuple(restored.shape[-2:])}, GT '{gts[name]}' is "
-                                 f"{tuple(gt.shape[-2:])}")
-        rows.append({"image": path.name, **{k: v[0] for k, v in suite.score(restored, gt).items()}})
+                raise DataError(f"size mismatch: '{path}' is {restored.shape[-1]}x{restored.shape[-2]}, GT "
+                                f"'{gts[name]}' is {gt.shape[-1]}x{gt.shape[-2]}")
+        rows.append({"image": path.relative_to(restored_dir).as_posix(),
+                     **{k: v[0] for k, v in suite.score(restored, gt, [str(path)]).items()}})
+    unscored = sorted(set(gts) - seen)
+    if unscored:
+        print(f"osir.metrics: warning: {len(unscored)} of {len(gts)} GT images have no restored partner "
+              f"(first: '{gts[unscored[0]]}'); the means cover the {len(rows)} restored images", file=sys.stderr)
     return rows, suite.settings()
+
+
+def score(args) -> int:
+    restored = Path(args.restored)
+    gt = Path(args.gt) if args.gt else None
+    output = Path(args.output) if args.output else restored
+    if gt is not None and restored.resolve() == gt.resolve():
+        raise DataError(f"--restored and --gt are the same folder ('{restored}'): that scores GT against itself")
+    if gt is not None and output.resolve() == gt.resolve():
+        raise DataError(f"--output is the GT folder ('{gt}'): osir.metrics does not write into the GT folder")
+    metrics = DEFAULT_METRICS
+    if args.opt:
+        raw = read_yaml(args.opt)
+        if not raw.get("metrics"):
+            raise OptionsError(f"{args.opt}: no metrics: section (nor in its _base_ files)")
+        metrics = validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
+    rows, settings = score_folders(restored, gt, metrics)
+    summary = write_results(output, rows, provenance(settings, restored=str(restored), gt=str(gt)))
+    print(format_table({restored.name: summary}))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -49,21 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("-opt", help="YAML file with a metrics: section")
     parser.add_argument("--output", help="where to write metrics.csv/json (default: the restored folder)")
     args = parser.parse_args(argv)
-    try:
-        metrics = DEFAULT_METRICS
-        if args.opt:
-            raw = read_yaml(args.opt)
-            if not raw.get("metrics"):
-                raise OptionsError(f"{args.opt}: no metrics: section (nor in its _base_ files)")
-            metrics = validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
-        rows, settings = score_folders(Path(args.restored), Path(args.gt) if args.gt else None, metrics)
-    except (OptionsError, OSError, ValueError) as err:
-        print(f"osir.metrics: error: {err}", file=sys.stderr)
-        return 2
-    summary = write_results(args.output or args.restored, rows,
-                            provenance(settings, restored=str(args.restored), gt=str(args.gt)))
-    print(format_table({Path(args.restored).name: summary}))
-    return 0
+    return run("osir.metrics", lambda: score(args))
 
 
 if __name__ == "__main__":

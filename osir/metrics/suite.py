@@ -15,6 +15,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
+from osir.data.io import DataError
 from osir.engine.weights import local_torchvision_weights
 from osir.registry import METRICS
 
@@ -28,6 +29,7 @@ class Metric:
     """A scorer ``(restored, gt) -> (B,) tensor`` plus its settings."""
     lower_better = False
     needs_gt = True
+    min_size = 1      # smallest image side the metric accepts
 
     def __init__(self, **settings):
         self.settings = settings
@@ -89,7 +91,9 @@ def psnr(crop_border: int = 0, test_y_channel: bool = False, color_space: Litera
 @METRICS.register(name="ssim")
 def ssim(crop_border: int = 0, test_y_channel: bool = False, color_space: Literal["ycbcr", "yiq"] = "ycbcr"):
     """SSIM (pyiqa; Wang et al. 2004 with the MATLAB Gaussian window)."""
-    return PyiqaMetric("ssim", crop_border=crop_border, test_y_channel=test_y_channel, color_space=color_space)
+    metric = PyiqaMetric("ssim", crop_border=crop_border, test_y_channel=test_y_channel, color_space=color_space)
+    metric.min_size = 11 + 2 * crop_border          # the 11x11 Gaussian window
+    return metric
 
 
 class LPIPSMetric(PyiqaMetric):
@@ -136,6 +140,7 @@ class NIQE(Metric):
         params = np.load(os.path.join(os.path.dirname(basicsr.__file__), "metrics", "niqe_pris_params.npz"))
         self.mu = torch.from_numpy(np.ravel(params["mu_pris_param"]))
         self.cov = torch.from_numpy(params["cov_pris_param"])
+        self.min_size = 96 + 2 * crop_border              # one 96x96 block
 
     def __call__(self, restored, gt=None):
         from pyiqa.archs.niqe_arch import calculate_niqe
@@ -158,16 +163,26 @@ class MetricSuite:
     def __bool__(self) -> bool:
         return bool(self.metrics)
 
-    def score(self, restored: torch.Tensor, gt: torch.Tensor | None) -> dict[str, list[float]]:
+    def score(self, restored: torch.Tensor, gt: torch.Tensor | None, names=None) -> dict[str, list[float]]:
         """Scores of a batch (restored quantised to 8 bits); metrics that need a GT are skipped
-        when there is none."""
+        when there is none.  An image too small for a metric, or one the metric fails on, is a
+        ``DataError`` naming the image (``names``: one per batch item)."""
         restored = quantize(restored.float())
         gt = None if gt is None else gt.float().clamp(0, 1)
+        h, w = restored.shape[-2:]
+        image = f"'{names[0]}'" if names else "the image"
         out = {}
         for name, metric in self.metrics.items():
             if metric.needs_gt and gt is None:
                 continue
-            out[name] = metric(restored, gt).tolist()
+            if min(h, w) < metric.min_size:
+                raise DataError(f"metrics.{name}: {image} is {w}x{h}, smaller than the {metric.min_size}x"
+                                f"{metric.min_size} the metric needs")
+            try:
+                out[name] = metric(restored, gt).tolist()
+            except RuntimeError as err:
+                raise DataError(f"metrics.{name}: cannot score {image} ({w}x{h}): "
+                                f"{str(err).strip().splitlines()[-1]}") from None
         return out
 
     def settings(self) -> dict[str, dict]:

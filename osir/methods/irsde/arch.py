@@ -4,8 +4,9 @@ from the paper's description and the official checkpoint's key layout.
 Input cat(x_t - mu, mu); sinusoidal time embedding (Vaswani et al. 2017) through an MLP; per level
 two residual blocks whose first conv is modulated by a time scale/shift, linear attention
 (Shen et al. 2021) in a pre-norm residual, and a strided-conv downsample; the decoder mirrors it
-with skip concatenations and nearest-neighbour upsampling.  The input is padded to the size
-multiple 2^(depth-1) and the output cropped back.  Module names follow the official state dict,
+with skip concatenations and nearest-neighbour upsampling.  As in the official network's
+``check_image_size``, the input is reflect-padded at the bottom/right to a multiple of 2^depth and the
+output cropped back (linear attention is global, so the padding changes every output pixel).  Module names follow the official state dict,
 so its ``*.pth`` files load without key conversion.
 """
 from __future__ import annotations
@@ -127,7 +128,7 @@ class ConditionalUNet(nn.Module):
     Args:
         in_nc, out_nc: image channels.
         nf: width of the first level; level i has nf * 2^i channels (i = 0..depth).
-        depth: number of levels; the input is padded to a multiple of 2^(depth-1).
+        depth: number of levels; the input is reflect-padded to a multiple of 2^depth.
         attn_levels: levels (0 = full resolution) that get linear attention; ``None`` (the
             official network) puts it on every level and the middle.  Levels without attention
             have no attention weights, so such networks do not load official checkpoints.
@@ -136,7 +137,7 @@ class ConditionalUNet(nn.Module):
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nf: int = 64, depth: int = 4,
                  attn_levels: Optional[list[int]] = None):
         super().__init__()
-        self.depth, self.size_multiple = depth, 2 ** (depth - 1)
+        self.depth, self.size_multiple = depth, 2 ** depth
         attn = set(range(depth + 1)) if attn_levels is None else set(attn_levels)
         time_dim = nf * 4
         self.init_conv = nn.Conv2d(in_nc * 2, nf, 7, padding=3, bias=False)

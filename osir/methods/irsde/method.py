@@ -50,7 +50,9 @@ class IRSDE(Method):
         self.timesteps = self.sde.timesteps(sample_steps)
         self.loss, self.scale = loss, upscale
         self.networks["g"] = ARCHS.build(network, "method.network")
-        self.size_multiple = getattr(self.networks["g"], "size_multiple", 1)
+        # the inference layer pads the LQ as the network pads its input (reflect, bottom/right); with
+        # upscale > 1 the network pads the upsampled mu itself, as the official code does
+        self.size_multiple = getattr(self.networks["g"], "size_multiple", 1) if upscale == 1 else 1
 
     def condition(self, lq: torch.Tensor, size=None) -> torch.Tensor:
         """mu: the LQ, bicubic-upsampled to the output size when upscale > 1."""
@@ -59,13 +61,13 @@ class IRSDE(Method):
         size = size or (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
         return F.interpolate(lq, size=size, mode="bicubic", align_corners=False)
 
-    def matching_loss(self, net, gt: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    def matching_loss(self, net, gt: torch.Tensor, mu: torch.Tensor, inputs: dict | None = None) -> torch.Tensor:
         """The maximum-likelihood objective at random t ~ U{1..T} (IR-SDE Eq. 12)."""
         sde = self.sde
         t = torch.randint(1, sde.T + 1, (gt.shape[0],), device=gt.device)
         xt = sde.q_sample(gt, mu, t, randn_like(gt))
         with self.autocast():
-            noise = net(xt, mu, t)
+            noise = net(xt, mu, t, **(inputs or {}))
         score = sde.score_from_noise(noise.float(), t)
         predicted = xt - sde.reverse_sde_drift(xt, mu, score, t, t - 1)
         optimal = sde.posterior_mean(xt, gt, mu, t, t - 1)
@@ -74,7 +76,7 @@ class IRSDE(Method):
     def training_step(self, batch: dict) -> dict[str, float]:
         gt = batch["gt"]
         mu = self.condition(batch["lq"], gt.shape[-2:])
-        loss = self.matching_loss(self.networks["g"], gt, mu)
+        loss = self.matching_loss(self.networks["g"], gt, mu, self.network_inputs(batch))
         self.optimize("g", loss)
         return {"l_ml": loss.detach().item()}
 
@@ -83,9 +85,14 @@ class IRSDE(Method):
         net = self.net("g")
         mu = self.condition(batch["lq"])
 
-        def model(x, mu_, t):
+        def model(x, mu_, t, **inputs):
             with self.autocast():
-                return net(x, mu_, t).float()
+                return net(x, mu_, t, **inputs).float()
 
         return self.sampler(model, self.sde.prior_sample(mu, generator), mu, self.sde, self.timesteps, generator,
-                            **self.sampler_extras)
+                            extra_args=self.network_inputs(batch), **self.sampler_extras)
+
+    def network_inputs(self, batch: dict) -> dict:
+        """The noise network's inputs beyond (x_t, mu, t), from the batch (none for IR-SDE; a
+        subclass returns e.g. DA-CLIP's embeddings); passed to the samplers as ``extra_args``."""
+        return {}

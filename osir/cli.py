@@ -1,0 +1,34 @@
+"""How every command (train, test, metrics, degrade) reports a user error: one line on stderr
+naming the file or key, exit code 2, no traceback.  Errors raised inside a DataLoader worker reach
+the main process with the worker's traceback in their message; only its last line is kept."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from osir.data.io import DataError, ImageReadError
+from osir.engine.checkpoint import CheckpointError
+from osir.registry import OptionsError
+
+#: what a user can cause with bad options, files or data (everything else is a bug: a traceback)
+USER_ERRORS = (OptionsError, CheckpointError, DataError, ImageReadError, FileNotFoundError, NotADirectoryError)
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text and lines:       # re-raised from a loader worker
+        last = lines[-1]
+        prefix = f"{type(err).__name__}: "
+        return last.split(prefix, 1)[1] if prefix in last else last
+    return " ".join(line.strip() for line in lines) or type(err).__name__
+
+
+def run(prog: str, body: Callable[[], int]) -> int:
+    """``body()``'s exit code, or 2 with one line for a user error."""
+    try:
+        return body()
+    except USER_ERRORS as err:
+        kind = {OptionsError: "options error", CheckpointError: "checkpoint error"}.get(type(err), "error")
+        print(f"{prog}: {kind}: {one_line(err)}", file=sys.stderr)
+        return 2
