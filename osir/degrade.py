@@ -31,7 +31,8 @@ def image_seed(base_seed: int, name: str) -> int:
 
 
 def synthesise(spec: dict, input_dir: Path, output_dir: Path, base_seed: int, seeds: dict | None = None) -> dict:
-    stage = BATCH_DEGRADATIONS.build({k: v for k, v in spec.items() if k != "pool_size"}, "degradation")
+    # whole images, one at a time: no pair pool, no training-patch crop
+    stage = BATCH_DEGRADATIONS.build({k: v for k, v in spec.items() if k not in ("pool_size", "gt_size")}, "degradation")
     scale = int(getattr(stage, "opt", {}).get("scale", 1))
     # the resolved values, not only the preset's name: the card replays the same LQ after a preset changes
     resolved = {"type": spec["type"], **({"preset": stage.preset, **stage.opt} if hasattr(stage, "opt") else spec)}
@@ -44,9 +45,9 @@ def synthesise(spec: dict, input_dir: Path, output_dir: Path, base_seed: int, se
         gt = gt[..., : h - h % scale, : w - w % scale]
         params = {k: v[None] for k, v in stage.draw(seed).items()}
         torch.manual_seed(seed)
-        lq, _ = stage(gt, params)
-        write_image(output_dir / "GT" / f"{name}.png", gt[0])
-        write_image(output_dir / "LQ" / f"{name}.png", lq[0])
+        out = stage(gt, params)
+        write_image(output_dir / "GT" / f"{name}.png", out.get("gt_unsharpened", out["gt"])[0])   # not the USM target
+        write_image(output_dir / "LQ" / f"{name}.png", out["lq"][0])
         card["images"][name] = seed
     (output_dir / "degradation_card.yml").write_text(yaml.safe_dump(card, sort_keys=False))
     return card

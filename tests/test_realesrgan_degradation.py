@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 import torch.nn.functional as F
 
 from osir.degradations.realesrgan import PRESETS, PairPool, RealESRGANDegradation
@@ -15,7 +16,8 @@ def run(deg, gt, seeds, torch_seed=0):
     params = [deg.draw(s) for s in seeds]
     batch = {k: torch.stack([p[k] for p in params]) for k in params[0]}
     torch.manual_seed(torch_seed)
-    return deg(gt, batch)
+    out = deg(gt, batch)
+    return out["lq"], out["gt"]
 
 
 def smooth(b=2, size=96, seed=0):
@@ -83,12 +85,12 @@ def test_pool_keeps_pairs_matched_and_checks_the_batch_size():
     seen = []
     for step in range(6):
         lq = torch.arange(step * 3, step * 3 + 3, dtype=torch.float32).view(3, 1, 1, 1)
-        out_lq, out_gt = pool(lq, lq * 10)
-        assert torch.equal(out_gt, out_lq * 10)
-        seen += out_lq.view(-1).tolist()
+        out = pool({"lq": lq, "gt": lq * 10, "gt_unsharpened": lq * 100})
+        assert torch.equal(out["gt"], out["lq"] * 10) and torch.equal(out["gt_unsharpened"], out["lq"] * 100)
+        seen += out["lq"].view(-1).tolist()
     assert len(set(seen)) > 9                                             # batches mix pooled pairs
     with pytest.raises(OptionsError, match="not a multiple of the batch size 4"):
-        pool(torch.zeros(4, 1, 1, 1), torch.zeros(4, 1, 1, 1))
+        pool({"lq": torch.zeros(4, 1, 1, 1)})
 
 
 def test_training_with_the_batch_degradation(tmp_path):
@@ -113,7 +115,7 @@ def test_training_with_the_batch_degradation(tmp_path):
         Trainer(load_options(write_yaml(tmp_path / "p.yml", bad)))
 
 
-def test_degrade_command_writes_a_replayable_test_set(tmp_path):
+def test_degrade_command_writes_a_replayable_test_set(tmp_path, monkeypatch):
     import numpy as np
     from osir.data.io import read_image
     from osir.degrade import main
@@ -123,6 +125,9 @@ def test_degrade_command_writes_a_replayable_test_set(tmp_path):
                  str(tmp_path / "a"), "--seed", "7"]) == 0
     assert read_image(tmp_path / "a" / "LQ" / "img0.png").shape == (24, 25, 3)
     assert read_image(tmp_path / "a" / "GT" / "img0.png").shape == (96, 100, 3)
+    card = yaml.safe_load((tmp_path / "a" / "degradation_card.yml").read_text())
+    assert card["degradation"]["noise_range"] == [1.0, 30.0] and card["degradation"]["preset"] == "realesrgan_x4"
+    monkeypatch.setitem(PRESETS["realesrgan_x4"], "noise_range", [50.0, 50.0])   # the preset changes later
     assert main(["--card", str(tmp_path / "a" / "degradation_card.yml"), "--input", str(gt),
                  "--output", str(tmp_path / "b")]) == 0
     for name in ("img0", "img1"):
@@ -131,3 +136,45 @@ def test_degrade_command_writes_a_replayable_test_set(tmp_path):
     assert main(["-opt", str(ROOT / "options/degradations/realesrgan_x4.yml"), "--input", str(gt), "--output",
                  str(tmp_path / "c"), "--seed", "8"]) == 0
     assert not np.array_equal(read_image(tmp_path / "a" / "LQ" / "img0.png"), read_image(tmp_path / "c" / "LQ" / "img0.png"))
+
+
+OFF = dict(blur_prob=0.0, second_blur_prob=0.0, resize_prob=[0.0, 0.0, 1.0], resize_prob2=[0.0, 0.0, 1.0],
+           noise_prob=0.0, noise_prob2=0.0, jpeg_prob=0.0, jpeg_prob2=0.0, final_sinc_prob=0.0,
+           resize_mode_prob=[1.0, 0.0, 0.0], use_usm=False)
+
+
+def test_second_blur_is_on_or_off_for_the_whole_batch_as_in_the_reference():
+    deg, gt = RealESRGANDegradation(**{**OFF, "second_blur_prob": 0.5}), smooth()
+    draws = [deg.draw(s) for s in (1, 2)]
+    params = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+
+    def with_blur2(flags):
+        torch.manual_seed(0)
+        return deg(gt, {**params, "blur2": torch.tensor(flags)})["lq"]
+    assert torch.equal(with_blur2([1.0, 0.0]), with_blur2([1.0, 1.0]))      # the first sample decides
+    assert torch.equal(with_blur2([0.0, 1.0]), with_blur2([0.0, 0.0]))
+    assert not torch.equal(with_blur2([1.0, 1.0]), with_blur2([0.0, 0.0]))
+
+
+def test_training_patches_are_cropped_after_degrading_larger_ones():
+    """gt_size: degrade the loader's 96x96 patches, then crop 64x64 GT / 16x16 LQ at one position on
+    the LQ grid: with every stage off and area resizes, the LQ is the area-downscaled GT patch."""
+    deg, gt = RealESRGANDegradation(**OFF, gt_size=64), smooth(size=96)
+    params = {k: torch.stack([deg.draw(s)[k] for s in (1, 2)]) for k in deg.draw(1)}
+    torch.manual_seed(3)
+    out = deg(gt, params)
+    assert out["gt"].shape == (2, 3, 64, 64) and out["lq"].shape == (2, 3, 16, 16)
+    expected = (F.interpolate(out["gt"], size=16, mode="area") * 255).round() / 255
+    assert (out["lq"] - expected).abs().max() < 1e-6
+    positions = [(t, l) for t in range(33) for l in range(33) if torch.equal(out["gt"], gt[..., t:t + 64, l:l + 64])]
+    assert len(positions) == 1 and positions[0][0] % 4 == 0 and positions[0][1] % 4 == 0   # on the LQ grid
+    with pytest.raises(OptionsError, match=r"degradation\.gt_size: 62 is not a multiple of the scale 4"):
+        RealESRGANDegradation(gt_size=62)
+
+
+def test_usm_preset_returns_the_sharpened_target_and_the_gt():
+    deg, gt = RealESRGANDegradation(), smooth()
+    params = {k: torch.stack([deg.draw(s)[k] for s in (1, 2)]) for k in deg.draw(1)}
+    out = deg(gt, params)
+    assert torch.equal(out["gt_unsharpened"], gt) and not torch.equal(out["gt"], gt)
+    assert torch.allclose(out["gt"], deg.usm(gt))

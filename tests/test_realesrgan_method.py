@@ -82,3 +82,27 @@ def test_missing_vgg_or_discriminator_is_an_options_error(tmp_path):
         RealESRGAN(network=TINY_G, perceptual_weight=1.0, vgg_path=str(tmp_path / "nope.pth"))
     with pytest.raises(OptionsError, match=r"method\.discriminator: gan_weight > 0 needs a discriminator"):
         RealESRGAN(network=TINY_G, gan_weight=0.1)
+
+
+def test_the_discriminator_sees_the_unsharpened_gt_as_real(tmp_path):
+    """train_realesrgan_x4plus.yml: l1_gt_usm and percep_gt_usm true, gan_gt_usm false."""
+    from accelerate import Accelerator
+    from tests.conftest import reset_accelerate
+    reset_accelerate()
+    method = RealESRGAN(network=TINY_G, gan_weight=0.1,
+                        discriminator={"type": "UNetDiscriminatorSN", "num_in_ch": 3, "num_feat": 4})
+    acc = Accelerator(cpu=True)
+    method.setup(acc.device)
+    optimizers = {n: acc.prepare(torch.optim.Adam(m.parameters(), lr=1e-4)) for n, m in method.networks.items()}
+    method.attach(acc, optimizers)
+    seen = []
+    method.networks["d"].register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    gt = torch.rand(1, 3, 32, 32)
+    batch = {"lq": torch.rand(1, 3, 8, 8), "gt": gt, "gt_unsharpened": gt * 0.5}
+    method.training_step(batch)
+    assert any(torch.equal(x, batch["gt_unsharpened"]) for x in seen)
+    assert not any(torch.equal(x, gt) for x in seen)
+    method.gan_gt_usm = True
+    seen.clear()
+    method.training_step(batch)
+    assert any(torch.equal(x, gt) for x in seen)

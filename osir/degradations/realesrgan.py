@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Optional
 
 import numpy as np
 import torch
@@ -87,9 +88,17 @@ def check_settings(opt: dict) -> None:
 @BATCH_DEGRADATIONS.register()
 class RealESRGANDegradation:
     """Args: ``preset`` ('realesrgan_x4' or 'osediff') and any of its keys to override
-    (see ``PRESETS``; probabilities in [0, 1], ranges [low, high], sigmas in 8-bit units)."""
+    (see ``PRESETS``; probabilities in [0, 1], ranges [low, high], sigmas in 8-bit units);
+    ``pool_size``: Real-ESRGAN's training-pair pool; ``gt_size``: after degrading the loader's
+    (larger) patches, crop a random ``gt_size`` GT patch and its LQ, one position per batch, as
+    Real-ESRGAN degrades 400x400 crops and then crops 256x256 training patches.
 
-    def __init__(self, preset: str = "realesrgan_x4", pool_size: int = 0, **overrides):
+    The stage returns ``{'lq', 'gt', 'gt_unsharpened'}``: ``gt`` is the USM-sharpened target when the
+    preset sharpens (Real-ESRGAN's pixel and perceptual losses use it), ``gt_unsharpened`` the GT
+    itself (its discriminator's real samples, ``gan_gt_usm: false``)."""
+
+    def __init__(self, preset: str = "realesrgan_x4", pool_size: int = 0, gt_size: Optional[int] = None,
+                 **overrides):
         if preset not in PRESETS:
             raise OptionsError(f"degradation.preset: unknown preset '{preset}'{nearest(preset, PRESETS)}; "
                                f"allowed: {', '.join(PRESETS)}")
@@ -101,6 +110,9 @@ class RealESRGANDegradation:
                                       else type(PRESETS[preset][key]), f"degradation.{key}")
         self.opt = {**PRESETS[preset], **overrides}
         check_settings(self.opt)
+        if gt_size is not None and gt_size % self.opt["scale"]:
+            raise OptionsError(f"degradation.gt_size: {gt_size} is not a multiple of the scale {self.opt['scale']}")
+        self.gt_size = gt_size
         self.preset, self.pool = preset, PairPool(pool_size) if pool_size else None
         self.usm = SeparableUSMSharp() if self.opt["use_usm"] else None
         self.jpeg = DiffJPEG(differentiable=False)
@@ -184,9 +196,25 @@ class RealESRGANDegradation:
     def _blur(self, x, kernel, on):
         return self._where(x, on, lambda y, idx: filter2D(y, kernel[idx]))
 
+    def _crop(self, pair: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A random ``gt_size`` GT patch and the LQ patch under it (one position for the batch, from
+        torch's generator, which the engine seeds per micro-batch)."""
+        h, w = pair["gt"].shape[-2:]
+        size = self.gt_size
+        if size > min(h, w):
+            raise ValueError(f"degradation.gt_size {size} exceeds the {h}x{w} GT patches the loader gives")
+        f = 1 if self.opt["resize_lq_to_gt"] else self.opt["scale"]
+        # the position is drawn on the LQ grid, so the GT patch sits exactly over the LQ patch
+        top, left = (int(torch.randint(0, (n - size) // f + 1, ())) * f for n in (h, w))
+        out = {}
+        for key, value in pair.items():
+            g = f if key == "lq" else 1
+            out[key] = value[..., top // g:(top + size) // g, left // g:(left + size) // g]
+        return out
+
     @torch.no_grad()
-    def __call__(self, gt: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lq, gt target) for a batch of GT in [0, 1]; ``params`` stacks ``draw`` outputs."""
+    def __call__(self, gt: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{'lq', 'gt', 'gt_unsharpened'}`` for a batch of GT in [0, 1]; ``params`` stacks ``draw`` outputs."""
         o, p = self.opt, {k: v.to(gt.device) for k, v in params.items()}
         h, w = gt.shape[-2:]
         # the second blur runs after the first resize, the sinc filter at GT/scale: both need > radius
@@ -201,7 +229,8 @@ class RealESRGANDegradation:
         out = self._blur(target, p["kernel1"], p["blur1"])
         out = F.interpolate(out, scale_factor=float(p["scale1"][0]), mode=MODES[int(p["mode1"][0])])
         out = self._jpeg(self._noise(out, p, 1), p, 1)
-        out = self._blur(out, p["kernel2"], p["blur2"])
+        # the second blur is on or off for the whole batch (from its first sample), as in Real-ESRGAN
+        out = self._blur(out, p["kernel2"], p["blur2"][:1].expand_as(p["blur2"]))
         size = (int(h / o["scale"] * float(p["scale2"][0])), int(w / o["scale"] * float(p["scale2"][0])))
         out = F.interpolate(out, size=size, mode=MODES[int(p["mode2"][0])])
         out = self._noise(out, p, 2)
@@ -217,31 +246,35 @@ class RealESRGANDegradation:
         lq = (out.clamp(0, 1) * 255.0).round() / 255.0
         if o["resize_lq_to_gt"]:
             lq = F.interpolate(lq, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
-        return self.pool(lq, target) if self.pool is not None else (lq, target)
+        pair = {"lq": lq, "gt": target, "gt_unsharpened": gt}
+        if self.gt_size is not None:
+            pair = self._crop(pair)
+        return self.pool(pair) if self.pool is not None else pair
 
 
 class PairPool:
-    """Real-ESRGAN's training-pair pool: a queue of recent (lq, gt) pairs; once full, each batch is
-    swapped with random pool entries so a batch mixes degradations drawn for other batches.  Pairs
-    stay matched (an lq always travels with its gt)."""
+    """Real-ESRGAN's training-pair pool: a queue of recent pairs; once full, each batch is swapped
+    with random pool entries so a batch mixes degradations drawn for other batches.  The entries of a
+    pair (lq, gt, gt_unsharpened) stay together."""
 
     def __init__(self, size: int):
-        self.size, self.lq, self.gt = size, None, None
+        self.size, self.entries, self.filled = size, None, 0
 
-    def __call__(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = lq.shape[0]
+    def __call__(self, pair: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        b = pair["lq"].shape[0]
         if self.size % b:
             raise OptionsError(f"degradation.pool_size {self.size} is not a multiple of the batch size {b}")
-        if self.lq is None:
-            self.lq = lq.new_empty((self.size, *lq.shape[1:]))
-            self.gt = gt.new_empty((self.size, *gt.shape[1:]))
-            self.filled = 0
+        if self.entries is None:
+            self.entries = {k: v.new_empty((self.size, *v.shape[1:])) for k, v in pair.items()}
         if self.filled < self.size:              # fill first
-            self.lq[self.filled:self.filled + b], self.gt[self.filled:self.filled + b] = lq, gt
+            for k, v in pair.items():
+                self.entries[k][self.filled:self.filled + b] = v
             self.filled += b
-            return lq, gt
-        order = torch.randperm(self.size, device=lq.device)
-        self.lq, self.gt = self.lq[order], self.gt[order]
-        out_lq, out_gt = self.lq[:b].clone(), self.gt[:b].clone()
-        self.lq[:b], self.gt[:b] = lq, gt
-        return out_lq, out_gt
+            return pair
+        order = torch.randperm(self.size, device=pair["lq"].device)
+        out = {}
+        for k, v in pair.items():
+            self.entries[k] = self.entries[k][order]
+            out[k] = self.entries[k][:b].clone()
+            self.entries[k][:b] = v
+        return out

@@ -395,7 +395,7 @@ class Trainer:
                 batch = to_device(next(data), acc.device)
                 torch.manual_seed(_iteration_seed(self.opt["seed"], acc.process_index, it, micro))
                 if self.degradation is not None:
-                    batch["lq"], batch["gt"] = self.degradation(batch["gt"], batch.pop("degradation_params"))
+                    batch.update(self.degradation(batch["gt"], batch.pop("degradation_params")))   # lq, gt, ...
                 with acc.accumulate(*nets):
                     logs = self.method.training_step(batch)
                 for k, v in logs.items():

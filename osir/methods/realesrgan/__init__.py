@@ -41,15 +41,20 @@ class RealESRGAN(Method):
         vgg_path: torchvision's ImageNet VGG19 file (``vgg19-dcbb9e9d.pth``), local; required for the
             perceptual loss.
         scale: upscaling factor of the generator.
+        gan_gt_usm: the discriminator's real samples are the USM-sharpened target (true) or the GT
+            itself (false, as train_realesrgan_x4plus.yml); the pixel and perceptual losses use the
+            target the degradation stage gives (USM-sharpened with the realesrgan_x4 preset).
     """
 
     def __init__(self, network: component(ARCHS), discriminator: Optional[component(ARCHS)] = None,
                  pixel_weight: float = 1.0, perceptual_weight: float = 0.0, gan_weight: float = 0.0,
-                 perceptual_layers: dict = VGG_LAYERS, vgg_path: Optional[str] = None, scale: int = 4):  # noqa: B006
+                 perceptual_layers: dict = VGG_LAYERS, vgg_path: Optional[str] = None, scale: int = 4,  # noqa: B006
+                 gan_gt_usm: bool = False):
         super().__init__()
         self.scale = scale
         self.networks["g"] = ARCHS.build(network, "method.network")
         self.pixel_weight, self.perceptual_weight, self.gan_weight = pixel_weight, perceptual_weight, gan_weight
+        self.gan_gt_usm = gan_gt_usm
         self.perceptual = None
         if perceptual_weight > 0:
             if vgg_path is None:
@@ -92,7 +97,8 @@ class RealESRGAN(Method):
         if net_d is not None:
             net_d.requires_grad_(True)
             with self.autocast():
-                l_real = self.gan_loss(net_d(gt), True, is_disc=True)
+                real = gt if self.gan_gt_usm else batch.get("gt_unsharpened", gt)
+                l_real = self.gan_loss(net_d(real), True, is_disc=True)
                 l_fake = self.gan_loss(net_d(output.detach()), False, is_disc=True)
             self.optimize("d", l_real + l_fake)
             logs["l_d_real"], logs["l_d_fake"] = l_real.item(), l_fake.item()
