@@ -6,12 +6,13 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from osir.data.io import DataError, ImageReadError
+from osir.data.io import DataError
 from osir.engine.checkpoint import CheckpointError
 from osir.registry import OptionsError
 
-#: what a user can cause with bad options, files or data (everything else is a bug: a traceback)
-USER_ERRORS = (OptionsError, CheckpointError, DataError, ImageReadError, FileNotFoundError, NotADirectoryError)
+#: what a user can cause with bad options, files or data, or the file system (a missing, existing or
+#: unwritable path): everything else is a bug and keeps its traceback
+USER_ERRORS = (OptionsError, CheckpointError, DataError, OSError)
 
 
 def one_line(err: BaseException) -> str:

@@ -83,7 +83,13 @@ class Registry:
         if not isinstance(spec, dict) or "type" not in spec:
             raise OptionsError(f"{key_path or self.kind}: expected a mapping with a 'type' key")
         kwargs = {k: v for k, v in spec.items() if k != "type"}
-        return self.get(spec["type"], f"{key_path}.type" if key_path else "type")(**kwargs, **extra)
+        entry = self.get(spec["type"], f"{key_path}.type" if key_path else "type")
+        try:
+            return entry(**kwargs, **extra)
+        except ValueError as err:
+            if type(err) is not ValueError:   # OptionsError, or a more specific error that names its file
+                raise
+            raise OptionsError(f"{key_path or self.kind}: {err}") from None   # a constructor refused a value
 
     def names(self) -> list[str]:
         discover()

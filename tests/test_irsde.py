@@ -104,6 +104,19 @@ def test_padding_matches_the_official_network_on_a_rain100h_size():
         by_8 = torch.nn.functional.pad(cat, (0, 7, 0, 7), mode="reflect")          # 488 x 328
         old = net(by_8[:, 3:] + by_8[:, :3], by_8[:, 3:], 5)
     assert out.shape == (1, 3, 321, 481) and torch.allclose(out, expected, atol=1e-6)
-    assert net.size_multiple == 16 and tiny_method().size_multiple == 4
+    assert net.size_multiple == 16
     # 488 x 328 is no multiple of 16: the network pads it again, to 496 x 336 with other contents
     assert not torch.allclose(old[..., :321, :481], out, atol=1e-4)
+
+
+def test_restoration_leaves_the_padding_to_the_network_at_every_step():
+    """The release pads the state inside every network call; padding the LQ once before sampling would
+    let the padded border evolve on its own.  So the inference layer adds no padding for IR-SDE."""
+    from osir.inference import restore_image
+    torch.manual_seed(0)
+    method = tiny_method()
+    lq = torch.rand(1, 3, 37, 29)
+    with torch.no_grad():
+        a = restore_image(method, {"lq": lq}, generator=torch.Generator().manual_seed(4))
+        b = method.restore({"lq": lq}, generator=torch.Generator().manual_seed(4))
+    assert method.size_multiple == 1 and a.shape == lq.shape and torch.equal(a, b)

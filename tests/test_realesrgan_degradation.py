@@ -1,4 +1,5 @@
 """Real-ESRGAN high-order degradation: seeded, sized, switchable, pooled, and usable in training."""
+import math
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,9 @@ def test_training_with_the_batch_degradation(tmp_path):
     opt["datasets"].pop("val")
     trainer = Trainer(load_options(write_yaml(tmp_path / "o.yml", opt)))
     result = trainer.train()
-    assert result["train"]["l_ml"] == result["train"]["l_ml"]
+    assert math.isfinite(result["train"]["l_ml"])
+    pool = trainer.degradation.pool
+    assert pool.filled == 4 and pool.entries["lq"].shape == (4, 3, 24, 24)   # 2 iterations x batch 2, LQ = GT / 4
     bad = {**opt, "degradation": {**opt["degradation"], "pool_size": 3}}
     with pytest.raises(OptionsError, match=r"degradation\.pool_size 3 is not a multiple of datasets\.train\.batch_size 2"):
         Trainer(load_options(write_yaml(tmp_path / "p.yml", bad)))
@@ -178,3 +181,14 @@ def test_usm_preset_returns_the_sharpened_target_and_the_gt():
     out = deg(gt, params)
     assert torch.equal(out["gt_unsharpened"], gt) and not torch.equal(out["gt"], gt)
     assert torch.allclose(out["gt"], deg.usm(gt))
+
+
+def test_cropped_usm_targets_are_sharpened_after_the_crop_as_in_real_esrgan():
+    deg, gt = RealESRGANDegradation(gt_size=64), smooth(size=96)
+    params = {k: torch.stack([deg.draw(s)[k] for s in (1, 2)]) for k in deg.draw(1)}
+    torch.manual_seed(3)
+    out = deg(gt, params)
+    assert torch.allclose(out["gt"], deg.usm(out["gt_unsharpened"]), atol=1e-6)     # the patch's own USM
+    whole = deg.usm(gt)
+    assert not any(torch.allclose(out["gt"], whole[..., t:t + 64, l:l + 64], atol=1e-4)
+                   for t in range(0, 33, 4) for l in range(0, 33, 4))           # not a crop of the whole image's

@@ -120,3 +120,16 @@ def test_methods_that_tile_internally_get_the_whole_image():
             return batch["lq"]
     restore_image(Latent(torch.nn.Identity()), {"lq": torch.rand(1, 3, 64, 64)}, tile=16)
     assert seen == [(64, 64)]
+
+
+def test_tiles_start_on_the_size_multiple():
+    from osir.inference.tiling import _starts
+    for length, tile, stride, multiple in ((70, 16, 12, 4), (45, 16, 8, 8), (100, 32, 24, 8)):
+        starts = _starts(length, tile, stride, multiple)
+        assert all(s % multiple == 0 for s in starts) and starts[-1] + tile >= length
+        assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+    net = _UNetLike()          # downsamples by 8: a tile off the 8-grid would see another sampling phase
+    lq = torch.rand(1, 3, 45, 70)
+    with torch.no_grad():
+        tiled = restore_image(_Padded(net), {"lq": lq}, tile=32, overlap=8)
+    assert tiled.shape == lq.shape and torch.isfinite(tiled).all()

@@ -47,10 +47,22 @@ def test_separable_usm_on_real_photos_differs_only_through_threshold_flips():
         assert float((ref_blur - our_blur).abs().max()) < 5e-6
         ref_mask = ((x - ref_blur).abs() * 255 > 10).float()
         flips = int((ref_mask != ((x - our_blur).abs() * 255 > 10).float()).sum())
-        assert 0 < flips <= 20
+        assert 0 < flips <= 8                                           # measured: 4
         soft = ours.blur(ref_mask)
         with_ref_mask = soft * (x + 0.5 * (x - our_blur)).clamp(0, 1) + (1 - soft) * x
         expected = ref(x)
         assert float((with_ref_mask - expected).abs().max()) < 3e-6
         diff = (ours(x) - expected).abs()
-        assert 1e-4 < float(diff.max()) < 1e-3 and float((diff > 1e-5).float().mean()) < 5e-3
+        assert 3e-4 < float(diff.max()) < 6e-4                            # measured: 4.6e-4
+        assert 5e-4 < float((diff > 1e-5).float().mean()) < 2e-3          # measured: 1.1e-3
+
+
+def test_separable_blur_is_closer_to_the_float64_blur_than_basicsr_float32_convolution():
+    from basicsr.utils.img_process_util import filter2D
+    x = _photos_400()[:1, :1, :200, :200]
+    ref, ours = USMSharp(), SeparableUSMSharp()
+    with torch.no_grad():
+        truth = filter2D(x.double(), ref.kernel.double())
+        ours_err = float((ours.blur(x) - truth).abs().max())
+        basicsr_err = float((filter2D(x, ref.kernel) - truth).abs().max())
+    assert ours_err < 1e-6 < basicsr_err and ours_err < basicsr_err / 3

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from osir.data.io import DataError
+
 
 #: independent random streams of one sample (``SeedSequence`` children): its crop and flips, its
 #: per-sample degradation, and the draw of a batch degradation never share random numbers
@@ -28,7 +30,7 @@ class SeededSampler(Sampler):
     def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
                  start: int = 0):
         if size == 0:
-            raise ValueError("the training dataset is empty")
+            raise DataError("the training dataset is empty")
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world_size, self.start = rank, world_size, start
 

@@ -33,6 +33,7 @@ from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_
 from basicsr.utils.diffjpeg import DiffJPEG
 from basicsr.utils.img_process_util import filter2D
 
+from osir.data.io import DataError
 from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.usm import SeparableUSMSharp
 from osir.options import validate
@@ -90,8 +91,9 @@ class RealESRGANDegradation:
     """Args: ``preset`` ('realesrgan_x4' or 'osediff') and any of its keys to override
     (see ``PRESETS``; probabilities in [0, 1], ranges [low, high], sigmas in 8-bit units);
     ``pool_size``: Real-ESRGAN's training-pair pool; ``gt_size``: after degrading the loader's
-    (larger) patches, crop a random ``gt_size`` GT patch and its LQ, one position per batch, as
-    Real-ESRGAN degrades 400x400 crops and then crops 256x256 training patches.
+    (larger) patches, crop a random ``gt_size`` GT patch and its LQ, one position per batch, and
+    sharpen the cropped (pooled) GT again for the target, as Real-ESRGAN degrades 400x400 crops and
+    then trains on 256x256 patches.
 
     The stage returns ``{'lq', 'gt', 'gt_unsharpened'}``: ``gt`` is the USM-sharpened target when the
     preset sharpens (Real-ESRGAN's pixel and perceptual losses use it), ``gt_unsharpened`` the GT
@@ -202,7 +204,7 @@ class RealESRGANDegradation:
         h, w = pair["gt"].shape[-2:]
         size = self.gt_size
         if size > min(h, w):
-            raise ValueError(f"degradation.gt_size {size} exceeds the {h}x{w} GT patches the loader gives")
+            raise DataError(f"degradation.gt_size {size} exceeds the {h}x{w} GT patches the loader gives")
         f = 1 if self.opt["resize_lq_to_gt"] else self.opt["scale"]
         # the position is drawn on the LQ grid, so the GT patch sits exactly over the LQ patch
         top, left = (int(torch.randint(0, (n - size) // f + 1, ())) * f for n in (h, w))
@@ -221,7 +223,7 @@ class RealESRGANDegradation:
         shrink = min(o["resize_range"][0], 1.0) if o["resize_prob"][1] > 0 else 1.0
         smallest = min(h * shrink, h / o["scale"])
         if smallest <= KERNEL_SIZE // 2:
-            raise ValueError(f"GT patches of {h}x{w} are too small for this degradation: its resizes can shrink them to "
+            raise DataError(f"GT patches of {h}x{w} are too small for this degradation: its resizes can shrink them to "
                              f"{smallest:.0f} px, not more than the {KERNEL_SIZE}x{KERNEL_SIZE} blur kernel's radius; "
                              f"use a larger gt_size (Real-ESRGAN uses 256)")
         self.jpeg = self.jpeg.to(gt.device)
@@ -249,7 +251,13 @@ class RealESRGANDegradation:
         pair = {"lq": lq, "gt": target, "gt_unsharpened": gt}
         if self.gt_size is not None:
             pair = self._crop(pair)
-        return self.pool(pair) if self.pool is not None else pair
+        if self.pool is not None:
+            pair = self.pool(pair)
+        if self.usm is not None and self.gt_size is not None:
+            # Real-ESRGAN sharpens the cropped (and pooled) patch again for the loss target, so the
+            # target's borders are the patch's own, not the larger image's
+            pair["gt"] = self.usm(pair["gt_unsharpened"])
+        return pair
 
 
 class PairPool:

@@ -18,6 +18,8 @@ import cv2
 import torch
 from torch import nn
 
+from osir.data.io import DataError
+
 
 class SeparableUSMSharp(nn.Module):
     """Drop-in for ``basicsr.utils.img_process_util.USMSharp`` (same arguments and results)."""
@@ -33,7 +35,7 @@ class SeparableUSMSharp(nn.Module):
         """n x n matrix of the 1-D Gaussian pass with reflect padding (index -i -> i, n-1+i -> n-1-i)."""
         pad, k = self.radius // 2, self.kernel.view(-1).double()
         if n <= pad:
-            raise ValueError(f"USM sharpening needs images larger than {pad} pixels, got {n}")
+            raise DataError(f"USM sharpening needs images larger than {pad} pixels, got {n}")
         rows = torch.arange(n).repeat_interleave(self.radius)
         cols = (torch.arange(n)[:, None] + torch.arange(self.radius)[None] - pad).reshape(-1)
         cols = cols.abs()

@@ -200,6 +200,10 @@ class Trainer:
             if pool is not None and pool.size % spec["batch_size"]:
                 raise OptionsError(f"degradation.pool_size {pool.size} is not a multiple of datasets.train.batch_size "
                                    f"{spec['batch_size']}")
+            crop = getattr(self.degradation, "gt_size", None)
+            if crop is not None and spec.get("gt_size") is not None and crop > spec["gt_size"]:
+                raise OptionsError(f"degradation.gt_size {crop} exceeds datasets.train.gt_size {spec['gt_size']} "
+                                   "(the patches it crops from)")
             self.train_set = WithDegradationParams(self.train_set, self.degradation.draw)
         if len(self.train_set) == 0:
             raise OptionsError(f"datasets.train: no images in '{spec.get('dataroot_gt')}'")

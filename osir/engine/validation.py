@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from osir.data.io import write_image
+from osir.data.io import DataError, write_image
 from osir.inference import restore_image
 from osir.metrics.suite import MetricSuite
 
@@ -38,7 +38,7 @@ def _collate(items: list[dict]) -> dict:
     sizes = {tuple(item["lq"].shape[-2:]) for item in items}
     if len(sizes) > 1:
         a, b = items[0], next(i for i in items if tuple(i["lq"].shape[-2:]) != tuple(items[0]["lq"].shape[-2:]))
-        raise ValueError(f"cannot batch images of different sizes: '{a['lq_path']}' is "
+        raise DataError(f"cannot batch images of different sizes: '{a['lq_path']}' is "
                          f"{a['lq'].shape[-1]}x{a['lq'].shape[-2]}, '{b['lq_path']}' is "
                          f"{b['lq'].shape[-1]}x{b['lq'].shape[-2]}; set the test set's batch_size to 1")
     return default_collate(items)

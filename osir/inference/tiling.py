@@ -50,11 +50,14 @@ def restore_padded(restore: Callable[[dict], torch.Tensor], batch: dict, scale: 
     return out[..., : h * scale, : w * scale]
 
 
-def _starts(length: int, tile: int, stride: int) -> list[int]:
+def _starts(length: int, tile: int, stride: int, multiple: int = 1) -> list[int]:
+    """Tile starts, all multiples of ``multiple`` (so every tile keeps the image's downsampling grid);
+    the last tile is cut short by the image's end (and padded by ``restore_padded``)."""
     if length <= tile:
         return [0]
     starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+    last = -(-(length - tile) // multiple) * multiple
+    return starts + ([last] if last > starts[-1] else [])
 
 
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device) -> torch.Tensor:
@@ -88,11 +91,11 @@ def restore_tiled(restore: Callable[[dict], torch.Tensor], batch: dict | torch.T
     if tile is None or (h <= tile and w <= tile):
         return restore(batch)
     tile = max(multiple, tile // multiple * multiple)
-    overlap = min(overlap, tile // 2)
+    overlap = min(-(-overlap // multiple) * multiple, tile // 2 // multiple * multiple)   # a multiple too
     stride = tile - overlap
     keys = _spatial_keys(batch)
     out = weight = None
-    ys, xs = _starts(h, tile, stride), _starts(w, tile, stride)
+    ys, xs = _starts(h, tile, stride, multiple), _starts(w, tile, stride, multiple)
     for y in ys:
         for x in xs:
             part = {**batch, **{k: batch[k][..., y:y + tile, x:x + tile] for k in keys}}

@@ -55,10 +55,14 @@ def score(args) -> int:
     restored = Path(args.restored)
     gt = Path(args.gt) if args.gt else None
     output = Path(args.output) if args.output else restored
-    if gt is not None and restored.resolve() == gt.resolve():
-        raise DataError(f"--restored and --gt are the same folder ('{restored}'): that scores GT against itself")
-    if gt is not None and output.resolve() == gt.resolve():
-        raise DataError(f"--output is the GT folder ('{gt}'): osir.metrics does not write into the GT folder")
+    if gt is not None:
+        g = gt.resolve()
+        if restored.resolve() == g:
+            raise DataError(f"--restored and --gt are the same folder ('{restored}'): that scores GT against itself")
+        if g in restored.resolve().parents:
+            raise DataError(f"--restored '{restored}' lies inside the GT folder '{gt}' (its images would count as GT)")
+        if output.resolve() == g or g in output.resolve().parents:
+            raise DataError(f"--output '{output}' lies in the GT folder '{gt}': osir.metrics does not write into it")
     metrics = DEFAULT_METRICS
     if args.opt:
         raw = read_yaml(args.opt)

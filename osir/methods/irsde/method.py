@@ -50,9 +50,9 @@ class IRSDE(Method):
         self.timesteps = self.sde.timesteps(sample_steps)
         self.loss, self.scale = loss, upscale
         self.networks["g"] = ARCHS.build(network, "method.network")
-        # the inference layer pads the LQ as the network pads its input (reflect, bottom/right); with
-        # upscale > 1 the network pads the upsampled mu itself, as the official code does
-        self.size_multiple = getattr(self.networks["g"], "size_multiple", 1) if upscale == 1 else 1
+        # no padding by the inference layer: the network reflect-pads the state at every call, as the
+        # released code does (padding the LQ once would let the padded border evolve on its own)
+        self.size_multiple = 1
 
     def condition(self, lq: torch.Tensor, size=None) -> torch.Tensor:
         """mu: the LQ, bicubic-upsampled to the output size when upscale > 1."""
