@@ -122,15 +122,21 @@ def save_training_state(state: dict, path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_training_state(path: str | Path) -> dict:
-    """Read a training state; a missing or unreadable file is a ``CheckpointError`` naming it."""
+def load_torch_file(path: str | Path, what: str):
+    """``torch.load(weights_only=True)`` on the CPU; a missing or unreadable file is a ``CheckpointError``
+    naming it (``what``: 'training state', 'OSEDiff weights', ...)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"training state not found: '{path}'")
+        raise CheckpointError(f"{what} not found: '{path}'")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"cannot read training state '{path}': {err}") from None
+        raise CheckpointError(f"cannot read {what} '{path}' as a weights-only torch file: {err}") from None
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Read a training state; a missing or unreadable file is a ``CheckpointError`` naming it."""
+    state = load_torch_file(path, "training state")
     if not isinstance(state, dict) or "iter" not in state:
         raise CheckpointError(f"'{path}' is not an osir training state")
     return state

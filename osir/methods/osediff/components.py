@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from osir.engine.checkpoint import CheckpointError, describe_mismatch
+from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_torch_file
 from osir.methods.osediff.lora import UNET_ADAPTERS, VAE_ADAPTER
 from osir.registry import OptionsError
 
@@ -106,13 +106,7 @@ def load_osediff_pkl(unet: nn.Module, vae: nn.Module, path: str | Path) -> None:
     """Load the release's osediff.pkl (read with ``weights_only=True``, CUDA tensors mapped to the CPU)
     into a UNet and VAE that carry osir's LoRA; other module lists, keys or shapes are refused, naming
     what differs."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"OSEDiff weights not found: '{path}'")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read '{path}' as a weights-only torch file: {err}") from None
+    payload = load_torch_file(path, "OSEDiff weights")
     needed = [*_LISTS, "state_dict_unet", "state_dict_vae"]
     if not isinstance(payload, dict) or any(k not in payload for k in needed):
         raise CheckpointError(f"'{path}' is not an osediff.pkl: it needs the entries {', '.join(needed)}")
