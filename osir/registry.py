@@ -117,8 +117,9 @@ METRICS = Registry("metric", "metrics")
 SAMPLERS = Registry("sampler", "samplers")
 OPTIMIZERS = Registry("optimizer", "optimizers", provided=("params",))
 SCHEDULERS = Registry("scheduler", "schedulers", provided=("optimizer",))
+PROMPTS = Registry("prompt extractor", "prompts")     # text prompts per image (OSEDiff, DAPE)
 ALL = (ARCHS, METHODS, DATASETS, DEGRADATIONS, BATCH_DEGRADATIONS, LOSSES, METRICS, SAMPLERS, OPTIMIZERS,
-       SCHEDULERS)
+       SCHEDULERS, PROMPTS)
 
 
 _discovered = False

@@ -1,0 +1,53 @@
+"""Prompt extractors: the text prompt of each image of a batch, for methods conditioned on text
+(OSEDiff; DAPE's tagger registers here too).  ``extractor(batch) -> list[str]``, one per image.
+Written here because they are a few lines each."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from osir.data.io import DataError
+from osir.registry import PROMPTS
+
+
+@PROMPTS.register()
+class EmptyPrompt:
+    """The empty prompt for every image."""
+
+    def __call__(self, batch: dict) -> list[str]:
+        return [""] * len(batch["lq_path"])
+
+
+@PROMPTS.register()
+class FixedPrompt:
+    """The same prompt for every image."""
+
+    def __init__(self, prompt: str):
+        self.prompt = prompt
+
+    def __call__(self, batch: dict) -> list[str]:
+        return [self.prompt] * len(batch["lq_path"])
+
+
+@PROMPTS.register()
+class TextFilePrompt:
+    """Each image's prompt from a text file: ``<folder>/<name>.txt`` (``name``: the image's path
+    relative to its dataset folder), or beside the image when ``folder`` is not set.  A missing file
+    is an error naming it."""
+
+    def __init__(self, folder: Optional[str] = None, suffix: str = ".txt"):
+        self.folder, self.suffix = folder, suffix
+
+    def path(self, lq_path: str, name: str) -> Path:
+        if self.folder is not None:
+            return Path(self.folder) / f"{name}{self.suffix}"
+        return Path(lq_path).with_suffix(self.suffix)
+
+    def __call__(self, batch: dict) -> list[str]:
+        prompts = []
+        for lq_path, name in zip(batch["lq_path"], batch["name"]):
+            path = self.path(lq_path, name)
+            if not path.is_file():
+                raise DataError(f"no prompt file '{path}' for image '{lq_path}'")
+            prompts.append(path.read_text(encoding="utf-8").strip())
+        return prompts
