@@ -43,12 +43,14 @@ setup(
             "osir-test=osir.test:main",
             "osir-score=osir.metrics.__main__:main",
         ],
-        "osir.methods": ["IRSDE = osir.methods.irsde", "RealESRGAN = osir.methods.realesrgan"],
+        "osir.methods": ["IRSDE = osir.methods.irsde", "RealESRGAN = osir.methods.realesrgan",
+                         "OSEDiff = osir.methods.osediff.method"],
         "osir.archs": ["ConditionalUNet = osir.methods.irsde", "RRDBNet = osir.methods.realesrgan",
                        "UNetDiscriminatorSN = osir.methods.realesrgan"],
         "osir.datasets": [f"{name} = osir.data.datasets" for name in
                           ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")],
-        "osir.degradations": ["GaussianNoise = osir.degradations.simple", "RandomMask = osir.degradations.simple"],
+        "osir.degradations": [f"{name} = osir.degradations.simple" for name in
+                              ("GaussianNoise", "RandomMask", "BicubicDownscale")],
         "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan"],
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "pyiqa", "niqe")],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],

@@ -59,3 +59,17 @@ class RandomMask:
     def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         m = self.mask(gt.shape[0], gt.shape[1], rng)[..., None]
         return (gt * (1 - m) + self.fill * m).astype(np.float32), {"hole_fraction": float(m.mean())}
+
+
+@DEGRADATIONS.register()
+class BicubicDownscale:
+    """LQ = the GT downscaled by ``scale`` with OpenCV's bicubic (a clean x``scale`` SR pair)."""
+
+    def __init__(self, scale: int = 4):
+        self.scale = scale
+
+    def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        import cv2
+        h, w = gt.shape[:2]
+        lq = cv2.resize(gt, (w // self.scale, h // self.scale), interpolation=cv2.INTER_CUBIC)
+        return np.clip(lq, 0, 1).astype(np.float32), {"scale": float(self.scale)}

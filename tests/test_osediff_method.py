@@ -1,0 +1,112 @@
+"""OSEDiff on tiny random SD-architecture components (saved with save_pretrained, loaded through the
+real path): what a training step changes, the frozen score, VSD's gradient, checkpoints."""
+import pytest
+import torch
+
+from osir.engine.trainer import Trainer
+from osir.methods.osediff.method import OSEDiff, vsd_from_estimates
+from osir.methods.osediff.tiny import build_tiny_sd
+from osir.options import load_options
+from tests.conftest import tiny_options, write_images, write_yaml
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    return build_tiny_sd(tmp_path_factory.mktemp("sd") / "sd21_tiny")
+
+
+def osediff_options(tmp_path, sd_folder, **overrides):
+    opt = tiny_options(tmp_path, **{"train.total_iter": 2, "val.freq": 100, "train.ema": {}})
+    opt["method"] = {"type": "OSEDiff", "sd_path": str(sd_folder), "prompt": {"type": "FixedPrompt", "prompt": "a photo"}}
+    opt["degradation"] = {"type": "RealESRGANDegradation", "preset": "osediff"}
+    train = opt["datasets"]["train"]
+    train.pop("degradation")
+    train.update(dataroot_gt=str(write_images(tmp_path / "big", 2, (80, 80))), gt_size=80)
+    opt["datasets"]["val"] = {"type": "SyntheticPairDataset", "dataroot_gt": str(write_images(tmp_path / "v", 1, (32, 32))),
+                              "degradation": {"type": "BicubicDownscale", "scale": 4}}
+    opt["train"]["optimizers"] = {"g": {"type": "AdamW", "lr": 1e-3, "params": ["unet_lora", "conv_in", "vae_lora"]},
+                                  "reg": {"type": "AdamW", "lr": 1e-3, "params": ["reg_lora"]}}
+    opt["train"]["ddp"] = {"find_unused_parameters": True, "static_graph": False}
+    opt.update(overrides)
+    return opt
+
+
+def frozen_score(method, z, t, text):
+    with torch.no_grad(), method.unet_as("frozen") as unet:
+        return unet(z, t, encoder_hidden_states=text).sample
+
+
+def test_a_training_iteration_changes_only_the_trained_tensors_and_never_the_frozen_score(tmp_path, sd_folder):
+    trainer = Trainer(load_options(write_yaml(tmp_path / "o.yml", osediff_options(tmp_path, sd_folder))))
+    method = trainer.method
+    torch.manual_seed(0)
+    z, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
+    text = method.encode_prompts(["a photo"])
+    score_before = frozen_score(method, z, t, text)
+    state = {n: {k: v.clone() for k, v in method.net(n).state_dict().items()} for n in method.networks}
+    trainer.train()
+    changed = {n: sorted(k for k, v in method.net(n).state_dict().items() if not torch.equal(state[n][k], v))
+               for n in method.networks}
+    assert changed["text_encoder"] == []
+    assert changed["unet"] and all("lora_" in k or k.startswith("gen_conv_in.") for k in changed["unet"])
+    assert any(".reg." in k for k in changed["unet"]) and any("default_decoder" in k for k in changed["unet"])
+    assert any(k.startswith("gen_conv_in.conv_in.base_layer") for k in changed["unet"])      # conv_in trains
+    assert changed["vae"] and all(k.startswith(("encoder.", "quant_conv.")) and "lora_" in k for k in changed["vae"])
+    assert torch.equal(frozen_score(method, z, t, text), score_before)
+    models = tmp_path / "experiments" / "tiny" / "models"
+    from safetensors.torch import load_file
+    saved = load_file(models / "net_unet_2.safetensors")
+    assert all("lora_" in k or k.startswith("gen_conv_in.") for k in saved)                  # trained tensors only
+    assert not (models / "net_text_encoder_2.safetensors").exists()
+
+
+def test_vsd_gradient_matches_its_definition():
+    """d/dz MSE(z, sg(z - (x0_fake - x0_real) / w)) = 2 (x0_fake - x0_real) / (w N), w = mean |z - x0_real|."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    x0_fake, x0_real = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    vsd_from_estimates(z, x0_fake, x0_real).backward()
+    w = (z.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(z.grad, 2 * (x0_fake - x0_real) / (w * z.numel()), atol=1e-7)
+    assert float(w[0]) == pytest.approx(float((z[0].detach() - x0_real[0]).abs().sum()) / 36, rel=1e-6)
+
+
+def test_restoration_is_x4_in_0_1_and_refuses_missing_optimisers(tmp_path, sd_folder):
+    method = OSEDiff(sd_path=str(sd_folder))
+    method.setup(torch.device("cpu"))
+    with torch.no_grad():
+        out = method.restore({"lq": torch.rand(1, 3, 12, 20), "lq_path": ["x.png"], "name": ["x"]},
+                             generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 48, 80) and 0 <= float(out.min()) and float(out.max()) <= 1
+    opt = osediff_options(tmp_path, sd_folder)
+    opt["train"]["optimizers"] = {"gen": opt["train"]["optimizers"]["g"], "reg": opt["train"]["optimizers"]["reg"]}
+    from osir.registry import OptionsError
+    with pytest.raises(OptionsError, match=r"OSEDiff steps an optimiser named g"):
+        Trainer(load_options(write_yaml(tmp_path / "p.yml", opt)))
+
+
+def test_release_layout_round_trip_through_the_method(tmp_path, sd_folder):
+    """export_release writes osediff.pkl's layout (conv_in from the generator's copy, no regulariser);
+    a method loading it (release_path) restores exactly as the exporting one."""
+    torch.manual_seed(0)
+    a = OSEDiff(sd_path=str(sd_folder))
+    with torch.no_grad():
+        for name, p in a.networks["unet"].named_parameters():
+            if "lora_B" in name or name.startswith("gen_conv_in.conv_in.base_layer"):
+                p.add_(0.05 * torch.randn_like(p))
+        for name, p in a.networks["vae"].named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    a.export_release(tmp_path / "osediff.pkl")
+    payload = torch.load(tmp_path / "osediff.pkl", weights_only=True)
+    assert "conv_in.base_layer.weight" in payload["state_dict_unet"]
+    assert not any(".reg." in k or k.startswith("gen_conv_in") for k in payload["state_dict_unet"])
+    assert sorted(payload["unet_lora_encoder_modules"])[0] == "conv_in"
+    torch.manual_seed(1)
+    b = OSEDiff(sd_path=str(sd_folder), release_path=str(tmp_path / "osediff.pkl"))
+    batch = {"lq": torch.rand(1, 3, 8, 8), "lq_path": ["x"], "name": ["x"]}
+    with torch.no_grad():
+        out_a = a.restore(batch, generator=torch.Generator().manual_seed(3))
+        out_b = b.restore(batch, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(out_a, out_b, atol=1e-6)
+    assert b.pretrained["release"] == str(tmp_path / "osediff.pkl")
