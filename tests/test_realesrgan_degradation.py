@@ -192,3 +192,24 @@ def test_cropped_usm_targets_are_sharpened_after_the_crop_as_in_real_esrgan():
     whole = deg.usm(gt)
     assert not any(torch.allclose(out["gt"], whole[..., t:t + 64, l:l + 64], atol=1e-4)
                    for t in range(0, 33, 4) for l in range(0, 33, 4))           # not a crop of the whole image's
+
+
+def test_osediff_preset_draws_per_image_and_puts_the_resized_back_lq_on_the_8_bit_grid():
+    """OSEDiff's data code: each image its own choices (here: its own first resize), the resize back to
+    the GT size with a drawn mode, then 8-bit rounding."""
+    deg, gt = RealESRGANDegradation("osediff", noise_prob=0.0, noise_prob2=0.0, jpeg_prob=0.0, jpeg_prob2=0.0), smooth()
+    draws = [deg.draw(s) for s in range(40)]
+    pick = [i for i, d in enumerate(draws) if float(d["scale1"]) > 1.2][:1] + \
+           [i for i, d in enumerate(draws) if float(d["scale1"]) < 0.8][:1]
+    params = {k: torch.stack([draws[i][k] for i in pick]) for k in draws[0]}
+    out = deg(gt, params)["lq"]
+    assert out.shape == gt.shape and torch.equal(out, (out * 255).round() / 255)
+    for j, i in enumerate(pick):                         # each image as if degraded alone
+        alone = deg(gt[j:j + 1], {k: v[j:j + 1] for k, v in params.items()})["lq"]
+        assert torch.equal(out[j:j + 1], alone)
+    x4 = RealESRGANDegradation("realesrgan_x4", noise_prob=0.0, noise_prob2=0.0, jpeg_prob=0.0, jpeg_prob2=0.0,
+                               use_usm=False)
+    batched = x4(gt, params)["lq"]
+    second_alone = x4(gt[1:2], {k: v[1:2] for k, v in params.items()})["lq"]
+    assert not torch.equal(batched[1:2], second_alone)   # x4: the batch follows its first sample
+    assert {int(d["back_mode"]) for d in draws} == {0, 1, 2}

@@ -4,7 +4,8 @@ Super-Resolution with Pure Synthetic Data", ICCVW 2021, Sec. 3), split in two ha
 * ``draw(seed)`` runs in the dataset workers (cheap, CPU): the blur kernels (basicsr's
   ``random_mixed_kernels`` / ``circular_lowpass_kernel``) and every random choice of the pipeline,
   as tensors, so a sample's degradation is a function of its seed and can be recorded;
-* ``__call__(gt, params)`` runs on whole batches on the training device: two rounds of
+* ``__call__(gt, params)`` runs on whole batches on the training device (image by image with
+  ``per_image``, the osediff preset): two rounds of
   [blur -> resize -> noise -> JPEG], then [resize back + sinc] and JPEG in random order, then 8-bit
   quantisation, with basicsr's ``filter2D``, ``add_gaussian_noise_pt``, ``add_poisson_noise_pt``
   and ``DiffJPEG``.  The resize choices (one output size per batch) and the Gaussian-or-Poisson choice
@@ -13,7 +14,8 @@ Super-Resolution with Pure Synthetic Data", ICCVW 2021, Sec. 3), split in two ha
   which the engine seeds per micro-batch (and ``osir.degrade`` per image).
 
 Every probability and range is an option; ``preset`` picks Real-ESRGAN's ``x4plus`` defaults or
-OSEDiff's (the same, without USM sharpening, LQ resized back to the GT size).  The extra
+OSEDiff's (the same probabilities, no USM sharpening, every choice per image, the LQ resized back
+to the GT size with a drawn mode and rounded to 8 bits).  The extra
 probabilities ``blur_prob``, ``noise_prob``/``noise_prob2`` and ``jpeg_prob``/``jpeg_prob2``
 (1 in both presets, so always applied as in the paper) let a stage be switched off.
 """
@@ -56,7 +58,11 @@ _X4PLUS = dict(
     gaussian_noise_prob2=0.5, noise_range2=[1.0, 25.0], poisson_scale_range2=[0.05, 2.5], gray_noise_prob2=0.4,
     jpeg_prob2=1.0, jpeg_range2=[30.0, 95.0], resize_mode_prob=[1 / 3, 1 / 3, 1 / 3],
 )
-PRESETS = {"realesrgan_x4": _X4PLUS, "osediff": {**_X4PLUS, "use_usm": False, "resize_lq_to_gt": True}}
+_X4PLUS["per_image"] = False
+# OSEDiff's data code: the same probabilities, no USM, every choice per image, the LQ resized back to the
+# GT size with a mode drawn from area / bilinear / bicubic and rounded to 8 bits after that resize
+PRESETS = {"realesrgan_x4": _X4PLUS,
+           "osediff": {**_X4PLUS, "use_usm": False, "resize_lq_to_gt": True, "per_image": True}}
 
 
 #: the choices each probability list of the presets distributes over
@@ -162,6 +168,7 @@ class RealESRGANDegradation:
             p[f"quality{r}"] = rng.uniform(*o["jpeg_range" + suffix])
         p["final_mode"] = rng.choice(3, p=o["resize_mode_prob"])
         p["sinc_first"] = rng.random() < 0.5
+        p["back_mode"] = rng.choice(3, p=o["resize_mode_prob"])      # resize back to the GT size (osediff)
         return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in p.items()}
 
     # -- per batch, on the device ------------------------------------------------------------
@@ -214,19 +221,10 @@ class RealESRGANDegradation:
             out[key] = value[..., top // g:(top + size) // g, left // g:(left + size) // g]
         return out
 
-    @torch.no_grad()
-    def __call__(self, gt: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{'lq', 'gt', 'gt_unsharpened'}`` for a batch of GT in [0, 1]; ``params`` stacks ``draw`` outputs."""
-        o, p = self.opt, {k: v.to(gt.device) for k, v in params.items()}
+    def _degrade(self, gt: torch.Tensor, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LQ on the 8-bit grid, target) of a batch whose batch-level choices come from its first sample."""
+        o = self.opt
         h, w = gt.shape[-2:]
-        # the second blur runs after the first resize, the sinc filter at GT/scale: both need > radius
-        shrink = min(o["resize_range"][0], 1.0) if o["resize_prob"][1] > 0 else 1.0
-        smallest = min(h * shrink, h / o["scale"])
-        if smallest <= KERNEL_SIZE // 2:
-            raise DataError(f"GT patches of {h}x{w} are too small for this degradation: its resizes can shrink them to "
-                             f"{smallest:.0f} px, not more than the {KERNEL_SIZE}x{KERNEL_SIZE} blur kernel's radius; "
-                             f"use a larger gt_size (Real-ESRGAN uses 256)")
-        self.jpeg = self.jpeg.to(gt.device)
         target = self.usm.to(gt.device)(gt) if self.usm is not None else gt
         out = self._blur(target, p["kernel1"], p["blur1"])
         out = F.interpolate(out, scale_factor=float(p["scale1"][0]), mode=MODES[int(p["mode1"][0])])
@@ -247,7 +245,28 @@ class RealESRGANDegradation:
             out = resize_sinc(self._jpeg(out, p, 2))
         lq = (out.clamp(0, 1) * 255.0).round() / 255.0
         if o["resize_lq_to_gt"]:
-            lq = F.interpolate(lq, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+            lq = F.interpolate(lq, size=(h, w), mode=MODES[int(p["back_mode"][0])])
+            lq = (lq.clamp(0, 1) * 255.0).round() / 255.0          # back on the 8-bit grid
+        return lq, target
+
+    @torch.no_grad()
+    def __call__(self, gt: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{'lq', 'gt', 'gt_unsharpened'}`` for a batch of GT in [0, 1]; ``params`` stacks ``draw`` outputs."""
+        o, p = self.opt, {k: v.to(gt.device) for k, v in params.items()}
+        h, w = gt.shape[-2:]
+        # the second blur runs after the first resize, the sinc filter at GT/scale: both need > radius
+        shrink = min(o["resize_range"][0], 1.0) if o["resize_prob"][1] > 0 else 1.0
+        smallest = min(h * shrink, h / o["scale"])
+        if smallest <= KERNEL_SIZE // 2:
+            raise DataError(f"GT patches of {h}x{w} are too small for this degradation: its resizes can shrink them to "
+                             f"{smallest:.0f} px, not more than the {KERNEL_SIZE}x{KERNEL_SIZE} blur kernel's radius; "
+                             f"use a larger gt_size (Real-ESRGAN uses 256)")
+        self.jpeg = self.jpeg.to(gt.device)
+        if o["per_image"]:       # every choice (sizes, modes, noise kind, second blur) per image
+            parts = [self._degrade(gt[i:i + 1], {k: v[i:i + 1] for k, v in p.items()}) for i in range(gt.shape[0])]
+            lq, target = torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
+        else:
+            lq, target = self._degrade(gt, p)
         pair = {"lq": lq, "gt": target, "gt_unsharpened": gt}
         if self.gt_size is not None:
             pair = self._crop(pair)
