@@ -106,3 +106,34 @@ def refiner_options(root: Path, **overrides) -> dict:
     opt["train"].update({"optimizers": {"g": {"type": "AdamW", "lr": 1e-3, "params": ["body", "head"]}},
                          "ema": {"body": {"decay": 0.9}}, "mixed_precision": "bf16"})
     return set_keys(opt, overrides)
+
+
+DDP_PROBE = ("import sys, torch\n"
+             "from osir.engine.trainer import Trainer\n"
+             "from osir.options import load_options\n"
+             "t = Trainer(load_options(sys.argv[1]))\n"
+             "t.train()\n"
+             "m = t.method\n"
+             "state = {f'{n}.{k}': v.detach().clone() for n in m.networks for k, v in m.net(n).state_dict().items()}\n"
+             "torch.save(state, f'{sys.argv[2]}/rank{t.accelerator.process_index}.pt')\n")
+
+
+def train_on_two_cpu_processes(options_file: Path, folder: Path):
+    """torchrun --nproc_per_node 2 (gloo, a free port) on ``options_file``; returns (process result,
+    rank-0 state, rank-1 state) with every network's state dict as each rank ends."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import torch
+    probe = folder / "ddp_probe.py"
+    probe.write_text(DDP_PROBE)
+    with socket.socket() as s:          # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+                           str(probe), str(options_file), str(folder)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=folder)
+    if done.returncode != 0:
+        return done, None, None
+    return done, torch.load(folder / "rank0.pt", weights_only=True), torch.load(folder / "rank1.pt", weights_only=True)

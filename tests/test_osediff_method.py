@@ -7,7 +7,7 @@ from osir.engine.trainer import Trainer
 from osir.methods.osediff.method import OSEDiff, vsd_from_estimates
 from osir.methods.osediff.tiny import build_tiny_sd
 from osir.options import load_options
-from tests.conftest import tiny_options, write_images, write_yaml
+from tests.conftest import tiny_options, train_on_two_cpu_processes, write_images, write_yaml
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,8 @@ def test_a_training_iteration_changes_only_the_trained_tensors_and_never_the_fro
     assert changed["unet"] and all("lora_" in k or k.startswith("gen_conv_in.") for k in changed["unet"])
     assert any(".reg." in k for k in changed["unet"]) and any("default_decoder" in k for k in changed["unet"])
     assert any(k.startswith("gen_conv_in.conv_in.base_layer") for k in changed["unet"])      # conv_in trains
-    assert changed["vae"] and all(k.startswith(("encoder.", "quant_conv.")) and "lora_" in k for k in changed["vae"])
+    assert changed["vae"] and all(k.startswith(("vae.encoder.", "vae.quant_conv.")) and "lora_" in k
+                                  for k in changed["vae"])
     assert torch.equal(frozen_score(method, z, t, text), score_before)
     models = tmp_path / "experiments" / "tiny" / "models"
     from safetensors.torch import load_file
@@ -110,3 +111,15 @@ def test_release_layout_round_trip_through_the_method(tmp_path, sd_folder):
         out_b = b.restore(batch, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(out_a, out_b, atol=1e-6)
     assert b.pretrained["release"] == str(tmp_path / "osediff.pkl")
+
+
+@pytest.mark.timeout(400)
+def test_two_process_ddp_keeps_the_trained_tensors_identical(tmp_path, sd_folder):
+    """torchrun, 2 CPU processes (gloo): the generator, VAE-encoder and regulariser LoRA train through
+    DDP's forward and stay identical on both ranks."""
+    done, r0, r1 = train_on_two_cpu_processes(write_yaml(tmp_path / "ddp.yml", osediff_options(tmp_path, sd_folder)),
+                                              tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = [k for k in r0 if "lora_" in k or ".gen_conv_in." in k]
+    assert trained and all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert any(not torch.all(r0[k] == 0) for k in trained if "lora_B" in k)      # B left zero: trained

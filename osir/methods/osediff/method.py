@@ -90,7 +90,7 @@ class OSEDiff(Method):
         unet.gen_conv_in = gen_conv_in                               # attached after: no regulariser LoRA on it
         gen_conv_in.conv_in.base_layer.requires_grad_(True)
         add_lora(vae, {VAE_ADAPTER: vae_targets(vae)}, lora_rank, lora_alpha)
-        self.networks.update(unet=unet, vae=vae, text_encoder=text_encoder)
+        self.networks.update(unet=unet, vae=LatentCodec(vae), text_encoder=text_encoder)
         self.scale = scale
         factor = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet.config.block_out_channels) - 1)
         self.size_multiple = max(1, math.ceil(factor / scale))
@@ -152,7 +152,7 @@ class OSEDiff(Method):
     # -- the release's osediff.pkl ---------------------------------------------------------------
     def release_modules(self) -> tuple[nn.Module, nn.Module]:
         """(UNet, VAE) as the release lays them out: the generator's conv_in in place, no regulariser."""
-        return _ReleaseView(self.net("unet")), self.net("vae")
+        return _ReleaseView(self.net("unet")), self.net("vae").vae
 
     def export_release(self, path: str | Path) -> None:
         from osir.methods.osediff.components import export_osediff_pkl
@@ -201,18 +201,18 @@ class OSEDiff(Method):
 
     def generate(self, lq: torch.Tensor, text: torch.Tensor, size=None, generator=None):
         """(image in [-1, 1], its latent z_H): the one-step restoration of ``lq`` at ``size``."""
-        vae = self.net("vae")      # encode/decode are not forward: called on the module (see the note on DDP)
-        sf = vae.config.scaling_factor
+        codec = self.networks["vae"] if torch.is_grad_enabled() else self.net("vae")   # DDP-wrapped when training
+        vae = self.net("vae").vae
         size = size or (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
         up = lq if tuple(lq.shape[-2:]) == tuple(size) else F.interpolate(lq, size=size, mode="bicubic",
                                                                             align_corners=False)
         with self.autocast():
-            z_lq = vae.encode(up.clamp(0, 1) * 2 - 1).latent_dist.sample(generator) * sf
+            z_lq = codec(up.clamp(0, 1) * 2 - 1, generator)              # the encoder's forward: through DDP
             with self.unet_as("generator") as unet:
                 t = torch.full((lq.shape[0],), ONE_STEP_T, device=lq.device, dtype=torch.long)
                 noise = unet(z_lq, t, encoder_hidden_states=text).sample
             z = one_step_latent(z_lq.float(), noise.float(), self.alpha_bar_999)
-            image = vae.decode((z / sf).to(self.weight_dtype)).sample.float().clamp(-1, 1)
+            image = vae.decode((z / vae.config.scaling_factor).to(self.weight_dtype)).sample.float().clamp(-1, 1)
         return image, z, up
 
     def _x0(self, z_t, eps, t):
@@ -277,6 +277,18 @@ def vsd_from_estimates(z: torch.Tensor, x0_fake: torch.Tensor, x0_real: torch.Te
     w = (z.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True)
     grad = (x0_fake - x0_real) / w
     return F.mse_loss(z, (z - grad).detach())
+
+
+class LatentCodec(nn.Module):
+    """SD's VAE with ``forward`` = encode to scaled latents, so the encoder's LoRA trains through the
+    (DDP-wrapped) network's forward; ``.vae.decode`` decodes (frozen)."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.vae.encode(x).latent_dist.sample(generator) * self.vae.config.scaling_factor
 
 
 class _ReleaseView(nn.Module):
