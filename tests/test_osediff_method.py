@@ -123,3 +123,39 @@ def test_two_process_ddp_keeps_the_trained_tensors_identical(tmp_path, sd_folder
     trained = [k for k in r0 if "lora_" in k or ".gen_conv_in." in k]
     assert trained and all(torch.equal(r0[k], r1[k]) for k in r0)
     assert any(not torch.all(r0[k] == 0) for k in trained if "lora_B" in k)      # B left zero: trained
+
+
+def test_each_pass_uses_exactly_its_own_adapters(sd_folder):
+    """Generator: its three adapters + its conv_in; regulariser: adapter reg on SD's conv_in; frozen:
+    no adapter.  Perturbing one side's LoRA must move only the passes that use it."""
+    method = OSEDiff(sd_path=str(sd_folder))
+    unet = method.networks["unet"]
+    torch.manual_seed(0)
+    z, t = torch.randn(1, 4, 8, 8), torch.tensor([999])
+    text = method.encode_prompts([""])
+
+    def passes():
+        out = {}
+        with torch.no_grad():
+            for role in ("generator", "regulariser", "frozen"):
+                with method.unet_as(role) as net:
+                    out[role] = net(z, t, encoder_hidden_states=text).sample.clone()
+        return out
+
+    def perturb(select):
+        with torch.no_grad():
+            for name, p in unet.named_parameters():
+                if "lora_B" in name and select(name):
+                    p.add_(0.1 * torch.randn_like(p))
+
+    base = passes()
+    assert torch.equal(base["generator"], base["frozen"]) and torch.equal(base["regulariser"], base["frozen"])  # B = 0
+    perturb(lambda n: ".reg." in n)
+    after_reg = passes()
+    assert torch.equal(after_reg["generator"], base["generator"]) and torch.equal(after_reg["frozen"], base["frozen"])
+    assert not torch.allclose(after_reg["regulariser"], base["regulariser"])
+    perturb(lambda n: ".reg." not in n)
+    after_gen = passes()
+    assert torch.equal(after_gen["regulariser"], after_reg["regulariser"]) and torch.equal(after_gen["frozen"], base["frozen"])
+    assert not torch.allclose(after_gen["generator"], after_reg["generator"])
+    assert all(p.requires_grad == ("lora_" in n or n.startswith("gen_conv_in.")) for n, p in unet.named_parameters())
