@@ -1,7 +1,6 @@
 """The metric suite against published numbers, pyiqa called directly, and the folder scorer."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """The README's worked example of what a method can declare: two networks stepped by one optimiser,
 EMA on one of them, and a frozen pretrained diffusers folder cast to the training precision."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -124,8 +124,7 @@ class OSEDiff(Method):
                               and not n.startswith("gen_conv_in.")],
                 "conv_in": [p for n, p in named.items() if n.startswith("gen_conv_in.")],
                 "vae_lora": [p for n, p in vae.named_parameters() if "lora_" in n],
-                "reg_lora": [p for n, p in named.items() if "lora_" in n and REG_ADAPTER in n.split(".")],
-                "text_encoder": [p for p in self.networks["text_encoder"].parameters() if p.requires_grad]}
+                "reg_lora": [p for n, p in named.items() if "lora_" in n and REG_ADAPTER in n.split(".")]}
 
     def setup(self, device, mixed_precision: str = "no") -> None:
         """Frozen tensors (SD's weights) in the training precision; trained ones stay float32."""
@@ -173,15 +172,12 @@ class OSEDiff(Method):
         try:
             if role == "generator":
                 unet.conv_in, unet.gen_conv_in.conv_in = unet.gen_conv_in.conv_in, unet.conv_in
+            own = () if role == "frozen" else UNET_ADAPTERS if role == "generator" else (REG_ADAPTER,)
             for m in layers:
-                if role == "frozen":
-                    m.enable_adapters(False)
-                else:
-                    wanted = [a for a in (UNET_ADAPTERS if role == "generator" else (REG_ADAPTER,)) if a in m.lora_A]
-                    m.enable_adapters(True)
-                    m.set_adapter(wanted or [REG_ADAPTER])
-                    if not wanted:      # conv_in's own LoRA belongs to the regulariser: off for the generator
-                        m.enable_adapters(False)
+                wanted = [a for a in own if a in m.lora_A]
+                m.enable_adapters(bool(wanted))     # a layer with none of this pass's adapters runs its base only
+                if wanted:
+                    m.set_adapter(wanted)
             # with gradients: the (DDP-wrapped) network, so gradients synchronise; without: the module itself
             yield self.networks["unet"] if torch.is_grad_enabled() else unet
         finally:
