@@ -55,7 +55,8 @@ setup(
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "pyiqa", "niqe")],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
-        "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt")],
+        "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",
+                                                                          "CaptionPrompt")],
         "osir.schedulers": [f"{name} = osir.engine.optim" for name in
                             ("MultiStepLR", "CosineAnnealingLR", "WarmupConstant", "WarmupCosine")],
     },

@@ -32,6 +32,7 @@ def run(opt: dict) -> dict[str, dict]:
     method.setup(device, opt["inference"]["mixed_precision"])
     for net in method.networks.values():
         net.to(device)
+    method.prepare_inference()
     sources = {**method.pretrained, **opt["path"]["pretrained"]}
     missing = [name for name in method.networks if name not in sources]
     if missing:
@@ -59,7 +60,8 @@ def run(opt: dict) -> dict[str, dict]:
                                                      seed=opt["seed"], batch_size=spec["batch_size"],
                                                      num_workers=spec["num_workers"]):
                 write_image(out_dir / f"{item['name']}.png", restored[0])
-                rows.append({"image": f"{item['name']}.png", **scores})
+                notes = {k: item[k] for k in method.output_notes}      # e.g. the prompt of this image
+                rows.append({"image": f"{item['name']}.png", **notes, **scores})
             summaries[set_name] = write_results(out_dir, rows, info)
     if summaries:
         print(format_table(summaries))

@@ -137,3 +137,23 @@ def train_on_two_cpu_processes(options_file: Path, folder: Path):
     if done.returncode != 0:
         return done, None, None
     return done, torch.load(folder / "rank0.pt", weights_only=True), torch.load(folder / "rank1.pt", weights_only=True)
+
+
+def tiny_caption_folder(path: Path) -> Path:
+    """A tiny randomly initialised BLIP captioning model and its processor, saved with save_pretrained."""
+    import torch
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    path.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "photo", "of", "cat", "dog", "tree", "house",
+             "red", "blue", "sky", "road", "car", "man", "boat"]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}),
+                              BertTokenizer(str(path / "vocab.txt"), bos_token="[DEC]"))
+    text = dict(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                encoder_hidden_size=16, max_position_embeddings=32, bos_token_id=5, pad_token_id=0, sep_token_id=3)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8, projection_dim=16)
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -21,3 +21,26 @@ def test_prompt_extractors(tmp_path):
     with pytest.raises(DataError, match=r"no prompt file '.*sub/img1\.txt' for image '.*sub/img1\.png'"):
         beside(batch)
     assert beside({k: v[:1] for k, v in batch.items()}) == ["a red car"]
+
+
+def test_caption_prompt_from_a_local_blip_folder(tmp_path):
+    """The captions of the LQ tensors are those the model gives the same images as 8-bit PIL images
+    (the processor's usual input): the [0, 1] tensors are not rescaled a second time."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tests.conftest import tiny_caption_folder
+    from osir.registry import OptionsError
+    folder = tiny_caption_folder(tmp_path / "blip")
+    extractor = PROMPTS.build({"type": "CaptionPrompt", "model_path": str(folder), "max_new_tokens": 6,
+                               "suffix": ", high quality"}, "method.prompt")
+    torch.manual_seed(0)
+    lq = (torch.rand(3, 3, 40, 48) * 255).round() / 255
+    captions = extractor({"lq": lq, "lq_path": ["a", "b", "c"], "name": ["a", "b", "c"]})
+    pil = [Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for x in lq]
+    ids = extractor.model.generate(**extractor.processor(images=pil, return_tensors="pt"), max_new_tokens=6,
+                                   do_sample=False)
+    expected = [c.strip() + ", high quality" for c in extractor.processor.batch_decode(ids, skip_special_tokens=True)]
+    assert captions == expected and len(captions) == 3 and all(c.endswith(", high quality") for c in captions)
+    with pytest.raises(OptionsError, match=r"method\.prompt.*model_path: '.*nowhere' is not a transformers model folder"):
+        PROMPTS.build({"type": "CaptionPrompt", "model_path": str(tmp_path / "nowhere")}, "method.prompt")

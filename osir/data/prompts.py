@@ -51,3 +51,30 @@ class TextFilePrompt:
                 raise DataError(f"no prompt file '{path}' for image '{lq_path}'")
             prompts.append(path.read_text(encoding="utf-8").strip())
         return prompts
+
+
+@PROMPTS.register()
+class CaptionPrompt:
+    """Each image's caption by an image-captioning model from a local transformers folder (BLIP and
+    other image-to-text models: ``AutoProcessor`` + ``AutoModelForImageTextToText``), generated from
+    the LQ image, greedy, with ``prefix`` / ``suffix`` around it (e.g. ``suffix: ", high quality"``)."""
+
+    def __init__(self, model_path: str, max_new_tokens: int = 30, prefix: str = "", suffix: str = ""):
+        folder = Path(model_path)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"model_path: '{folder}' is not a transformers model folder (no config.json); "
+                             "give a local image-captioning model saved with save_pretrained (e.g. BLIP)")
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        self.processor = AutoProcessor.from_pretrained(folder)
+        self.model = AutoModelForImageTextToText.from_pretrained(folder).eval().requires_grad_(False)
+        self.max_new_tokens, self.prefix, self.suffix = max_new_tokens, prefix, suffix
+
+    def __call__(self, batch: dict) -> list[str]:
+        import torch
+        lq = batch["lq"]
+        self.model.to(lq.device)
+        inputs = self.processor(images=list(lq.float().clamp(0, 1).cpu()), return_tensors="pt", do_rescale=False)
+        with torch.no_grad():
+            ids = self.model.generate(**inputs.to(lq.device), max_new_tokens=self.max_new_tokens, do_sample=False)
+        captions = self.processor.batch_decode(ids, skip_special_tokens=True)
+        return [f"{self.prefix}{c.strip()}{self.suffix}" for c in captions]

@@ -14,7 +14,11 @@ step, and restores images with ``restore(batch)``.  What it may declare, and the
   contract the inference layer pads and tiles for;
 * ``evaluate(dataset, batch_size)``: its own validation (e.g. retrieval accuracy) instead of
   restoring and scoring with the metric suite;
-* ``self.pretrained``: components the method loaded itself from local paths (for provenance).
+* ``self.pretrained``: components the method loaded itself from local paths (for provenance);
+* ``prepare_inference()``: called by test.py (never during training) once the weights are loaded,
+  e.g. to merge LoRA into the base weights;
+* ``self.output_notes``: per-image text a ``restore`` call wants kept with its outputs (e.g. the
+  ``prompt``: a list with one entry per image of the batch); test.py writes it into metrics.json.
 
 Networks with trainable parameters must be stepped by some optimiser (else an options error);
 frozen parts are networks whose parameters have ``requires_grad=False``.  The engine runs
@@ -58,6 +62,7 @@ class Method:
         self.trained_parameters: dict[str, list[str]] = {}   # network -> names its optimisers step
         self._device = None
         self.mixed_precision = "no"
+        self.output_notes: dict[str, list[str]] = {}          # set by restore, read after each batch
 
     # -- declarations (override as needed) ---------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -121,6 +126,10 @@ class Method:
             net.load_state_dict(state, strict=False)
             return
         load_network(net, path, strict=strict, state=state)
+
+    def prepare_inference(self) -> None:
+        """Called once by test.py after the weights are loaded, when no training follows (merge
+        LoRA, drop training-only parts); nothing by default."""
 
     def evaluate(self, dataset, batch_size: int = 1) -> dict[str, float] | None:
         """A method-specific validation (e.g. retrieval accuracy); ``None``: the engine restores the

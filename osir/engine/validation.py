@@ -56,7 +56,9 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
     for batch in loader:
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         generator = torch.Generator(device=device).manual_seed(seed + first)
+        method.output_notes = {}
         restored = restore_image(method, batch, tile.get("size"), tile.get("overlap", 32), generator).float().clamp(0, 1)
+        batch = {**batch, **method.output_notes}     # per-image notes of the method, e.g. its prompts
         gt = batch.get("gt")
         names = batch.get("lq_path")
         scores = metrics.score(restored, gt, names) if metrics else {}

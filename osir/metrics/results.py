@@ -25,7 +25,7 @@ def provenance(metric_settings: dict, **extra) -> dict:
 
 
 def means(rows: list[dict]) -> dict[str, float]:
-    keys = [k for k in (rows[0] if rows else {}) if k != "image"]
+    keys = [k for k, v in (rows[0] if rows else {}).items() if k != "image" and isinstance(v, (int, float))]
     return {k: sum(r[k] for r in rows) / len(rows) for k in keys if all(k in r for r in rows)}
 
 

@@ -63,3 +63,19 @@ def add_lora(model: nn.Module, targets: dict[str, list[str]], rank: int = 4, alp
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
     return model
+
+
+def merge_and_unload(model: nn.Module, adapters: tuple[str, ...]) -> nn.Module:
+    """Merge ``adapters`` (where a layer has them) into each LoRA layer's base weights and put the
+    plain base layer back in its place, dropping every other adapter (peft's ``merge`` per layer;
+    peft's own unload needs a PeftModel, which these injected adapters are not)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name, layer in layers:
+        wanted = [a for a in adapters if a in layer.lora_A]
+        if wanted:
+            layer.merge(adapter_names=wanted)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, layer.get_base_layer())
+    model.requires_grad_(False)
+    return model

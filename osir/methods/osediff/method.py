@@ -30,7 +30,9 @@ from torch import nn
 from osir.engine.method import Method
 from osir.methods.osediff.color import correct_colour
 from osir.methods.osediff.components import ONE_STEP_T, alpha_bar, load_sd, one_step_latent
-from osir.methods.osediff.lora import UNET_ADAPTERS, VAE_ADAPTER, add_lora, unet_targets, vae_targets
+from osir.inference.tiling import restore_tiled
+from osir.methods.osediff.lora import (UNET_ADAPTERS, VAE_ADAPTER, add_lora, merge_and_unload, unet_targets,
+                                       vae_targets)
 from osir.options import component
 from osir.registry import METHODS, PROMPTS, OptionsError
 
@@ -57,6 +59,11 @@ class OSEDiff(Method):
         negative_prompt: for the guided frozen score.
         color_correction: 'adain' (the paper code's default), 'wavelet' or 'none'.
         gradient_checkpointing: on the UNet during training.
+        tiling: inference on large images: the VAE encodes and decodes tiles of ``vae`` pixels
+            (diffusers' VAE tiling, 1/4 overlap, blended) and the UNet runs on latent tiles of ``latent``
+            with ``latent_overlap`` (blended by osir's tiling); ``null``: whole images.  Training never tiles.
+        merge_lora: at inference (test.py), merge the generator's LoRA into the base weights and drop
+            the regulariser: the same output, without LoRA's extra matmuls.
         release_path: the official ``osediff.pkl`` (or one ``python -m osir.methods.osediff.export`` wrote)
             to load into the generator.
     """
@@ -68,7 +75,9 @@ class OSEDiff(Method):
                  prompt: component(PROMPTS) = {"type": "EmptyPrompt"},  # noqa: B006
                  negative_prompt: str = NEGATIVE_PROMPT,
                  color_correction: Literal["adain", "wavelet", "none"] = "adain",
-                 gradient_checkpointing: bool = False, release_path: Optional[str] = None):
+                 gradient_checkpointing: bool = False, release_path: Optional[str] = None,
+                 tiling: Optional[dict] = {"vae": 512, "latent": 96, "latent_overlap": 32},  # noqa: B006
+                 merge_lora: bool = False):
         super().__init__()
         if build_tiny and not Path(sd_path).exists():
             from osir.methods.osediff.tiny import build_tiny_sd
@@ -92,8 +101,9 @@ class OSEDiff(Method):
         add_lora(vae, {VAE_ADAPTER: vae_targets(vae)}, lora_rank, lora_alpha)
         self.networks.update(unet=unet, vae=LatentCodec(vae), text_encoder=text_encoder)
         self.scale = scale
-        factor = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet.config.block_out_channels) - 1)
-        self.size_multiple = max(1, math.ceil(factor / scale))
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
+        self.size_multiple = max(1, math.ceil(self.vae_factor * self.unet_factor / scale))
         self.alpha_bar_999 = alpha_bar(self.scheduler, ONE_STEP_T)
         if lpips_weight > 0 and (lpips_weights_path is None or lpips_vgg_path is None):
             log.warning("OSEDiff: LPIPS loss off (weight 0): method.lpips_weights_path and method.lpips_vgg_path "
@@ -112,6 +122,9 @@ class OSEDiff(Method):
         self.prompt = PROMPTS.build(prompt, "method.prompt")
         self.negative_prompt, self.color_correction = negative_prompt, color_correction
         self.gradient_checkpointing = gradient_checkpointing
+        self.tiling = _check_tiling(tiling, self.vae_factor, self.unet_factor)
+        self.tiles_internally = self.tiling is not None
+        self.merge_lora, self.merged = merge_lora, False
         if release_path is not None:
             self.load_release(release_path)
             self.pretrained["release"] = release_path
@@ -168,6 +181,11 @@ class OSEDiff(Method):
         or the frozen SD score (no adapter)."""
         from peft.tuners.tuners_utils import BaseTunerLayer
         unet = self.net("unet")
+        if self.merged:                    # prepare_inference merged the generator: nothing to switch
+            if role != "generator":
+                raise RuntimeError(f"OSEDiff: the {role} score is gone once merge_lora merged the generator")
+            yield unet
+            return
         layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer) and m is not unet.gen_conv_in.conv_in]
         try:
             if role == "generator":
@@ -196,20 +214,58 @@ class OSEDiff(Method):
             return self.networks["text_encoder"](ids)[0]
 
     def generate(self, lq: torch.Tensor, text: torch.Tensor, size=None, generator=None):
-        """(image in [-1, 1], its latent z_H): the one-step restoration of ``lq`` at ``size``."""
-        codec = self.networks["vae"] if torch.is_grad_enabled() else self.net("vae")   # DDP-wrapped when training
-        vae = self.net("vae").vae
+        """(image in [-1, 1], its latent z_H, the upsampled LQ): the one-step restoration of ``lq`` at
+        ``size``; tiled (VAE and latent UNet) without gradients when the image exceeds the tiles."""
         size = size or (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
         up = lq if tuple(lq.shape[-2:]) == tuple(size) else F.interpolate(lq, size=size, mode="bicubic",
                                                                             align_corners=False)
-        with self.autocast():
-            z_lq = codec(up.clamp(0, 1) * 2 - 1, generator)              # the encoder's forward: through DDP
-            with self.unet_as("generator") as unet:
-                t = torch.full((lq.shape[0],), ONE_STEP_T, device=lq.device, dtype=torch.long)
-                noise = unet(z_lq, t, encoder_hidden_states=text).sample
-            z = one_step_latent(z_lq.float(), noise.float(), self.alpha_bar_999)
-            image = vae.decode((z / vae.config.scaling_factor).to(self.weight_dtype)).sample.float().clamp(-1, 1)
-        return image, z, up
+        z_lq = self.encode(up, generator)
+        z = self.one_step(z_lq, text)
+        return self.decode(z), z, up
+
+    def _tiled(self) -> bool:
+        return self.tiling is not None and not torch.is_grad_enabled()
+
+    def encode(self, up: torch.Tensor, generator=None) -> torch.Tensor:
+        """z_L: the (LoRA) VAE encoder's scaled latent of the upsampled LQ in [0, 1]."""
+        codec = self.networks["vae"] if torch.is_grad_enabled() else self.net("vae")   # DDP-wrapped when training
+        with self.autocast(), self._vae_tiling(self._tiled()):
+            return codec(up.clamp(0, 1) * 2 - 1, generator)
+
+    def one_step(self, z_lq: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """z_H from the generator UNet's noise prediction at t = 999 (on blended latent tiles when tiled)."""
+        with self.autocast(), self.unet_as("generator") as unet:
+            t = torch.full((z_lq.shape[0],), ONE_STEP_T, device=z_lq.device, dtype=torch.long)
+
+            def predict_noise(latent: torch.Tensor) -> torch.Tensor:
+                return unet(latent, t, encoder_hidden_states=text).sample
+            if self._tiled():
+                noise = restore_tiled(predict_noise, z_lq, self.tiling["latent"], self.tiling["latent_overlap"],
+                                      multiple=self.unet_factor)
+            else:
+                noise = predict_noise(z_lq)
+        return one_step_latent(z_lq.float(), noise.float(), self.alpha_bar_999)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The frozen VAE decoder's image in [-1, 1]."""
+        vae = self.net("vae").vae
+        with self.autocast(), self._vae_tiling(self._tiled()):
+            return vae.decode((z / vae.config.scaling_factor).to(self.weight_dtype)).sample.float().clamp(-1, 1)
+
+    @contextmanager
+    def _vae_tiling(self, on: bool):
+        """diffusers' VAE tiling with tiles of ``tiling.vae`` pixels while ``on``."""
+        vae = self.net("vae").vae
+        if not on:
+            yield
+            return
+        vae.enable_tiling()
+        vae.tile_sample_min_size = self.tiling["vae"]
+        vae.tile_latent_min_size = self.tiling["vae"] // self.vae_factor
+        try:
+            yield
+        finally:
+            vae.disable_tiling()
 
     def _x0(self, z_t, eps, t):
         ab = self.scheduler.alphas_cumprod.to(z_t.device)[t].view(-1, 1, 1, 1).float()
@@ -262,9 +318,39 @@ class OSEDiff(Method):
         return logs
 
     def restore(self, batch: dict, generator=None) -> torch.Tensor:
-        text = self.encode_prompts(self.prompt(batch))
-        image, _, up = self.generate(batch["lq"], text, generator=generator)
+        prompts = self.prompt(batch)
+        self.output_notes = {"prompt": prompts}
+        image, _, up = self.generate(batch["lq"], self.encode_prompts(prompts), generator=generator)
         return correct_colour(image * 0.5 + 0.5, up, self.color_correction).clamp(0, 1)
+
+    def prepare_inference(self) -> None:
+        """With ``merge_lora``: fold the generator's LoRA (and its conv_in) into the UNet's and the
+        VAE encoder's base weights and drop the regulariser; the UNet and VAE become plain diffusers
+        modules again."""
+        if not self.merge_lora:
+            return
+        unet, vae = self.net("unet"), self.net("vae").vae
+        unet.conv_in = unet.gen_conv_in.conv_in
+        del unet.gen_conv_in
+        merge_and_unload(unet, UNET_ADAPTERS)
+        merge_and_unload(vae, (VAE_ADAPTER,))
+        self.merged = True
+
+def _check_tiling(tiling: Optional[dict], vae_factor: int, unet_factor: int) -> Optional[dict]:
+    if tiling is None:
+        return None
+    allowed = {"vae", "latent", "latent_overlap"}
+    unknown = set(tiling) - allowed
+    if unknown:
+        raise OptionsError(f"method.tiling: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    out = {"vae": 512, "latent": 96, "latent_overlap": 32, **tiling}
+    if out["vae"] % (vae_factor * 8) or out["vae"] <= 0:
+        raise OptionsError(f"method.tiling.vae: {out['vae']} pixels is not a positive multiple of "
+                           f"{vae_factor * 8} (8 x the VAE's downsampling factor {vae_factor})")
+    if out["latent"] % unet_factor or out["latent"] <= 0 or not 0 <= out["latent_overlap"] < out["latent"]:
+        raise OptionsError(f"method.tiling: latent {out['latent']} must be a positive multiple of the UNet's "
+                           f"factor {unet_factor} and latent_overlap {out['latent_overlap']} in [0, latent)")
+    return out
 
 
 def vsd_from_estimates(z: torch.Tensor, x0_fake: torch.Tensor, x0_real: torch.Tensor) -> torch.Tensor:

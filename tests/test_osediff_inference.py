@@ -1,0 +1,109 @@
+"""OSEDiff at inference on tiny random SD-architecture components: tiled against whole-image
+restoration, merged against unmerged LoRA, the prompts kept in metrics.json."""
+import json
+
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+
+from osir.methods.osediff.method import OSEDiff
+from osir.methods.osediff.tiny import build_tiny_sd
+from osir.registry import OptionsError
+from tests.conftest import write_images, write_yaml
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    return build_tiny_sd(tmp_path_factory.mktemp("sd") / "sd21_tiny")
+
+
+def trained_looking(method: OSEDiff, seed: int = 0) -> OSEDiff:
+    """Seeded LoRA A and non-zero B (as after training) and a moved conv_in, so two instances are
+    the same model and merging has something to merge."""
+    torch.manual_seed(seed)
+    for module in [*method.networks["unet"].modules(), *method.networks["vae"].modules()]:
+        if hasattr(module, "lora_B"):
+            for adapter in module.lora_B:
+                torch.nn.init.normal_(module.lora_A[adapter].weight, std=0.2)
+                torch.nn.init.normal_(module.lora_B[adapter].weight, std=0.05)
+    with torch.no_grad():
+        method.networks["unet"].gen_conv_in.conv_in.base_layer.weight.mul_(1.1)
+    return method
+
+
+def astronaut_lq(size: int) -> dict:
+    img = torch.from_numpy(skimage.data.astronaut().copy()).permute(2, 0, 1)[None].float() / 255
+    return {"lq": F.interpolate(img, size=(size, size), mode="area"), "lq_path": ["astronaut.png"],
+            "name": ["astronaut"]}
+
+
+def restore(method, batch):
+    with torch.no_grad():
+        return method.restore(batch, generator=torch.Generator().manual_seed(0))
+
+
+def test_tiled_inference_agrees_with_the_whole_image_away_from_tile_seams(sd_folder):
+    """Tiles as large as the image give the whole-image output exactly; smaller tiles (VAE tiles of
+    128 px, latent tiles of 64 with overlap 16) stay within the tolerance measured for these random
+    networks, whose GroupNorm statistics and attention are per tile (as in the original's tiled mode)."""
+    whole = trained_looking(OSEDiff(sd_path=str(sd_folder), tiling=None, color_correction="none"))
+    whole.setup(torch.device("cpu"))
+    batch = astronaut_lq(64)                                        # -> 256 x 256 output, latent 128 x 128
+    reference = restore(whole, batch)
+    for tiling, tolerance in (({"vae": 256, "latent": 128}, 0.0), ({"vae": 128, "latent": 64, "latent_overlap": 16}, 0.1)):
+        tiled = trained_looking(OSEDiff(sd_path=str(sd_folder), tiling=tiling, color_correction="none"))
+        tiled.setup(torch.device("cpu"))
+        assert tiled.tiles_internally
+        out = restore(tiled, batch)
+        assert out.shape == reference.shape == (1, 3, 256, 256)
+        difference = (out - reference).abs()[..., 16:-16, 16:-16].mean().item()
+        assert difference <= tolerance + 1e-6, (tiling, difference)
+
+
+def test_tiling_options_are_checked():
+    from osir.methods.osediff.method import _check_tiling
+    with pytest.raises(OptionsError, match=r"method\.tiling: unknown key\(s\) \['size'\]; allowed"):
+        _check_tiling({"size": 3}, 2, 2)
+    with pytest.raises(OptionsError, match=r"method\.tiling\.vae: 100 pixels is not a positive multiple of 16"):
+        _check_tiling({"vae": 100}, 2, 2)
+    with pytest.raises(OptionsError, match=r"latent_overlap 64 in \[0, latent\)"):
+        _check_tiling({"latent": 64, "latent_overlap": 64}, 2, 2)
+
+
+def test_merged_lora_restores_the_same_image_with_plain_modules(sd_folder):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    method = trained_looking(OSEDiff(sd_path=str(sd_folder), tiling=None, merge_lora=True))
+    method.setup(torch.device("cpu"))
+    batch = astronaut_lq(24)
+    before = restore(method, batch)
+    method.prepare_inference()
+    assert not any(isinstance(m, BaseTunerLayer) for net in method.networks.values() for m in net.modules())
+    assert not any("lora_" in n for n, _ in method.networks["unet"].named_parameters())
+    after = restore(method, batch)
+    assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
+    with pytest.raises(RuntimeError, match="merge_lora merged the generator"):
+        with method.unet_as("frozen"):
+            pass
+
+
+def test_test_py_keeps_each_images_prompt_in_metrics_json(tmp_path, sd_folder):
+    from osir import test as test_script
+    from osir.options import load_options
+    lq = write_images(tmp_path / "lq", 2, (12, 12))
+    gt = write_images(tmp_path / "gt", 2, (48, 48))
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    for i in range(2):
+        (prompts / f"img{i}.txt").write_text(f"a photo number {i}")
+    opt = {"name": "osediff_prompts", "seed": 0,
+           "method": {"type": "OSEDiff", "sd_path": str(sd_folder), "merge_lora": True,
+                      "prompt": {"type": "TextFilePrompt", "folder": str(prompts)}},
+           "datasets": {"real": {"type": "PairedImageDataset", "dataroot_gt": str(gt), "dataroot_lq": str(lq),
+                                 "scale": 4, "batch_size": 2}},
+           "metrics": {"psnr": {"type": "psnr"}}, "path": {"results_root": str(tmp_path / "results")}}
+    summaries = test_script.run(load_options(write_yaml(tmp_path / "t.yml", opt)))
+    saved = json.loads((tmp_path / "results" / "osediff_prompts" / "real" / "metrics.json").read_text())
+    assert [(r["image"], r["prompt"]) for r in saved["images"]] == [("img0.png", "a photo number 0"),
+                                                                     ("img1.png", "a photo number 1")]
+    assert set(saved["mean"]) == {"psnr"} and summaries["real"]["count"] == 2
