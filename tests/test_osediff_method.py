@@ -61,6 +61,41 @@ def test_a_training_iteration_changes_only_the_trained_tensors_and_never_the_fro
     assert not (models / "net_text_encoder_2.safetensors").exists()
 
 
+def test_resume_from_the_trained_tensor_checkpoints_repeats_the_run(tmp_path, sd_folder):
+    """A run stopped after iteration 2 and resumed from its LoRA + conv_in checkpoint (and training
+    state) logs the losses of the uninterrupted run and ends with the same trained tensors."""
+    from safetensors.torch import load_file
+    from tests.test_engine import losses_of
+    opt = osediff_options(tmp_path, sd_folder)
+    opt["train"]["total_iter"] = 3
+    opt["logger"].update(print_freq=1, checkpoint_freq=1)
+    Trainer(load_options(write_yaml(tmp_path / "s.yml", {**opt, "name": "straight"}))).train()
+    Trainer(load_options(write_yaml(tmp_path / "r.yml", {**opt, "name": "resumed"}), ["train.total_iter=2"])).train()
+    Trainer(load_options(tmp_path / "r.yml"), auto_resume=True).train()
+    straight, resumed = tmp_path / "experiments" / "straight", tmp_path / "experiments" / "resumed"
+    for key in ("l_l2", "l_vsd", "l_reg"):
+        assert losses_of(resumed, key) == pytest.approx(losses_of(straight, key), rel=1e-5) and len(losses_of(straight, key)) == 3
+    for net in ("unet", "vae"):
+        a = load_file(straight / "models" / f"net_{net}_3.safetensors")
+        b = load_file(resumed / "models" / f"net_{net}_3.safetensors")
+        assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_gradient_checkpointing_trains_exactly_as_without(tmp_path, sd_folder):
+    """The UNet's blocks are recomputed during backward, after the VSD passes switched adapters: the
+    backward must run in the generator's (and the regulariser's) own state, giving the same step."""
+    from safetensors.torch import load_file
+    for name, ckpt in (("plain", False), ("ckpt", True)):
+        opt = osediff_options(tmp_path, sd_folder, name=name)
+        opt["train"]["total_iter"] = 1
+        opt["logger"]["checkpoint_freq"] = 1
+        opt["method"]["gradient_checkpointing"] = ckpt
+        Trainer(load_options(write_yaml(tmp_path / f"{name}.yml", opt))).train()
+    for net in ("unet", "vae"):
+        a, b = (load_file(tmp_path / "experiments" / n / "models" / f"net_{net}_1.safetensors") for n in ("plain", "ckpt"))
+        assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_vsd_gradient_matches_its_definition():
     """d/dz MSE(z, sg(z - (x0_fake - x0_real) / w)) = 2 (x0_fake - x0_real) / (w N), w = mean |z - x0_real|."""
     torch.manual_seed(0)

@@ -116,6 +116,8 @@ class OSEDiff(Method):
                     raise OptionsError(f"method.lpips_weights_path / lpips_vgg_path: file not found: '{p}'")
             self._lpips_paths = (lpips_weights_path, lpips_vgg_path)
         self.weights = {"l2": l2_weight, "lpips": lpips_weight, "vsd": vsd_weight}
+        if vsd_weight == 0:
+            log.warning("OSEDiff: VSD off (method.vsd_weight 0): the generator trains without score distillation")
         if len(vsd_t_range) != 2 or not 0 <= vsd_t_range[0] < vsd_t_range[1] <= 1000:
             raise OptionsError(f"method.vsd_t_range: expected [low, high] within [0, 1000], got {list(vsd_t_range)}")
         self.cfg_scale, self.vsd_t_range = cfg_scale, tuple(vsd_t_range)
@@ -305,15 +307,17 @@ class OSEDiff(Method):
             l_vsd = self.vsd_loss(z, text, negative)
             loss = loss + self.weights["vsd"] * l_vsd
             logs["l_vsd"] = l_vsd.item()
-        self.optimize("g", loss)
+        # backward in the pass's own adapter state: gradient checkpointing recomputes the UNet's blocks
+        with self.unet_as("generator"):
+            self.optimize("g", loss)
         if "reg" in self.optimizers:
             z_d = z.detach()
             t = torch.randint(0, self.scheduler.config.num_train_timesteps, (z_d.shape[0],), device=z_d.device)
             noise = torch.randn_like(z_d)
             with self.autocast(), self.unet_as("regulariser") as unet:
                 pred = unet(self.scheduler.add_noise(z_d, noise, t), t, encoder_hidden_states=text).sample
-            l_reg = F.mse_loss(pred.float(), noise)
-            self.optimize("reg", l_reg)
+                l_reg = F.mse_loss(pred.float(), noise)
+                self.optimize("reg", l_reg)
             logs["l_reg"] = l_reg.item()
         return logs
 
