@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["osir", "osir.*"]),
+    package_data={"osir.methods.osediff": ["ram_data/*.txt"]},   # RAM's tag list and thresholds (Apache-2.0)
     install_requires=[
         "torch>=2.6,<=2.14.1",          # torch.accelerator
         "torchvision>=0.21,<=0.29.1",
@@ -33,6 +34,7 @@ setup(
         "peft>=0.12",             # LoRA
         "transformers>=4.40",     # text encoders, captioners
         "open-clip-torch>=2.24",  # DA-CLIP
+        "timm>=0.9",              # DAPE's Swin (RAM tagger)
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
     # Registered entries, found by osir.registry.discover() and imported only when an options file
@@ -56,7 +58,8 @@ setup(
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
         "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",
-                                                                          "CaptionPrompt")],
+                                                                          "CaptionPrompt")]
+                        + ["dape = osir.methods.osediff.dape"],
         "osir.schedulers": [f"{name} = osir.engine.optim" for name in
                             ("MultiStepLR", "CosineAnnealingLR", "WarmupConstant", "WarmupCosine")],
     },

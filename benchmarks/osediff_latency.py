@@ -31,7 +31,7 @@ CONFIGS = ROOT / "tests" / "fixtures" / "checkpoints" / "sd21_base_configs.json"
 CASES = {"512 whole": dict(lq=128, tiling=None), "512 whole, merged LoRA": dict(lq=128, tiling=None, merge=True),
          "2048 tiled": dict(lq=512, tiling={"vae": "64 latents", "latent": 96, "latent_overlap": 32}),
          "512 bf16 merged compiled": dict(lq=128, tiling=None, merge=True, precision="bf16", compile=True, gpu=True),
-         "train step 512 b1 ckpt": dict(lq=128, train=True, precision="bf16")}
+         "train step 512 b1 ckpt": dict(lq=128, train=True, precision="bf16", gpu=True)}
 
 
 def _sync(device):
@@ -90,6 +90,7 @@ def run_case(name: str, sd: str, repeats: int) -> dict:
 
 def run_train_step(method, batch: dict, device, repeats: int) -> dict:
     from accelerate import Accelerator
+    method.prepare_training()
     groups = method.parameter_groups()
     optimizers = {"g": torch.optim.AdamW(groups["unet_lora"] + groups["conv_in"] + groups["vae_lora"], lr=5e-5),
                   "reg": torch.optim.AdamW(groups["reg_lora"], lr=5e-5)}

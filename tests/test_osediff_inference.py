@@ -1,6 +1,7 @@
 """OSEDiff at inference on tiny random SD-architecture components: tiled against whole-image
 restoration, merged against unmerged LoRA, the prompts kept in metrics.json."""
 import json
+from pathlib import Path
 
 import pytest
 import skimage.data
@@ -107,3 +108,26 @@ def test_test_py_keeps_each_images_prompt_in_metrics_json(tmp_path, sd_folder):
     assert [(r["image"], r["prompt"]) for r in saved["images"]] == [("img0.png", "a photo number 0"),
                                                                      ("img1.png", "a photo number 1")]
     assert set(saved["mean"]) == {"psnr"} and summaries["real"]["count"] == 2
+
+
+def test_osediff_test_options_with_the_dape_prompt_run_end_to_end(tmp_path, sd_folder):
+    """options/test/osediff.yml's prompt stage with DAPE (tiny tagger in the release layouts): every
+    output's tags land in metrics.json in OSEDiff's prompt form 'tags, extra,'."""
+    from osir import test as test_script
+    from osir.options import load_options
+    from tests.test_dape import TINY_HEAD, TINY_SWIN, release_files
+    release_files(tmp_path)
+    lq = write_images(tmp_path / "lq", 2, (24, 24))
+    gt = write_images(tmp_path / "gt", 2, (96, 96))                # NIQE needs 96 x 96
+    prompt = {"type": "dape", "ram_path": str(tmp_path / "ram.pth"), "dape_path": str(tmp_path / "dape.pth"),
+              "extra": "", "swin": TINY_SWIN, "head": TINY_HEAD}
+    opt = {"_base_": str(Path(__file__).parents[1] / "options" / "test" / "osediff.yml"), "name": "dape_e2e",
+           "method": {"sd_path": str(sd_folder), "release_path": None, "prompt": prompt},
+           "datasets": {"RealSR": {"dataroot_gt": str(gt), "dataroot_lq": str(lq)}},
+           "inference": {"mixed_precision": "no"},
+           "path": {"results_root": str(tmp_path / "results")}}
+    test_script.run(load_options(write_yaml(tmp_path / "t.yml", opt)))
+    saved = json.loads((tmp_path / "results" / "dape_e2e" / "RealSR" / "metrics.json").read_text())
+    prompts = [r["prompt"] for r in saved["images"]]
+    assert len(prompts) == 2 and all(p.endswith(", ,") for p in prompts)
+    assert saved["method"]["prompt"]["type"] == "dape"

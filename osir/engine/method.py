@@ -15,6 +15,8 @@ step, and restores images with ``restore(batch)``.  What it may declare, and the
 * ``evaluate(dataset, batch_size)``: its own validation (e.g. retrieval accuracy) instead of
   restoring and scoring with the metric suite;
 * ``self.pretrained``: components the method loaded itself from local paths (for provenance);
+* ``prepare_training()``: called by the trainer after ``setup``, before the experiment folder is
+  touched: load training-only parts (loss networks) and check their files;
 * ``prepare_inference()``: called by test.py (never during training) once the weights are loaded,
   e.g. to merge LoRA into the base weights;
 * ``self.output_notes``: per-image text a ``restore`` call wants kept with its outputs (e.g. the
@@ -126,6 +128,10 @@ class Method:
             net.load_state_dict(state, strict=False)
             return
         load_network(net, path, strict=strict, state=state)
+
+    def prepare_training(self) -> None:
+        """Called once by the trainer after ``setup`` (before any folder is written): load what only
+        training needs, e.g. a loss network from local files; nothing by default."""
 
     def prepare_inference(self) -> None:
         """Called once by test.py after the weights are loaded, when no training follows (merge

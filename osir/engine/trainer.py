@@ -175,6 +175,7 @@ class Trainer:
         for net in method.networks.values():   # networks with trainable parameters train; setup may refine
             net.train(any(p.requires_grad for p in net.parameters()))
         method.setup(acc.device, tr["mixed_precision"])
+        method.prepare_training()
         for net in method.networks.values():
             net.to(acc.device)
             if tr["channels_last"]:

@@ -105,16 +105,7 @@ class OSEDiff(Method):
         self.unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
         self.size_multiple = max(1, math.ceil(self.vae_factor * self.unet_factor / scale))
         self.alpha_bar_999 = alpha_bar(self.scheduler, ONE_STEP_T)
-        if lpips_weight > 0 and (lpips_weights_path is None or lpips_vgg_path is None):
-            log.warning("OSEDiff: LPIPS loss off (weight 0): method.lpips_weights_path and method.lpips_vgg_path "
-                        "name no local files; a random VGG is never used in its place")
-            lpips_weight = 0.0
-        self.lpips = None
-        if lpips_weight > 0:
-            for p in (lpips_weights_path, lpips_vgg_path):
-                if not Path(p).is_file():
-                    raise OptionsError(f"method.lpips_weights_path / lpips_vgg_path: file not found: '{p}'")
-            self._lpips_paths = (lpips_weights_path, lpips_vgg_path)
+        self.lpips, self._lpips_paths = None, (lpips_weights_path, lpips_vgg_path)
         self.weights = {"l2": l2_weight, "lpips": lpips_weight, "vsd": vsd_weight}
         if vsd_weight == 0:
             log.warning("OSEDiff: VSD off (method.vsd_weight 0): the generator trains without score distillation")
@@ -150,12 +141,24 @@ class OSEDiff(Method):
                     p.data = p.data.to(self.weight_dtype)
         if self.gradient_checkpointing:
             self.networks["unet"].enable_gradient_checkpointing()
-        if self.weights["lpips"] > 0 and self.lpips is None:
-            import pyiqa
-            from osir.engine.weights import local_torchvision_weights
-            with local_torchvision_weights("VGG16_Weights.IMAGENET1K_V1", self._lpips_paths[1]):
-                self.lpips = pyiqa.create_metric("lpips-vgg", as_loss=True, device=device,
-                                                 pretrained_model_path=self._lpips_paths[0])
+
+    def prepare_training(self) -> None:
+        """The LPIPS loss network from its local files (training only: test.py never needs them)."""
+        if self.weights["lpips"] == 0 or self.lpips is not None:
+            return
+        if None in self._lpips_paths:
+            log.warning("OSEDiff: LPIPS loss off (weight 0): method.lpips_weights_path and method.lpips_vgg_path "
+                        "name no local files; a random VGG is never used in its place")
+            self.weights["lpips"] = 0.0
+            return
+        for p in self._lpips_paths:
+            if not Path(p).is_file():
+                raise OptionsError(f"method.lpips_weights_path / lpips_vgg_path: file not found: '{p}'")
+        import pyiqa
+        from osir.engine.weights import local_torchvision_weights
+        with local_torchvision_weights("VGG16_Weights.IMAGENET1K_V1", self._lpips_paths[1]):
+            self.lpips = pyiqa.create_metric("lpips-vgg", as_loss=True, device=self.device,
+                                             pretrained_model_path=self._lpips_paths[0])
 
     def attach(self, accelerator, optimizers: dict, grad_clip=None) -> None:
         if "g" not in optimizers:
