@@ -32,7 +32,7 @@ setup(
         "scikit-image",   # the demo's embedded photos
         "diffusers>=0.30",        # OSEDiff: SD 2.1 components and schedulers (imported only by methods that use them)
         "peft>=0.12",             # LoRA
-        "transformers>=4.40",     # text encoders, captioners
+        "transformers>=5.0",      # text encoders, captioners, DAPE's BERT attention (5.x signatures)
         "open-clip-torch>=2.24",  # DA-CLIP
         "timm>=0.9",              # DAPE's Swin (RAM tagger)
     ],

@@ -3,7 +3,7 @@
     python benchmarks/osediff_reproduce.py --sd DIR --pkl FILE [--prompt TEXT] [--realsr ../shared/data/realsr]
 
 Restores ``<realsr>/LR`` with ``osir/test.py``'s code path (SD 2.1-base folder ``--sd``, the official
-``osediff.pkl`` ``--pkl``, one fixed prompt for every image: the authors' DAPE tags are not used), then
+``osediff.pkl`` ``--pkl``, one fixed prompt for every image, or DAPE's tags with ``--ram`` / ``--dape``), then
 prints, per metric, osir's mean against the authors' published mean, and the PSNR between osir's
 outputs and the authors' ``osediff_results`` (how closely the two implementations agree).  Without
 the weights (which this repository cannot ship) it says what is missing and exits 0.
@@ -26,7 +26,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sd", help="local diffusers Stable Diffusion 2.1-base folder")
     parser.add_argument("--pkl", help="the official osediff.pkl")
-    parser.add_argument("--prompt", default="", help="the fixed prompt for every image")
+    parser.add_argument("--prompt", default="", help="the fixed prompt for every image (or DAPE's extra text)")
+    parser.add_argument("--ram", help="ram_swin_large_14m.pth: with --dape, DAPE tags as prompts (as the authors)")
+    parser.add_argument("--dape", help="DAPE.pth")
     parser.add_argument("--realsr", default=str(ROOT.parent / "shared" / "data" / "realsr"))
     parser.add_argument("--lpips-weights", help="pyiqa's LPIPS-VGG file (LPIPS is left out without it)")
     parser.add_argument("--lpips-vgg", help="torchvision's VGG16 weights file, with --lpips-weights")
@@ -70,7 +72,8 @@ def reproduce(args, realsr: Path) -> int:
                     shutil.copy(src / name, dst / name)
         opt = {"name": "osediff_reproduce", "seed": 0,
                "method": {"type": "OSEDiff", "sd_path": args.sd, "release_path": args.pkl,
-                          "prompt": {"type": "FixedPrompt", "prompt": args.prompt}},
+                          "prompt": ({"type": "dape", "ram_path": args.ram, "dape_path": args.dape, "extra": args.prompt}
+                                     if args.ram else {"type": "FixedPrompt", "prompt": args.prompt})},
                "inference": {"mixed_precision": "bf16"},
                "datasets": {"RealSR": {"type": "PairedImageDataset", "dataroot_gt": str(hr),
                                        "dataroot_lq": str(lr), "scale": 4, "batch_size": 4}},

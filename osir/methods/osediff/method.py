@@ -118,6 +118,7 @@ class OSEDiff(Method):
         self.tiling = _check_tiling(tiling, self.vae_factor, self.unet_factor)
         self.tiles_internally = self.tiling is not None
         self.merge_lora, self.merged = merge_lora, False
+        self.lora_rank = lora_rank
         if release_path is not None:
             self.load_release(release_path)
             self.pretrained["release"] = release_path
@@ -173,7 +174,7 @@ class OSEDiff(Method):
 
     def export_release(self, path: str | Path) -> None:
         from osir.methods.osediff.components import export_osediff_pkl
-        export_osediff_pkl(*self.release_modules(), path)
+        export_osediff_pkl(*self.release_modules(), path, rank=self.lora_rank)
 
     def load_release(self, path: str | Path) -> None:
         from osir.methods.osediff.components import load_osediff_pkl
