@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osir.engine.checkpoint import describe_mismatch
 from osir.registry import PROMPTS
 
 DATA = Path(__file__).parent / "ram_data"
@@ -135,18 +136,8 @@ def expected_release_layout(tagger: RAMTagger) -> dict[str, tuple[int, ...]]:
     return {release_key(k): tuple(v.shape) for k, v in tagger.state_dict().items()}
 
 
-def _describe(missing, unexpected, wrong) -> str:
-    def head(items):
-        items = sorted(items)
-        return ", ".join(items[:5]) + (f" ... (+{len(items) - 5} more)" if len(items) > 5 else "")
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys: {head(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys: {head(unexpected)}")
-    if wrong:
-        parts.append(f"{len(wrong)} keys of other shapes: {head(wrong)}")
-    return "; ".join(parts)
+def _meta(layout: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    return {k: torch.empty(shape, device="meta") for k, shape in layout.items()}
 
 
 def _read(path: str | Path, what: str) -> dict:
@@ -173,11 +164,9 @@ def tagger_state_from_release(ram: dict, dape: Optional[dict], tagger: RAMTagger
     expected = expected_release_layout(tagger)
     dropped = [k for k in ram if k.endswith(("relative_position_index", "attn_mask"))]
     known = {k: v for k, v in ram.items() if k not in dropped and not k.startswith(_IGNORED_PREFIXES)}
-    missing = set(expected) - set(known)
-    unexpected = set(known) - set(expected)
-    wrong = {k for k in set(expected) & set(known) if tuple(known[k].shape) != expected[k]}
-    if missing or unexpected or wrong:
-        raise ReleaseLayoutError(f"{source} is not the RAM (Swin-L) release layout: {_describe(missing, unexpected, wrong)}")
+    diff = describe_mismatch(_meta(expected), known)
+    if diff:
+        raise ReleaseLayoutError(f"{source} is not the RAM (Swin-L) release layout: {diff}")
     state = {k: v.float().clone() for k, v in known.items()}
     if dape is not None:
         merge_dape(state, dape, dape_source)
@@ -206,11 +195,11 @@ def dape_layout(state: dict) -> dict[str, tuple[int, ...]]:
 def merge_dape(state: dict, dape: dict, source: str = "DAPE file") -> None:
     """Merge DAPE's loralib LoRA into ``state`` (release keys) in place."""
     wanted = dape_layout(state)
-    not_lora = {k for k in dape if not k.endswith(("lora_A", "lora_B"))}
-    missing = set(wanted) - set(dape)
-    wrong = {k for k in set(wanted) & set(dape) if tuple(dape[k].shape) != wanted[k]}
-    if missing or not_lora or wrong:
-        raise ReleaseLayoutError(f"{source} is not DAPE's LoRA layout: {_describe(missing, not_lora, wrong)}")
+    # LoRA of modules tagging does not run (tag encoder, caption decoder) is ignored; anything else is not DAPE's
+    given = {k: v for k, v in dape.items() if k in wanted or not k.endswith(("lora_A", "lora_B"))}
+    diff = describe_mismatch(_meta(wanted), given)
+    if diff:
+        raise ReleaseLayoutError(f"{source} is not DAPE's LoRA layout: {diff}")
     for key in state:
         if key.endswith("attn.qkv.weight"):
             base = key[:-len("weight")]
