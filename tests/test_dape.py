@@ -5,8 +5,10 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
+import torch.nn.functional as F
 
 from osir.engine.checkpoint import CheckpointError
 from osir.methods.osediff import dape
@@ -108,6 +110,12 @@ def test_threshold_rule_and_prompt_string(tmp_path):
     expected = ", ".join(t for t, th in zip(tags, thresholds.tolist()) if th < 0.8)
     batch = {"lq": torch.rand(1, 3, 24, 24), "lq_path": ["a.png"], "name": ["a"]}
     assert extractor(batch) == [f"{expected}, ,"]                            # empty extra, as released
+    with torch.no_grad():                           # at 0.95 the thresholds above 0.9 apply as read, uncapped
+        extractor.tagger.fc.bias.fill_(logit(0.95))
+    high = [t for t, th in zip(tags, thresholds.tolist()) if th > 0.95]
+    chosen = extractor(batch)[0][:-len(", ,")].split(", ")
+    assert len(high) == 11 and not set(high) & set(chosen)
+    assert chosen == [t for t, th in zip(tags, thresholds.tolist()) if th < 0.95]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -156,5 +164,15 @@ def test_tags_command_prints_each_images_tags(tmp_path, monkeypatch, capsys):
     assert dape.main([str(folder), "--ram", str(tmp_path / "ram.pth"), "--dape", str(tmp_path / "dape.pth")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["img0.png", "img1.png"]
+    extractor = PROMPTS.build({"type": "dape", "ram_path": str(tmp_path / "ram.pth"),
+                               "dape_path": str(tmp_path / "dape.pth"), "swin": TINY_SWIN, "head": TINY_HEAD})
+    for line, name in zip(lines, ["img0.png", "img1.png"]):             # tags of the x4 image, as OSEDiff's
+        lr = torch.from_numpy(cv2.imread(str(folder / name))[..., ::-1].copy()).permute(2, 0, 1)[None] / 255.0
+        up = F.interpolate(lr, scale_factor=4, mode="bicubic", antialias=True).clamp(0, 1).mul(255).round() / 255
+        assert line.split("\t")[1] == extractor.tags(up)[0]
+    assert dape.main([str(folder), "--ram", str(tmp_path / "ram.pth"), "--dape", str(tmp_path / "dape.pth"),
+                      "--upscale", "1"]) == 0
+    lr = torch.from_numpy(cv2.imread(str(folder / "img1.png"))[..., ::-1].copy()).permute(2, 0, 1)[None] / 255.0
+    assert capsys.readouterr().out.strip().splitlines()[1].split("\t")[1] == extractor.tags(lr)[0]
     assert dape.main([str(folder), "--ram", str(tmp_path / "missing.pth")]) == 2
     assert "osir.dape: checkpoint error: RAM checkpoint not found" in capsys.readouterr().err

@@ -3,14 +3,16 @@ restoration, merged against unmerged LoRA, the prompts kept in metrics.json."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from osir.methods.osediff.method import OSEDiff
 from osir.methods.osediff.tiny import build_tiny_sd
-from osir.registry import OptionsError
+from osir.registry import PROMPTS, OptionsError
 from tests.conftest import write_images, write_yaml
 
 
@@ -110,15 +112,50 @@ def test_test_py_keeps_each_images_prompt_in_metrics_json(tmp_path, sd_folder):
     assert set(saved["mean"]) == {"psnr"} and summaries["real"]["count"] == 2
 
 
+def pil_bicubic_x4(path: Path) -> torch.Tensor:
+    """The release test script's SR input: PIL's bicubic x4 of the 8-bit LQ."""
+    image = Image.open(path).convert("RGB")
+    up = np.asarray(image.resize((image.width * 4, image.height * 4), Image.BICUBIC))
+    return torch.from_numpy(up.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def test_the_lq_is_upsampled_with_pils_bicubic_as_released(tmp_path, sd_folder):
+    """PIL's bicubic (a = -0.5, clipped, 8-bit) within one grey level; torch's default bicubic
+    (a = -0.75) is several levels away, so the check tells the kernels apart."""
+    path = tmp_path / "crop.png"
+    Image.fromarray(skimage.data.astronaut()[100:131, 150:177]).save(path)          # odd sizes
+    lq = torch.from_numpy(np.asarray(Image.open(path)).copy()).permute(2, 0, 1)[None].float() / 255
+    method = OSEDiff(sd_path=str(sd_folder), tiling=None)
+    reference = pil_bicubic_x4(path)
+    assert (method.upscale(lq) - reference).abs().max() <= 1 / 255 + 1e-6
+    other = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    assert (other - reference).abs().max() > 3 / 255
+
+
+def test_the_prompt_extractor_reads_the_upsampled_lq_without_the_inference_padding(sd_folder):
+    from osir.inference.tiling import restore_padded
+    method = OSEDiff(sd_path=str(sd_folder), tiling=None)
+    method.setup(torch.device("cpu"))
+    seen = []
+    method.prompt = lambda batch: seen.append(batch["lq"]) or [""] * len(batch["lq"])   # records its input
+    batch = astronaut_lq(22)
+    with torch.no_grad():
+        out = restore_padded(lambda b: method.restore(b), batch, scale=4, multiple=8)
+    assert out.shape[-2:] == (88, 88) and torch.equal(seen[0], method.upscale(batch["lq"]))
+    padded = F.pad(batch["lq"], (0, 2, 0, 2), mode="reflect")
+    assert not torch.equal(method.upscale(padded)[..., :88, :88], seen[0])     # the border differs
+
+
 def test_osediff_test_options_with_the_dape_prompt_run_end_to_end(tmp_path, sd_folder):
     """options/test/osediff.yml's prompt stage with DAPE (tiny tagger in the release layouts): every
-    output's tags land in metrics.json in OSEDiff's prompt form 'tags, extra,'."""
+    output's prompt in metrics.json is 'tags, extra,' with the tags of the x4 PIL-bicubic LQ (the
+    release tags the upsampled image, not the LR nor the inference layer's padding)."""
     from osir import test as test_script
     from osir.options import load_options
     from tests.test_dape import TINY_HEAD, TINY_SWIN, release_files
     release_files(tmp_path)
-    lq = write_images(tmp_path / "lq", 2, (24, 24))
-    gt = write_images(tmp_path / "gt", 2, (96, 96))                # NIQE needs 96 x 96
+    lq = write_images(tmp_path / "lq", 2, (25, 27))
+    gt = write_images(tmp_path / "gt", 2, (100, 108))              # NIQE needs 96 x 96
     prompt = {"type": "dape", "ram_path": str(tmp_path / "ram.pth"), "dape_path": str(tmp_path / "dape.pth"),
               "extra": "", "swin": TINY_SWIN, "head": TINY_HEAD}
     opt = {"_base_": str(Path(__file__).parents[1] / "options" / "test" / "osediff.yml"), "name": "dape_e2e",
@@ -129,5 +166,13 @@ def test_osediff_test_options_with_the_dape_prompt_run_end_to_end(tmp_path, sd_f
     test_script.run(load_options(write_yaml(tmp_path / "t.yml", opt)))
     saved = json.loads((tmp_path / "results" / "dape_e2e" / "RealSR" / "metrics.json").read_text())
     prompts = [r["prompt"] for r in saved["images"]]
-    assert len(prompts) == 2 and all(p.endswith(", ,") for p in prompts)
+    extractor = PROMPTS.build(prompt)
+    assert all(p.endswith(", ,") for p in prompts)
+    for i, saved_prompt in enumerate(prompts):
+        tags = set(saved_prompt[:-len(", ,")].split(", "))
+        up = pil_bicubic_x4(lq / f"img{i}.png")
+        expected = set(extractor({"lq": up})[0][:-len(", ,")].split(", "))
+        from_lr = set(extractor({"lq": up[..., ::4, ::4]})[0][:-len(", ,")].split(", "))
+        # PIL's fixed-point rounding (one grey level) may flip a tag at its threshold, no more
+        assert len(tags ^ expected) <= 2 < len(tags ^ from_lr), (len(tags ^ expected), len(tags ^ from_lr))
     assert saved["method"]["prompt"]["type"] == "dape"

@@ -25,7 +25,9 @@ def _spatial_keys(batch: dict) -> list[str]:
 
 def pad_batch(batch: dict, multiple: int = 1, min_size: int = 1, mode: str = "reflect") -> dict:
     """Pad the LQ-sized tensors of ``batch`` at the bottom/right to a multiple of ``multiple`` and at
-    least ``min_size``; 'reflect' falls back to 'replicate' where the image is too small for it."""
+    least ``min_size``; 'reflect' falls back to 'replicate' where the image is too small for it.
+    ``lq_size`` holds the unpadded (h, w), for methods that must see the content only (e.g. a prompt
+    extractor reading the whole image)."""
     h, w = batch["lq"].shape[-2:]
     th = max(-(-h // multiple) * multiple, -(-min_size // multiple) * multiple)
     tw = max(-(-w // multiple) * multiple, -(-min_size // multiple) * multiple)
@@ -39,6 +41,7 @@ def pad_batch(batch: dict, multiple: int = 1, min_size: int = 1, mode: str = "re
         padded = F.pad(flat.float() if flat.dtype not in (torch.float32, torch.float64) else flat,
                        (0, tw - w, 0, th - h), mode=pad_mode).to(value.dtype)
         out[key] = padded.reshape(*value.shape[:-2], th, tw)
+    out["lq_size"] = batch.get("lq_size", (h, w))
     return out
 
 

@@ -4,6 +4,8 @@ diffusers folder, the one-step restoration formula, and the release's ``osediff.
 One step (the paper's Eq. 3 at t = 999): with SD's scaled-linear schedule and alpha_bar_999 =
 0.0046601, the clean latent is z_H = (z_L - sqrt(1 - alpha_bar) * eps_hat) / sqrt(alpha_bar), the
 epsilon-prediction x_0 estimate of DDPM (Ho et al. 2020, Eq. 15).
+
+The release's test script upsamples the LQ with PIL's bicubic (``upsample_like_pil``).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_torch_file
@@ -19,6 +22,16 @@ from osir.registry import OptionsError
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 ONE_STEP_T = 999
+
+
+def upsample_like_pil(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a [0, 1] image as PIL's ``Image.resize(BICUBIC)`` on 8-bit data: PIL's kernel
+    (a = -0.5: torch's antialiased bicubic), clipped to [0, 1] and rounded to 8 bits (within one grey
+    level of PIL, whose arithmetic is fixed-point; tested against it)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    up = F.interpolate(image.float(), size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+    return (up.clamp(0, 1) * 255).round().div(255).to(image.dtype)
 
 
 def alpha_bar(scheduler, t: int = ONE_STEP_T) -> float:

@@ -12,11 +12,11 @@ library has them: the tagging head's layer (cross-attention only: RAM deletes th
 transformers' ``BertLayer`` always runs, and its keys / values read 512-wide image tokens), the key mapping
 and the merge of DAPE's loralib LoRA.
 
-Tagging (as the release computes it): the LQ in [0, 1] resized to 384 x 384 (bilinear, antialiased) and
-ImageNet-normalised; image tokens = [mean token, 144 final-normed Swin tokens] -> ``image_proj``
+Tagging (as the release computes it): the image in [0, 1] (OSEDiff passes its x4 PIL-bicubic LQ, as
+the release's test script does) resized to 384 x 384 (bilinear, antialiased) and ImageNet-normalised; image tokens = [mean token, 144 final-normed Swin tokens] -> ``image_proj``
 (1536 -> 512); queries relu(wordvec_proj(label_embed)) (4585 x 768) cross-attend to them through two
-layers; sigmoid(fc(.)) above each class's threshold (``ram_tag_list_threshold.txt``, as the release
-reads it) selects tags of ``ram_tag_list.txt`` in class order, joined by ", ".  The prompt is
+layers; sigmoid(fc(.)) above each class's threshold (``ram_tag_list_threshold.txt`` used as read, as RAM and
+SeeSR's ``ram_lora.py`` do: values 0.45-1.0, the 12 above 0.9 kept, so a class at 1.0 is never tagged) selects tags of ``ram_tag_list.txt`` in class order, joined by ", ".  The prompt is
 ``f"{tags}, {extra},"``.  The tag list and thresholds are data of the RAM release (Apache-2.0).
 
 LoRA (rank 8, alpha 1, scale 1/8) is merged at load, as loralib does at ``eval()``: the Swin ``qkv``
@@ -278,11 +278,15 @@ def main(argv=None) -> int:
     """python -m osir.methods.osediff.dape LR_DIR --ram FILE [--dape FILE]: print each image's tags."""
     from osir import cli
     from osir.data.io import img2tensor, list_images, read_image
+    from osir.methods.osediff.components import upsample_like_pil
     parser = argparse.ArgumentParser(prog="python -m osir.methods.osediff.dape", description="Print DAPE / RAM tags.")
     parser.add_argument("folder")
     parser.add_argument("--ram", required=True, help="ram_swin_large_14m.pth")
     parser.add_argument("--dape", help="DAPE.pth (without it: plain RAM tags)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--upscale", type=int, default=4,
+                        help="tag the image upsampled by this factor with PIL's bicubic, as OSEDiff's test script "
+                             "tags its x4 input (default 4; 1: the image as it is)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -290,6 +294,7 @@ def main(argv=None) -> int:
         extractor = DAPEPrompt(args.ram, args.dape, precision=args.precision)
         for path in list_images(args.folder):
             lq = img2tensor(read_image(path))[None].to(device)
+            lq = upsample_like_pil(lq, (lq.shape[-2] * args.upscale, lq.shape[-1] * args.upscale))
             print(f"{path.name}\t{extractor.tags(lq)[0]}")
         return 0
     return cli.run("osir.dape", body)

@@ -1,5 +1,6 @@
 """OSEDiff (Wu et al., "One-Step Effective Diffusion Network for Real-World Image Super-Resolution",
-NeurIPS 2024): the LQ, bicubic-upsampled and scaled to [-1, 1], is encoded by SD 2.1-base's VAE encoder
+NeurIPS 2024): the LQ, bicubic-upsampled (PIL's kernel, 8-bit, as released; the prompt extractor reads
+this image) and scaled to [-1, 1], is encoded by SD 2.1-base's VAE encoder
 (with LoRA); the UNet (with LoRA) predicts the noise once at t = 999 under a text prompt; the clean
 latent follows in closed form (``one_step_latent``) and the frozen VAE decoder decodes it.
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from osir.engine.method import Method
 from osir.methods.osediff.color import correct_colour
-from osir.methods.osediff.components import ONE_STEP_T, alpha_bar, load_sd, one_step_latent
+from osir.methods.osediff.components import ONE_STEP_T, alpha_bar, load_sd, one_step_latent, upsample_like_pil
 from osir.inference.tiling import restore_tiled
 from osir.methods.osediff.lora import (UNET_ADAPTERS, VAE_ADAPTER, add_lora, merge_and_unload, unet_targets,
                                        vae_targets)
@@ -219,15 +220,26 @@ class OSEDiff(Method):
         with torch.no_grad():
             return self.networks["text_encoder"](ids)[0]
 
-    def generate(self, lq: torch.Tensor, text: torch.Tensor, size=None, generator=None):
-        """(image in [-1, 1], its latent z_H, the upsampled LQ): the one-step restoration of ``lq`` at
-        ``size``; tiled (VAE and latent UNet) without gradients when the image exceeds the tiles."""
-        size = size or (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
-        up = lq if tuple(lq.shape[-2:]) == tuple(size) else F.interpolate(lq, size=size, mode="bicubic",
-                                                                            align_corners=False)
+    def upscale(self, lq: torch.Tensor, size=None) -> torch.Tensor:
+        """The LQ bicubic-upsampled to ``size`` (default: ``scale`` x) as the release's test script does
+        it with PIL (``upsample_like_pil``)."""
+        return upsample_like_pil(lq, size or (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale))
+
+    def prompts_for(self, batch: dict, up: torch.Tensor) -> list[str]:
+        """The prompt extractor's prompts; it reads the upsampled LQ ``up`` (the release tags the x4
+        image), upsampled from the LQ without the inference layer's padding when there is one."""
+        lq = batch["lq"]
+        h, w = batch.get("lq_size", lq.shape[-2:])
+        if (h, w) != tuple(lq.shape[-2:]):
+            up = self.upscale(lq[..., :h, :w], (h * up.shape[-2] // lq.shape[-2], w * up.shape[-1] // lq.shape[-1]))
+        return self.prompt({**batch, "lq": up})
+
+    def generate(self, up: torch.Tensor, text: torch.Tensor, generator=None):
+        """(image in [-1, 1], its latent z_H): the one-step restoration of the upsampled LQ ``up``;
+        tiled (VAE and latent UNet) without gradients when the image exceeds the tiles."""
         z_lq = self.encode(up, generator)
         z = self.one_step(z_lq, text)
-        return self.decode(z), z, up
+        return self.decode(z), z
 
     def _tiled(self) -> bool:
         return self.tiling is not None and not torch.is_grad_enabled()
@@ -295,10 +307,11 @@ class OSEDiff(Method):
 
     def training_step(self, batch: dict) -> dict[str, float]:
         gt = batch["gt"]
-        prompts = self.prompt(batch)
+        up = self.upscale(batch["lq"], gt.shape[-2:])
+        prompts = self.prompts_for(batch, up)
         text = self.encode_prompts(prompts)
         negative = self.encode_prompts([self.negative_prompt] * len(prompts))
-        image, z, _ = self.generate(batch["lq"], text, size=gt.shape[-2:])
+        image, z = self.generate(up, text)
         target = gt * 2 - 1
         logs = {}
         loss = self.weights["l2"] * F.mse_loss(image, target)
@@ -326,9 +339,10 @@ class OSEDiff(Method):
         return logs
 
     def restore(self, batch: dict, generator=None) -> torch.Tensor:
-        prompts = self.prompt(batch)
+        up = self.upscale(batch["lq"])
+        prompts = self.prompts_for(batch, up)
         self.output_notes = {"prompt": prompts}
-        image, _, up = self.generate(batch["lq"], self.encode_prompts(prompts), generator=generator)
+        image, _ = self.generate(up, self.encode_prompts(prompts), generator=generator)
         return correct_colour(image * 0.5 + 0.5, up, self.color_correction).clamp(0, 1)
 
     def prepare_inference(self) -> None:
