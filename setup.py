@@ -46,11 +46,16 @@ setup(
             "osir-score=osir.metrics.__main__:main",
         ],
         "osir.methods": ["IRSDE = osir.methods.irsde", "RealESRGAN = osir.methods.realesrgan",
-                         "OSEDiff = osir.methods.osediff.method"],
+                         "OSEDiff = osir.methods.osediff.method"]
+                        + [f"{name} = osir.methods.refusion.method" for name in
+                           ("Refusion", "RefusionCompression", "LatentRefusion")],
         "osir.archs": ["ConditionalUNet = osir.methods.irsde", "RRDBNet = osir.methods.realesrgan",
-                       "UNetDiscriminatorSN = osir.methods.realesrgan"],
+                       "UNetDiscriminatorSN = osir.methods.realesrgan",
+                       "ConditionalNAFNet = osir.methods.refusion", "CompressionUNet = osir.methods.refusion"],
         "osir.datasets": [f"{name} = osir.data.datasets" for name in
-                          ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")],
+                          ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")]
+                         + ["BokehPairDataset = osir.methods.refusion.bokeh_data"],
+        "osir.losses": ["SpatialEntropyLoss = osir.methods.refusion.spatial_entropy"],
         "osir.degradations": [f"{name} = osir.degradations.simple" for name in
                               ("GaussianNoise", "RandomMask", "BicubicDownscale")],
         "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan"],

@@ -63,6 +63,12 @@ class IRSDE(Method):
 
     def matching_loss(self, net, gt: torch.Tensor, mu: torch.Tensor, inputs: dict | None = None) -> torch.Tensor:
         """The maximum-likelihood objective at random t ~ U{1..T} (IR-SDE Eq. 12)."""
+        predicted, optimal = self.matching_states(net, gt, mu, inputs)
+        return F.l1_loss(predicted, optimal) if self.loss == "l1" else F.mse_loss(predicted, optimal)
+
+    def matching_states(self, net, gt: torch.Tensor, mu: torch.Tensor, inputs: dict | None = None):
+        """(the network's expected reverse state x_t - dx_theta, the optimal x*_{t-1}) at random
+        t ~ U{1..T}: the two sides of IR-SDE's Eq. 12."""
         sde = self.sde
         t = torch.randint(1, sde.T + 1, (gt.shape[0],), device=gt.device)
         xt = sde.q_sample(gt, mu, t, randn_like(gt))
@@ -71,7 +77,7 @@ class IRSDE(Method):
         score = sde.score_from_noise(noise.float(), t)
         predicted = xt - sde.reverse_sde_drift(xt, mu, score, t, t - 1)
         optimal = sde.posterior_mean(xt, gt, mu, t, t - 1)
-        return F.l1_loss(predicted, optimal) if self.loss == "l1" else F.mse_loss(predicted, optimal)
+        return predicted, optimal
 
     def training_step(self, batch: dict) -> dict[str, float]:
         gt = batch["gt"]
