@@ -99,6 +99,8 @@ def test_compression_model_round_trip_sizes_and_pure_decoding():
         net.encode(torch.rand(1, 3, 48, 64))         # the original would now crop to 48 x 64
         assert torch.equal(net.decode(z, skips, x.shape[-2:]), first) and first.shape == x.shape
         assert net.decode(z, skips).shape == (1, 3, 112, 80)
+    # without gradients the upsampling convs run per output phase and the blocks in place: same values
+    assert torch.allclose(net.decode(z, skips, x.shape[-2:]), first, atol=1e-5)
 
 
 def test_stage1_loss_terms_on_known_tensors():
@@ -206,3 +208,25 @@ def test_extra_losses_join_or_replace_the_matching_distance():
     assert set(only.objective(only.networks["g"], gt, gt, {})[1]) == {"l_entropy"}
     with pytest.raises(OptionsError, match="method.loss_weight: 0 leaves no loss"):
         Refusion(network=TINY_NAF, loss_weight=0)
+
+
+@pytest.mark.parametrize("name", ["refusion.yml", "refusion_demo.yml", "refusion/lowlight.yml", "refusion/deraining.yml",
+                                  "refusion/latent_stage1.yml", "refusion/latent_stage2.yml",
+                                  "refusion/bokeh_stage1.yml", "refusion/bokeh_stage2.yml"])
+def test_shipped_training_files_build_their_method_optimisers_and_emas(tmp_path, name):
+    """Each file as a user runs it (the stage-2 files with a stage-1 file of their compression model):
+    the method, the optimisers over its parameter groups and the EMAs build."""
+    from pathlib import Path
+    from safetensors.torch import save_file
+    from osir.engine.trainer import build_emas, build_method, build_optimizers
+    from osir.registry import ARCHS
+    root = Path(__file__).resolve().parents[1] / "options"
+    opt = load_options(root / name)
+    if opt["method"]["type"] == "LatentRefusion":
+        save_file(ARCHS.build(opt["method"]["compression"]).state_dict(), str(tmp_path / "stage1.safetensors"))
+        opt = load_options(root / name, [f"method.compression_path={tmp_path / 'stage1.safetensors'}"])
+    method = build_method(opt)
+    optimizers, trained = build_optimizers(method, opt["train"]["optimizers"])
+    build_emas(method, opt["train"]["ema"], trained)
+    assert set(optimizers) == set(opt["train"]["optimizers"])
+    assert all(not p.requires_grad for n, net in method.networks.items() if n not in trained for p in net.parameters())

@@ -9,7 +9,9 @@ SimpleGate + Linear to (shift, scale) for its attention branch and its FFN branc
 ``LN(x) (1 + scale) + shift``; the branches enter the residual stream scaled by beta / gamma, which
 start at zero.  The input is zero-padded at the bottom / right to a multiple of 2^levels and the
 output cropped back (the padded area enters the channel attention's global pooling).  With
-``global_skip`` (the latent variant) the intro features are added before the ending conv.  With
+``global_skip`` (the latent variant) the intro features are added before the ending conv: the release
+manifest says only "adds a global skip before the ending conv" and the skip has no parameters, so this
+form is inferred (strict loading cannot tell; to be checked against the release weights).  With
 ``lens_info`` (bokeh) a second embedding of three scalars (source lens, target lens, disparity)
 scales / shifts every block's FFN gate.
 
@@ -145,7 +147,8 @@ class ConditionalNAFNet(nn.Module):
 
 
 class PlainResBlock(nn.Module):
-    """IR-SDE's residual block without the time embedding: two 3x3 conv + SiLU, 1x1 shortcut."""
+    """IR-SDE's residual block without the time embedding: two 3x3 conv + SiLU, 1x1 shortcut (in place
+    without gradients, so whole large images keep fewer full-size maps)."""
 
     def __init__(self, dim: int, dim_out: int):
         super().__init__()
@@ -153,7 +156,38 @@ class PlainResBlock(nn.Module):
         self.res_conv = nn.Conv2d(dim, dim_out, 1, bias=False) if dim != dim_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block2(self.block1(x)) + self.res_conv(x)
+        inplace = not torch.is_grad_enabled()
+        h = F.silu(self.block1.proj(x), inplace=inplace)
+        h = F.silu(self.block2.proj(h), inplace=inplace)
+        return h.add_(self.res_conv(x)) if inplace else h + self.res_conv(x)
+
+
+class UpsampleConv(nn.Sequential):
+    """Nearest x2 upsampling then a 3x3 conv (keys ``1.weight`` / ``1.bias`` as the release).  Without
+    gradients it runs as four 2x2 convolutions on the low-resolution input, one per output phase, written
+    into the output: the same values without the 4x-sized upsampled map."""
+
+    def __init__(self, dim: int, dim_out: int):
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(dim, dim_out, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        conv = self[1]
+        w = conv.weight                                     # out x in x 3 x 3, taps dy, dx in (-1, 0, 1)
+        # output row 2i uses input rows (i-1, i) with taps (w[-1], w[0] + w[1]); row 2i+1 rows (i, i+1)
+        # with taps (w[-1] + w[0], w[1]); the same for columns
+        rows = [torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2), torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)]
+        b, _, h, wd = x.shape
+        out = x.new_empty(b, w.shape[0], 2 * h, 2 * wd)
+        padded = F.pad(x, (1, 1, 1, 1))
+        for a in (0, 1):
+            for c in (0, 1):
+                k = rows[a]                                 # out x in x 2 x 3
+                k = torch.stack([k[..., 0], k[..., 1] + k[..., 2]], -1) if c == 0 else \
+                    torch.stack([k[..., 0] + k[..., 1], k[..., 2]], -1)
+                out[..., a::2, c::2] = F.conv2d(padded[..., a:a + h + 1, c:c + wd + 1], k, conv.bias)
+        return out
 
 
 @ARCHS.register()
@@ -187,7 +221,7 @@ class CompressionUNet(nn.Module):
                 PlainResBlock(d_out + d_in, d_out), PlainResBlock(d_out + d_in, d_out),
                 Residual(PreNorm(d_out, LinearAttention(d_out))) if i == 0 else nn.Identity(),
                 nn.Conv2d(d_out, d_in, 3, padding=1, bias=False) if last else
-                nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(d_out, d_in, 3, padding=1))]))
+                UpsampleConv(d_out, d_in)]))
         self.latent_conv = nn.Conv2d(dims[-1], embed_dim, 1, bias=False)
         self.post_latent_conv = nn.Conv2d(embed_dim, dims[-1], 1, bias=False)
         self.final_conv = nn.Conv2d(ch, out_ch, 3, padding=1)
@@ -215,12 +249,20 @@ class CompressionUNet(nn.Module):
         x = self.post_latent_conv(z)
         stack = list(skips)
         for block1, block2, attn, up in self.decoder:
-            x = block1(torch.cat([x, stack.pop()], dim=1))
-            x = attn(block2(torch.cat([x, stack.pop()], dim=1)))
+            x = torch.cat([x, stack.pop()], dim=1)
+            x = block1(x)
+            x = torch.cat([x, stack.pop()], dim=1)
+            x = attn(block2(x))
             x = up(x)
         out = self.final_conv(x)
         return out if size is None else out[..., : size[0], : size[1]]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, other: Optional[torch.Tensor] = None):
+        """``x`` rebuilt from its own latent and skips; with ``other`` (stage 1's training pass, through
+        ``forward`` so that DDP synchronises the gradients): (x rebuilt, ``other`` decoded from its latent
+        with x's skips, x's latent)."""
         z, skips = self.encode(x)
-        return self.decode(z, skips, x.shape[-2:])
+        rebuilt = self.decode(z, skips, x.shape[-2:])
+        if other is None:
+            return rebuilt
+        return rebuilt, self.decode(self.encode(other)[0], skips, x.shape[-2:]), z

@@ -126,14 +126,9 @@ class RefusionCompression(Method):
 
     def losses(self, lq: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         """The three stage-1 terms (unweighted)."""
-        net = self.networks["l"]
-        size = lq.shape[-2:]
         with self.autocast():
-            z_lq, h_lq = net.encode(lq)
-            z_gt, _ = net.encode(gt)
-            rec = net.decode(z_lq, h_lq, size).float()
-            rep = net.decode(z_gt, h_lq, size).float()
-        z_lq = z_lq.float()
+            rec, rep, z_lq = self.networks["l"](lq, gt)         # forward: DDP-wrapped networks sync gradients
+        rec, rep, z_lq = rec.float(), rep.float(), z_lq.float()
         reg = (z_lq.mean() - lq.mean()).abs() + (z_lq.std() - 0.5 * lq.std()).abs()
         return {"rec": F.l1_loss(rec, lq), "rep": F.l1_loss(rep, gt), "reg": reg}
 
@@ -171,6 +166,9 @@ class LatentRefusion(Refusion):
                  extra_losses: Optional[dict[str, component(LOSSES, LossWeight)]] = None,
                  sampler: str = "sde", sample_steps: Optional[int] = None, eta: float = 1.0,
                  clip_denoised: bool = False, condition_keys: Optional[list[str]] = None):
+        if clip_denoised:
+            raise OptionsError("method.clip_denoised clamps x0 estimates to [0, 1]; latent Refusion's states are "
+                               "latents, not images: leave it false")
         super().__init__(network, max_sigma, T, schedule, eps, loss, loss_weight, extra_losses, sampler,
                          sample_steps, eta, clip_denoised, 1, condition_keys)
         model = ARCHS.build(compression, "method.compression")
