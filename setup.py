@@ -48,16 +48,19 @@ setup(
         "osir.methods": ["IRSDE = osir.methods.irsde", "RealESRGAN = osir.methods.realesrgan",
                          "OSEDiff = osir.methods.osediff.method"]
                         + [f"{name} = osir.methods.refusion.method" for name in
-                           ("Refusion", "RefusionCompression", "LatentRefusion")],
+                           ("Refusion", "RefusionCompression", "LatentRefusion")]
+                        + ["DACLIP = osir.methods.daclip.method"],
         "osir.archs": ["ConditionalUNet = osir.methods.irsde", "RRDBNet = osir.methods.realesrgan",
                        "UNetDiscriminatorSN = osir.methods.realesrgan",
                        "ConditionalNAFNet = osir.methods.refusion", "CompressionUNet = osir.methods.refusion"],
         "osir.datasets": [f"{name} = osir.data.datasets" for name in
                           ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")]
-                         + ["BokehPairDataset = osir.methods.refusion.bokeh_data"],
+                         + ["BokehPairDataset = osir.methods.refusion.bokeh_data",
+                            "DegradationTypeDataset = osir.methods.daclip.data"],
         "osir.losses": ["SpatialEntropyLoss = osir.methods.refusion.spatial_entropy"],
         "osir.degradations": [f"{name} = osir.degradations.simple" for name in
-                              ("GaussianNoise", "RandomMask", "BicubicDownscale")],
+                              ("GaussianNoise", "RandomMask", "BicubicDownscale", "JPEGCompression", "GaussianBlur",
+                               "LowLight", "Haze")],
         "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan"],
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "pyiqa", "niqe")],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],

@@ -53,6 +53,7 @@ def run(opt: dict) -> dict[str, dict]:
             if custom is not None:   # the method's own evaluation (e.g. retrieval accuracy)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 (out_dir / "metrics.json").write_text(json.dumps({**info, "mean": custom}, indent=2))
+                method.save_evaluation(out_dir)                  # e.g. a confusion matrix
                 summaries[set_name] = {"count": len(dataset), "mean": custom}
                 continue
             rows = []

@@ -73,3 +73,67 @@ class BicubicDownscale:
         h, w = gt.shape[:2]
         lq = cv2.resize(gt, (w // self.scale, h // self.scale), interpolation=cv2.INTER_CUBIC)
         return np.clip(lq, 0, 1).astype(np.float32), {"scale": float(self.scale)}
+
+
+@DEGRADATIONS.register()
+class JPEGCompression:
+    """JPEG at a quality drawn uniformly from ``quality`` ([low, high]), OpenCV's encoder on the 8-bit
+    rounded image (basicsr's ``add_jpg_compression`` hands OpenCV a float array, which it truncates)."""
+
+    def __init__(self, quality: list[int] = (10, 40)):
+        if len(quality) != 2 or not 1 <= quality[0] <= quality[1] <= 100:
+            raise ValueError(f"quality must be [low, high] in 1..100, got {list(quality)}")
+        self.quality = quality
+
+    def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        import cv2
+        q = int(rng.integers(self.quality[0], self.quality[1] + 1))
+        img = np.round(np.clip(gt, 0, 1) * 255).astype(np.uint8)
+        colour = img.ndim == 3 and img.shape[2] == 3
+        _, data = cv2.imencode(".jpg", img[..., ::-1] if colour else img, [int(cv2.IMWRITE_JPEG_QUALITY), q])
+        out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)          # OpenCV codes BGR: back to RGB
+        out = out[..., ::-1] if colour else out
+        return (out.reshape(gt.shape) / 255.0).astype(np.float32), {"quality": float(q)}
+
+
+@DEGRADATIONS.register()
+class GaussianBlur:
+    """Isotropic Gaussian blur (basicsr's kernel) with sigma drawn from ``sigma`` ([low, high], pixels)."""
+
+    def __init__(self, sigma: list[float] = (1.0, 3.0), kernel_size: int = 21):
+        if len(sigma) != 2 or not 0 < sigma[0] <= sigma[1] or kernel_size % 2 == 0:
+            raise ValueError(f"sigma must be [low, high] > 0 and kernel_size odd, got {list(sigma)}, {kernel_size}")
+        self.sigma, self.kernel_size = sigma, kernel_size
+
+    def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        import cv2
+        import osir._compat  # noqa: F401  (before basicsr)
+        from basicsr.data.degradations import bivariate_Gaussian
+        s = float(rng.uniform(*self.sigma))
+        kernel = bivariate_Gaussian(self.kernel_size, s, s, 0, isotropic=True)
+        return cv2.filter2D(gt, -1, kernel, borderType=cv2.BORDER_REFLECT).astype(np.float32), {"sigma": s}
+
+
+@DEGRADATIONS.register()
+class LowLight:
+    """Under-exposure: LQ = ``gain`` * GT^``gamma`` with gain and gamma drawn from their ranges."""
+
+    def __init__(self, gain: list[float] = (0.1, 0.4), gamma: list[float] = (1.2, 2.0)):
+        self.gain, self.gamma = gain, gamma
+
+    def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        g, k = float(rng.uniform(*self.gamma)), float(rng.uniform(*self.gain))
+        return (k * np.clip(gt, 0, 1) ** g).astype(np.float32), {"gain": k, "gamma": g}
+
+
+@DEGRADATIONS.register()
+class Haze:
+    """Homogeneous haze (atmospheric scattering): LQ = t GT + (1 - t) A, transmission t and airlight A
+    drawn from their ranges."""
+
+    def __init__(self, transmission: list[float] = (0.3, 0.6), airlight: list[float] = (0.7, 1.0)):
+        self.transmission, self.airlight = transmission, airlight
+
+    def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        t, a = float(rng.uniform(*self.transmission)), float(rng.uniform(*self.airlight))
+        return (t * gt + (1 - t) * a).astype(np.float32), {"transmission": t, "airlight": a}

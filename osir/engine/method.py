@@ -13,7 +13,8 @@ step, and restores images with ``restore(batch)``.  What it may declare, and the
 * ``scale``, ``size_multiple``, ``min_size``, ``pad_mode``, ``tiles_internally``: the size
   contract the inference layer pads and tiles for;
 * ``evaluate(dataset, batch_size)``: its own validation (e.g. retrieval accuracy) instead of
-  restoring and scoring with the metric suite;
+  restoring and scoring with the metric suite; ``save_evaluation(folder)``: test.py's hook to write
+  what it found beyond numbers (a confusion matrix);
 * ``self.pretrained``: components the method loaded itself from local paths (for provenance);
 * ``prepare_training()``: called by the trainer after ``setup``, before the experiment folder is
   touched: load training-only parts (loss networks) and check their files;
@@ -143,6 +144,10 @@ class Method:
         return None
 
     # -- to implement -----------------------------------------------------------------------
+    def save_evaluation(self, folder: Path) -> None:
+        """After ``evaluate`` in test.py: write what it found beyond numbers (e.g. a confusion matrix)
+        into ``folder``; nothing by default."""
+
     def training_step(self, batch: dict) -> dict[str, float]:
         """One micro-batch: compute losses, call ``optimize``; return scalars to log."""
         raise NotImplementedError

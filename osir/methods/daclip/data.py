@@ -1,0 +1,125 @@
+"""DA-CLIP's training data: LQ images labelled with their degradation type and a caption of the clean image.
+
+``DegradationTypeDataset`` reads one of three sources:
+
+* ``dataroot``: the mixed-degradation layout ``<dataroot>/<type>/LQ/<name>`` (and ``GT``), e.g. the ten types
+  motion-blurry, hazy, jpeg-compressed, low-light, noisy, raindrop, rainy, shadowed, snowy, uncompleted;
+* ``csv``: the original's file form, one ``filepath<TAB>"caption: degradation"`` row per image (a header
+  row ``filepath<TAB>title`` is skipped); a bad row is an error naming the file and the line;
+* ``dataroot_gt`` + ``degradations``: clean images and registered degradations (``{type_name: spec}``),
+  each image under every type (item ``i`` is image ``i // types`` under type ``i % types``), the LQ drawn
+  from the sample's seed.
+
+Captions: the CSV's, else ``captions`` (a tab-separated ``name<TAB>caption`` file), else ``caption_template``
+filled with the image's name.  Items: ``lq`` (and ``gt`` where there is one), ``degradation_type``, ``caption``.
+"""
+from __future__ import annotations
+
+import csv as csv_module
+from pathlib import Path
+from typing import Literal, Optional
+
+from torch.utils.data import Dataset
+
+from osir.data.datasets import _ImageFolderSource, _split_key
+from osir.data.io import DataError, img2tensor, read_image
+from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
+from osir.data.transforms import paired_random_crop, random_flip_rot
+from osir.options import component
+from osir.registry import DATASETS, DEGRADATIONS
+
+
+def read_caption_csv(path: str | Path) -> list[tuple[str, str, str]]:
+    """(image path, caption, degradation) rows of the original's CSV (tab-separated, ``"caption: degradation"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"caption CSV not found: '{path}'")
+    rows = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for line, row in enumerate(csv_module.reader(f, delimiter="\t"), start=1):
+            if line == 1 and row[:1] == ["filepath"]:
+                continue
+            if len(row) != 2 or ": " not in row[1]:
+                raise DataError(f"'{path}' line {line}: expected 'filepath<TAB>\"caption: degradation\"', got {row!r}")
+            caption, degradation = row[1].rsplit(": ", 1)
+            image = Path(row[0]) if Path(row[0]).is_absolute() else path.parent / row[0]
+            rows.append((str(image), caption.strip(), degradation.strip()))
+    if not rows:
+        raise DataError(f"'{path}' holds no rows")
+    return rows
+
+
+@DATASETS.register()
+class DegradationTypeDataset(Dataset):
+    """LQ images with their degradation type and a caption (see the module docstring for the sources)."""
+
+    def __init__(self, dataroot: Optional[str] = None, csv: Optional[str] = None, dataroot_gt: Optional[str] = None,
+                 degradations: Optional[dict[str, component(DEGRADATIONS)]] = None, captions: Optional[str] = None,
+                 caption_template: str = "a photo of {}", gt_size: Optional[int] = None, use_flip: bool = False,
+                 io_backend: Literal["disk", "skimage"] = "disk"):
+        given = [k for k, v in (("dataroot", dataroot), ("csv", csv), ("dataroot_gt", dataroot_gt)) if v]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of dataroot, csv, dataroot_gt (got {given or 'none'})")
+        if dataroot_gt and not degradations:
+            raise ValueError("dataroot_gt needs degradations: {type name: registered degradation}")
+        self.gt_size, self.use_flip, self.template = gt_size, use_flip, caption_template
+        self.items: list[tuple[str, str, Optional[str], Optional[str]]] = []   # (type, lq, gt, caption)
+        self.degrade = None
+        if csv:
+            self.items = [(deg, image, None, caption) for image, caption, deg in read_caption_csv(csv)]
+        elif dataroot:
+            root = Path(dataroot)
+            types = sorted(p.name for p in root.iterdir() if (p / "LQ").is_dir()) if root.is_dir() else []
+            if not types:
+                raise DataError(f"'{dataroot}' has no <type>/LQ folders (e.g. noisy/LQ, hazy/LQ)")
+            for kind in types:
+                lq = _ImageFolderSource(str(root / kind / "LQ"), "disk", "lq")
+                gt_dir = root / kind / "GT"
+                for name, path in lq.items.items():
+                    gt = gt_dir / Path(path).name
+                    self.items.append((kind, path, str(gt) if gt.is_file() else None, None))
+        else:
+            self.source = _ImageFolderSource(dataroot_gt, io_backend, "gt")
+            self.degrade = {name: DEGRADATIONS.build(spec, f"degradations.{name}") for name, spec in degradations.items()}
+            self.names = list(self.source.items)
+        self.captions = {}
+        if captions:
+            for line, text in enumerate(Path(captions).read_text(encoding="utf-8").splitlines(), start=1):
+                if text.strip():
+                    if "\t" not in text:
+                        raise DataError(f"'{captions}' line {line}: expected 'name<TAB>caption'")
+                    name, caption = text.split("\t", 1)
+                    self.captions[name] = caption.strip()
+        self.types = sorted(self.degrade) if self.degrade else sorted({kind for kind, *_ in self.items})
+
+    def __len__(self) -> int:
+        return len(self.names) * len(self.types) if self.degrade else len(self.items)
+
+    def caption(self, name: str, given: Optional[str]) -> str:
+        return given or self.captions.get(name) or self.template.format(Path(name).stem.replace("_", " "))
+
+    def __getitem__(self, key) -> dict:
+        index, seed = _split_key(key)
+        rng = sample_rng(seed, AUGMENT)
+        if self.degrade:
+            name, kind = self.names[index // len(self.types)], self.types[index % len(self.types)]
+            gt = self.source.read(name)
+            if self.gt_size is not None:
+                gt, _ = paired_random_crop(gt, gt, self.gt_size, 1, rng, self.source.items[name])
+            (gt,) = random_flip_rot([gt], rng, self.use_flip, False)
+            lq, _ = self.degrade[kind](gt, sample_rng(seed, DEGRADATION))
+            return {"lq": img2tensor(lq.clip(0, 1)), "gt": img2tensor(gt), "degradation_type": kind,
+                    "caption": self.caption(name, None), "name": f"{kind}/{name}", "lq_path": self.source.items[name]}
+        kind, lq_path, gt_path, caption = self.items[index]
+        lq = read_image(lq_path)
+        item = {"degradation_type": kind, "caption": self.caption(Path(lq_path).name, caption),
+                "name": f"{kind}/{Path(lq_path).stem}", "lq_path": lq_path}
+        images = [lq] + ([read_image(gt_path)] if gt_path else [])
+        if self.gt_size is not None:
+            images = [paired_random_crop(im, im, self.gt_size, 1, rng, lq_path)[0] for im in images] \
+                if len(images) == 1 else list(paired_random_crop(images[1], images[0], self.gt_size, 1, rng, lq_path))[::-1]
+        images = random_flip_rot(images, rng, self.use_flip, False)
+        item["lq"] = img2tensor(images[0])
+        if len(images) > 1:
+            item["gt"] = img2tensor(images[1])
+        return item

@@ -1,0 +1,179 @@
+"""DA-CLIP stage 1 (Luo et al., ICLR 2024): train the controller next to a frozen CLIP with two CLIP
+contrastive terms (InfoNCE, Radford et al. 2021): content embedding vs the clean image's caption, and
+degradation embedding vs the degradation's name.
+
+The original's degradation term uses arange labels, so two images of the same degradation in a batch
+are negatives of each other (its loss cannot reach zero and plateaus); ``degradation_positives:
+same_label`` (the default) treats all samples of a degradation as positives (uniform soft targets over
+them), ``index`` keeps the original behaviour.  Validation (``evaluate``): zero-shot degradation accuracy
+with the controller's degradation embedding and, for reference, with plain CLIP's image embedding.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from osir.engine.method import Method
+from osir.methods.daclip.model import DACLIP, build_clip, load_release
+from osir.registry import METHODS, OptionsError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_preprocess(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The release's preprocessing of [0, 1] images: short side bicubic to ``size``, centre crop,
+    OpenAI mean / std."""
+    h, w = image.shape[-2:]
+    scale = size / min(h, w)
+    if (h, w) != (size, size):
+        th, tw = max(size, round(h * scale)), max(size, round(w * scale))
+        image = F.interpolate(image, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
+        top, left = (th - size) // 2, (tw - size) // 2
+        image = image[..., top:top + size, left:left + size]
+    mean = image.new_tensor(OPENAI_MEAN).view(1, 3, 1, 1)
+    std = image.new_tensor(OPENAI_STD).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
+                     labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Symmetric InfoNCE between normalised image and text embeddings at ``scale``; targets the diagonal,
+    or with ``labels`` every pair of samples sharing a label (uniform over a row's positives)."""
+    logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    if labels is None:
+        target = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    same = (labels[:, None] == labels[None, :]).to(logits.dtype)
+    target = same / same.sum(1, keepdim=True)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T)) / 2
+
+
+@METHODS.register(name="DACLIP")
+class DACLIPMethod(Method):
+    """Args:
+        clip_model: open_clip model name (ViT-B-32 for the release, ViT-L-14 for wild IR).
+        clip_checkpoint: a local open_clip checkpoint file of that model (e.g. laion2b_s34b_b79k), or null.
+        clip_config: instead of a name, an open_clip CLIP config (``embed_dim``, ``vision_cfg``,
+            ``text_cfg``): e.g. the demo's tiny model.
+        release_path: ``daclip_ViT-B-32.pt`` to start from (loaded as released).
+        degradation_positives: 'same_label' or 'index' (the original).
+        content_weight: weight of the content (caption) term.
+        degradations: the degradation names for zero-shot validation (default: the validation set's types).
+    """
+
+    def __init__(self, clip_model: str = "ViT-B-32", clip_checkpoint: Optional[str] = None,
+                 clip_config: Optional[dict] = None, release_path: Optional[str] = None,
+                 degradation_positives: Literal["same_label", "index"] = "same_label", content_weight: float = 1.0,
+                 degradations: Optional[list[str]] = None):
+        super().__init__()
+        import open_clip
+        if clip_config is not None:
+            from open_clip.model import CLIP
+            clip = CLIP(**clip_config)
+            self.context_length = clip_config.get("text_cfg", {}).get("context_length", 77)
+            self.tokenizer = lambda texts: open_clip.tokenize(texts, context_length=self.context_length)
+        else:
+            clip = build_clip(clip_model, clip_checkpoint)
+            self.tokenizer = open_clip.get_tokenizer(clip_model)
+        self.image_size = clip.visual.image_size[0] if isinstance(clip.visual.image_size, (tuple, list)) \
+            else clip.visual.image_size
+        model = DACLIP(clip)
+        if release_path:
+            load_release(model, release_path)
+            self.pretrained["daclip"] = release_path
+        self.networks["daclip"] = model
+        # a CLIP built from a config (no file) has random frozen weights no file holds: checkpoints keep them
+        self.frozen_from_file = bool(clip_config is None and (clip_checkpoint or release_path))
+        self.positives, self.content_weight, self.degradations = degradation_positives, content_weight, degradations
+
+    def parameter_groups(self) -> dict[str, list]:
+        net = self.networks["daclip"]
+        return {"daclip": [p for p in net.parameters() if p.requires_grad],
+                "controller": [*net.visual_control.parameters(), net.logit_scale]}
+
+    def checkpoint_state(self, name: str, state: dict) -> dict:
+        """The trained tensors when the frozen CLIP comes from a file; the whole model otherwise."""
+        return super().checkpoint_state(name, state) if self.frozen_from_file else state
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        net = self.net("daclip")
+        with torch.no_grad():
+            return net.encode_text(self.tokenizer(texts).to(self.device))
+
+    def training_step(self, batch: dict) -> dict[str, float]:
+        net = self.networks["daclip"]
+        images = clip_preprocess(batch["lq"], self.image_size)
+        with self.autocast():
+            content, degradation = net(images)
+        kinds = list(batch["degradation_type"])
+        names = sorted(set(kinds))
+        labels = torch.tensor([names.index(k) for k in kinds], device=images.device) \
+            if self.positives == "same_label" else None
+        scale = self.unwrap(net).logit_scale.exp()
+        l_deg = contrastive_loss(degradation.float(), self.text_features(kinds).float(), scale, labels)
+        loss, logs = l_deg, {"l_degradation": l_deg.item()}
+        if self.content_weight:
+            l_content = contrastive_loss(content.float(), self.text_features(list(batch["caption"])).float(), scale)
+            loss, logs["l_content"] = loss + self.content_weight * l_content, l_content.item()
+        self.optimize("controller" if "controller" in self.optimizers else "daclip", loss)
+        return logs
+
+    def classify(self, images: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero-shot degradation indices (into ``names``) with the controller and with plain CLIP."""
+        net = self.net("daclip")
+        texts = F.normalize(self.text_features(names).float(), dim=-1)
+        x = clip_preprocess(images, self.image_size)
+        _, degradation = net.encode_image(x)
+        plain, _ = net.encode_image(x, control=False)
+        return ((F.normalize(degradation.float(), dim=-1) @ texts.T).argmax(1),
+                (F.normalize(plain.float(), dim=-1) @ texts.T).argmax(1))
+
+    def evaluate(self, dataset, batch_size: int = 1) -> dict[str, float]:
+        """Zero-shot degradation accuracy over ``dataset`` (with and without the controller)."""
+        names = self.degradations or getattr(dataset, "types", None)
+        if not names:
+            raise OptionsError("method.degradations: name the degradation types for zero-shot validation")
+        self.confusion = torch.zeros(len(names), len(names), dtype=torch.long)
+        self.evaluated_names = list(names)
+        hits = plain_hits = 0
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            images = torch.stack([it["lq"] for it in items]).to(self.device)
+            truth = torch.tensor([names.index(it["degradation_type"]) for it in items])
+            predicted, plain = (p.cpu() for p in self.classify(images, list(names)))
+            hits += int((predicted == truth).sum())
+            plain_hits += int((plain == truth).sum())
+            for t, p in zip(truth.tolist(), predicted.tolist()):
+                self.confusion[t, p] += 1
+        n = len(dataset)
+        return {"degradation_accuracy": hits / n, "accuracy_without_controller": plain_hits / n, "chance": 1 / len(names)}
+
+    def save_evaluation(self, folder) -> None:
+        """The last ``evaluate``'s confusion matrix (rows: true degradation, columns: predicted) as
+        confusion.json and confusion.png."""
+        import json
+        from pathlib import Path
+        import cv2
+        import numpy as np
+        names, counts = self.evaluated_names, self.confusion
+        Path(folder, "confusion.json").write_text(json.dumps({"labels": names, "counts": counts.tolist()}, indent=2))
+        cell, margin = 48, 170
+        n = len(names)
+        image = np.full((margin + n * cell + 10, margin + n * cell + 10, 3), 255, np.uint8)
+        rates = (counts / counts.sum(1, keepdim=True).clamp(min=1)).numpy()
+        for i in range(n):
+            for j in range(n):
+                y, x = margin + i * cell, margin + j * cell
+                shade = int(255 * (1 - rates[i, j]))
+                cv2.rectangle(image, (x, y), (x + cell - 1, y + cell - 1), (255, shade, shade), -1)
+                cv2.putText(image, str(int(counts[i, j])), (x + 12, y + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+            cv2.putText(image, names[i][:20], (5, margin + i * cell + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+            cv2.putText(image, names[i][:8], (margin + i * cell + 2, margin - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1)
+        cv2.putText(image, "true \\ predicted", (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        cv2.imwrite(str(Path(folder, "confusion.png")), image)
+
+    def restore(self, batch: dict, generator=None) -> torch.Tensor:
+        raise NotImplementedError("DA-CLIP recognises degradations; restoration is options/daclip_uir.yml")

@@ -1,0 +1,201 @@
+"""DA-CLIP stage 1 on stock open_clip: the wrapper against open_clip's own encoder, where the controls
+enter, gradients, the release layout (631 keys from the manifest), the same-label-positive loss against
+a hand computation, the caption CSV, the degradation-type dataset."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from osir.data.io import DataError
+from osir.engine.checkpoint import CheckpointError
+from osir.methods.daclip.data import DegradationTypeDataset, read_caption_csv
+from osir.methods.daclip.method import contrastive_loss
+from osir.methods.daclip.model import DACLIP, load_release
+from tests.conftest import FIXTURES, write_images
+
+TINY = dict(embed_dim=16, vision_cfg=dict(layers=3, width=32, head_width=16, patch_size=8, image_size=32),
+            text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=2))
+
+
+def tiny_clip(seed: int = 0):
+    from open_clip.model import CLIP
+    torch.manual_seed(seed)
+    return CLIP(**TINY).eval()
+
+
+def test_content_path_equals_open_clips_encoder_while_the_zero_linears_are_zero():
+    clip = tiny_clip()
+    model = DACLIP(clip).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        content, degradation = model.encode_image(x)
+        reference = clip.encode_image(x)
+        plain, _ = model.encode_image(x, control=False)
+    assert torch.allclose(content, reference, atol=1e-6) and torch.allclose(plain, reference, atol=1e-6)
+    assert torch.allclose(degradation, reference, atol=1e-6)          # the controller starts as an exact copy
+    assert all(float(z.weight.abs().sum() + z.bias.abs().sum()) == 0 for z in model.visual_control.transformer.zero_modules)
+
+
+def test_controller_block_j_enters_the_frozen_tower_after_its_block_L_minus_1_minus_j():
+    """A bias on zero linear j alone shifts every token after frozen block L-1-j: check against a manual
+    forward of open_clip's blocks with that shift inserted there (j = 0: after the last block, before ln_post)."""
+    clip = tiny_clip()
+    model = DACLIP(clip).eval()
+    x = torch.rand(2, 3, 32, 32)
+    layers = len(clip.visual.transformer.resblocks)
+    for j in (0, 1, layers - 1):
+        for z in model.visual_control.transformer.zero_modules:
+            torch.nn.init.zeros_(z.bias)
+        shift = torch.randn(32)
+        with torch.no_grad():
+            model.visual_control.transformer.zero_modules[j].bias.copy_(shift)
+            content, _ = model.encode_image(x)
+            v = clip.visual
+            t = v.conv1(x).flatten(2).transpose(1, 2)
+            t = v.ln_pre(torch.cat([v.class_embedding.expand(2, 1, -1), t], 1) + v.positional_embedding)
+            for i, block in enumerate(v.transformer.resblocks):
+                t = block(t) + (shift if i == layers - 1 - j else 0)
+            expected = v.ln_post(t[:, 0]) @ v.proj
+        assert torch.allclose(content, expected, atol=1e-5), j
+
+
+def test_gradients_flow_only_into_the_controller():
+    model = DACLIP(tiny_clip())
+    with torch.no_grad():
+        for z in model.visual_control.transformer.zero_modules:
+            z.weight.normal_(std=0.01)
+    content, degradation = model(torch.rand(2, 3, 32, 32))
+    (content.sum() + degradation.sum()).backward()
+    assert all(p.grad is None for p in model.clip.parameters())
+    assert all(p.grad is not None for p in model.visual_control.parameters())
+
+
+def test_release_layout_from_the_manifest_loads_and_saves_as_released(tmp_path):
+    """The full ViT-B-32 DA-CLIP has exactly the manifest's 631 keys (the visual.* alias included) and
+    246,213,634 parameters; a state dict built from the manifest loads strictly; a foreign one is refused."""
+    import open_clip
+    layout = json.loads((FIXTURES / "checkpoints" / "daclip_vit_b32.json").read_text())
+    model = DACLIP(open_clip.create_model("ViT-B-32"))
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == layout["keys"]
+    assert sum(p.numel() for p in model.parameters()) == layout["num_parameters"]
+    gen = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=gen) if shape else torch.tensor(4.6) for k, shape in layout["keys"].items()}
+    for k in list(state):                           # the alias holds the same tensors as clip.visual
+        if k.startswith("visual."):
+            state[k] = state[f"clip.{k}"]
+    torch.save(state, tmp_path / "daclip_ViT-B-32.pt")
+    load_release(model, tmp_path / "daclip_ViT-B-32.pt")
+    assert torch.equal(model.visual_control.transformer.zero_modules[3].weight,
+                       state["visual_control.transformer.zero_modules.3.weight"])
+    saved = model.state_dict()
+    assert set(saved) == set(state) and all(torch.equal(saved[k], state[k]) for k in state)
+    del state["logit_scale"]
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"1 missing keys: logit_scale"):
+        load_release(model, tmp_path / "other.pt")
+
+
+def test_same_label_positive_loss_equals_a_hand_computed_value():
+    """Batch of 3, labels [0, 0, 1], scale 2: row i's target is uniform over its positives."""
+    image = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    sims = [[1.0, 1.0, 0.0], [0.6, 0.6, 0.8], [0.0, 0.0, 1.0]]         # image_i . text_j (unit vectors)
+    positives = [[0, 1], [0, 1], [2]]
+
+    def soft_ce(rows):
+        total = 0.0
+        for i, row in enumerate(rows):
+            logz = math.log(sum(math.exp(2 * s) for s in row))
+            total += -sum((2 * row[j] - logz) / len(positives[i]) for j in positives[i])
+        return total / len(rows)
+
+    columns = [[sims[i][j] for i in range(3)] for j in range(3)]
+    expected = (soft_ce(sims) + soft_ce(columns)) / 2
+    assert float(contrastive_loss(image, text, torch.tensor(2.0), labels)) == pytest.approx(expected, abs=1e-6)
+    # the original's arange targets make the two images of label 0 negatives of each other: a higher loss
+    assert float(contrastive_loss(image, text, torch.tensor(2.0))) > expected
+
+
+def test_caption_csv_rows_and_bad_rows_named(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    good = tmp_path / "daclip_train.csv"
+    good.write_text('filepath\ttitle\na.png\t"a cat on a sofa: noisy"\n/abs/b.png\t"two dogs: hazy"\n')
+    rows = read_caption_csv(good)
+    assert rows == [(str(tmp_path / "a.png"), "a cat on a sofa", "noisy"), ("/abs/b.png", "two dogs", "hazy")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text('filepath\ttitle\na.png\t"a cat: noisy"\nb.png\tno degradation here\n')
+    with pytest.raises(DataError, match=r"bad\.csv' line 3: expected 'filepath<TAB>\"caption: degradation\"'"):
+        read_caption_csv(bad)
+
+
+def test_degradation_type_dataset_from_folders_and_from_registered_degradations(tmp_path):
+    for kind in ("noisy", "hazy"):
+        write_images(tmp_path / "mix" / kind / "LQ", 2, (24, 24))
+        write_images(tmp_path / "mix" / kind / "GT", 2, (24, 24))
+    folders = DegradationTypeDataset(dataroot=str(tmp_path / "mix"), caption_template="a photo of {}")
+    assert folders.types == ["hazy", "noisy"] and len(folders) == 4
+    item = folders[0]
+    assert item["degradation_type"] == "hazy" and item["caption"] == "a photo of img0" and item["gt"].shape == (3, 24, 24)
+    gt = write_images(tmp_path / "gt", 2, (32, 32))
+    synth = DegradationTypeDataset(dataroot_gt=str(gt), degradations={
+        "noisy": {"type": "GaussianNoise", "sigma": 50, "clip": True}, "jpeg": {"type": "JPEGCompression", "quality": [5, 5]}})
+    assert len(synth) == 4 and [synth[i]["degradation_type"] for i in range(4)] == ["jpeg", "noisy", "jpeg", "noisy"]
+    a, b = synth[1], synth[1]
+    assert torch.equal(a["lq"], b["lq"]) and not torch.equal(a["lq"], a["gt"])      # seeded, degraded
+    with pytest.raises(ValueError, match="exactly one of dataroot, csv, dataroot_gt"):
+        DegradationTypeDataset(dataroot=str(tmp_path / "mix"), dataroot_gt=str(gt))
+    with pytest.raises(DataError, match="has no <type>/LQ folders"):
+        DegradationTypeDataset(dataroot=str(gt))
+
+
+def test_jpeg_degradation_matches_pil_at_the_same_quality():
+    """OpenCV's and PIL's baseline JPEG (4:2:0, the same quantisation tables) agree to a few grey levels."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from osir.degradations.simple import JPEGCompression
+    rng = np.random.default_rng(0)
+    import skimage.data
+    gt = skimage.data.astronaut()[:64, :64].astype(np.float32) / 255
+    lq, params = JPEGCompression(quality=[30, 30])(gt, rng)
+    buffer = BytesIO()
+    Image.fromarray(np.round(gt * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=30)
+    reference = np.asarray(Image.open(buffer)).astype(np.float32) / 255
+    assert params["quality"] == 30 and np.abs(lq - reference).mean() < 2 / 255 and np.abs(lq - gt).mean() > 2 / 255
+
+
+def test_test_py_reports_accuracy_and_writes_the_confusion_matrix(tmp_path):
+    """The demo's options, trained 30 iterations, then through test.py with the saved weights: the same
+    accuracies as the run's last validation (the random frozen CLIP is in the checkpoint), the confusion
+    matrix as JSON (counts summing to the images) and PNG."""
+    from pathlib import Path
+
+    import cv2
+
+    from osir import test as test_script
+    from osir.options import load_options
+    from tests.conftest import write_yaml
+    from osir.engine.trainer import Trainer
+    root = Path(__file__).resolve().parents[1] / "options"
+    train_opt = load_options(root / "daclip_demo.yml", [
+        "train.total_iter=30", "val.freq=30", "logger.checkpoint_freq=30", "logger.progress_bar=false",
+        "logger.tensorboard=false", f"path.experiments_root={tmp_path / 'experiments'}",
+        f"path.tb_logger_root={tmp_path / 'tb'}", "datasets.train.batch_size=12"])
+    train_opt["datasets"]["val"]["dataroot_gt"] = "astronaut"
+    validated = Trainer(train_opt).train()["val"]["val"]
+    weights = tmp_path / "experiments" / "demo_daclip" / "models" / "net_daclip_30.safetensors"
+    opt = load_options(root / "test" / "daclip_demo.yml", [f"path.results_root={tmp_path}",
+                                                          f"path.pretrained.daclip={weights}"])
+    opt["datasets"]["held_out"]["dataroot_gt"] = "astronaut"
+    summary = test_script.run(load_options(write_yaml(tmp_path / "t.yml", opt)))
+    assert set(summary["held_out"]["mean"]) == {"degradation_accuracy", "accuracy_without_controller", "chance"}
+    for key in ("degradation_accuracy", "accuracy_without_controller"):
+        assert summary["held_out"]["mean"][key] == pytest.approx(validated[key]["value"])
+    folder = tmp_path / opt["name"] / "held_out"
+    confusion = json.loads((folder / "confusion.json").read_text())
+    assert len(confusion["labels"]) == 6 and sum(map(sum, confusion["counts"])) == 6
+    assert cv2.imread(str(folder / "confusion.png")) is not None
