@@ -52,7 +52,8 @@ setup(
                         + ["DACLIP = osir.methods.daclip.method"],
         "osir.archs": ["ConditionalUNet = osir.methods.irsde", "RRDBNet = osir.methods.realesrgan",
                        "UNetDiscriminatorSN = osir.methods.realesrgan",
-                       "ConditionalNAFNet = osir.methods.refusion", "CompressionUNet = osir.methods.refusion"],
+                       "ConditionalNAFNet = osir.methods.refusion", "CompressionUNet = osir.methods.refusion",
+                       "DACLIPUNet = osir.methods.daclip.unet"],
         "osir.datasets": [f"{name} = osir.data.datasets" for name in
                           ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")]
                          + ["BokehPairDataset = osir.methods.refusion.bokeh_data",

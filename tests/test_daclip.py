@@ -199,3 +199,48 @@ def test_test_py_reports_accuracy_and_writes_the_confusion_matrix(tmp_path):
     confusion = json.loads((folder / "confusion.json").read_text())
     assert len(confusion["labels"]) == 6 and sum(map(sum, confusion["counts"])) == 6
     assert cv2.imread(str(folder / "confusion.png")) is not None
+
+
+def test_universal_ir_unet_has_the_release_layout_and_loads_it_strictly(tmp_path):
+    """universal-ir.pth's 224 keys and 48,975,747 parameters (manifest in tests/fixtures); a state dict
+    built from the manifest loads through the engine's strict loader; a foreign key is refused."""
+    from osir.engine.checkpoint import load_network
+    from osir.methods.daclip.unet import DACLIPUNet
+    layout = json.loads((FIXTURES / "checkpoints" / "daclip_universal_ir_unet.json").read_text())
+    net = DACLIPUNet(**layout["constructor"])
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == layout["keys"]
+    assert sum(p.numel() for p in net.parameters()) == layout["num_parameters"]
+    gen = torch.Generator().manual_seed(0)
+    state = {k: 0.02 * torch.randn(shape, generator=gen) for k, shape in layout["keys"].items()}
+    torch.save(state, tmp_path / "universal-ir.pth")
+    load_network(net, tmp_path / "universal-ir.pth")
+    assert torch.equal(net.prompt, state["prompt"])
+    torch.save({**state, "fusion.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"1 unexpected keys: fusion\.weight"):
+        load_network(net, tmp_path / "other.pth")
+
+
+def test_universal_ir_unet_forward_with_and_without_the_da_clip_conditions():
+    """Both embeddings change the prediction; without the degradation embedding the time embedding has
+    no prompt, without the content embedding a cross-attending network refuses to run; with the
+    conditions switched off it has no prompt or cross-attention weights and ignores embeddings."""
+    from osir.methods.daclip.unet import DACLIPUNet
+    torch.manual_seed(0)
+    kw = dict(nf=32, ch_mult=[1, 2, 2, 2], context_dim=16)
+    net = DACLIPUNet(**kw).eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "proj_out" in name:                  # give the spatial transformers' output some weight
+                p.normal_(std=0.1)
+        x, mu = torch.rand(2, 3, 20, 28), torch.rand(2, 3, 20, 28)
+        degradation, content = torch.randn(2, 16), torch.randn(2, 16)
+        both = net(x, mu, 7, degradation, content)
+        assert both.shape == (2, 3, 20, 28)
+        assert not torch.allclose(both, net(x, mu, 7, torch.randn(2, 16), content))
+        assert not torch.allclose(both, net(x, mu, 7, degradation, torch.randn(2, 16)))
+        assert not torch.allclose(both, net(x, mu, 7, None, content))
+        with pytest.raises(ValueError, match="cross-attends to the DA-CLIP content embedding"):
+            net(x, mu, 7, degradation)
+        plain = DACLIPUNet(**kw, use_degra_context=False, use_image_context=False).eval()
+        assert not any(k.startswith(("prompt", "text_mlp")) or "transformer_blocks" in k for k in plain.state_dict())
+        assert torch.equal(plain(x, mu, 7, degradation, content), plain(x, mu, 7))
