@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from osir.methods.irsde.arch import ChannelLayerNorm, LinearAttention, ResBlock, SinusoidalPosEmb
+from osir.methods.irsde.arch import (ChannelLayerNorm, LinearAttention, ResBlock, SinusoidalPosEmb,
+                                     conditional_input)
 from osir.registry import ARCHS
 
 HEAD_SIZE = 32
@@ -93,13 +93,7 @@ class DACLIPUNet(nn.Module):
     def forward(self, xt: torch.Tensor, mu: torch.Tensor, t, degradation: Optional[torch.Tensor] = None,
                 content: Optional[torch.Tensor] = None) -> torch.Tensor:
         h, w = xt.shape[-2:]
-        m = self.size_multiple
-        pad = (0, (m - w % m) % m, 0, (m - h % m) % m)
-        x = torch.cat([xt - mu, mu], dim=1)
-        if any(pad):
-            x = F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
-        if not torch.is_tensor(t) or t.dim() == 0:
-            t = torch.full((x.shape[0],), float(t), device=x.device)
+        x, t = conditional_input(xt, mu, t, self.size_multiple)
         x = self.init_conv(x)
         skip0 = x
         temb = self.time_mlp(t)

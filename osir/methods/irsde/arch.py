@@ -117,6 +117,19 @@ class ResBlock(nn.Module):
         return h + self.res_conv(x)
 
 
+def conditional_input(xt: torch.Tensor, mu: torch.Tensor, t, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The U-Net's input cat(x_t - mu, mu), reflect-padded at the bottom / right to ``multiple``
+    (replicate where the image is too small), and the step ``t`` as one value per batch element."""
+    h, w = xt.shape[-2:]
+    pad = (0, (multiple - w % multiple) % multiple, 0, (multiple - h % multiple) % multiple)
+    x = torch.cat([xt - mu, mu], dim=1)
+    if any(pad):
+        x = F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
+    if not torch.is_tensor(t) or t.dim() == 0:
+        t = torch.full((x.shape[0],), float(t), device=x.device)
+    return x, t
+
+
 def _attention(dim: int, on: bool) -> nn.Module:
     return Residual(PreNorm(dim, LinearAttention(dim))) if on else nn.Identity()
 
@@ -166,13 +179,7 @@ class ConditionalUNet(nn.Module):
 
     def forward(self, xt: torch.Tensor, mu: torch.Tensor, t) -> torch.Tensor:
         h, w = xt.shape[-2:]
-        m = self.size_multiple
-        pad = (0, (m - w % m) % m, 0, (m - h % m) % m)
-        x = torch.cat([xt - mu, mu], dim=1)
-        if any(pad):
-            x = F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
-        if not torch.is_tensor(t) or t.dim() == 0:
-            t = torch.full((x.shape[0],), float(t), device=x.device)
+        x, t = conditional_input(xt, mu, t, self.size_multiple)
         x = self.init_conv(x)
         skip0 = x
         temb = self.time_mlp(t)
