@@ -49,7 +49,7 @@ setup(
                          "OSEDiff = osir.methods.osediff.method"]
                         + [f"{name} = osir.methods.refusion.method" for name in
                            ("Refusion", "RefusionCompression", "LatentRefusion")]
-                        + ["DACLIP = osir.methods.daclip.method"],
+                        + ["DACLIP = osir.methods.daclip.method", "DACLIPUIR = osir.methods.daclip.method"],
         "osir.archs": ["ConditionalUNet = osir.methods.irsde", "RRDBNet = osir.methods.realesrgan",
                        "UNetDiscriminatorSN = osir.methods.realesrgan",
                        "ConditionalNAFNet = osir.methods.refusion", "CompressionUNet = osir.methods.refusion",

@@ -244,3 +244,44 @@ def test_universal_ir_unet_forward_with_and_without_the_da_clip_conditions():
         plain = DACLIPUNet(**kw, use_degra_context=False, use_image_context=False).eval()
         assert not any(k.startswith(("prompt", "text_mlp")) or "transformer_blocks" in k for k in plain.state_dict())
         assert torch.equal(plain(x, mu, 7, degradation, content), plain(x, mu, 7))
+
+
+def test_universal_ir_trains_and_restores_with_embeddings_computed_once_per_image(tmp_path):
+    """A tiny stage-1 DA-CLIP run's weights condition a tiny universal-IR run (IR-SDE + DACLIPUNet): two
+    training iterations and a 4-step restoration call DA-CLIP once per batch (counted), not per step;
+    its checkpoints do not repeat the DA-CLIP weights; a missing daclip_path is one clear error."""
+    from safetensors.torch import load_file
+
+    from osir.engine.trainer import Trainer
+    from osir.methods.daclip.method import DACLIPMethod, DACLIPUniversalIR
+    from osir.options import load_options
+    from osir.registry import OptionsError
+    from tests.conftest import tiny_options, write_yaml
+    clip_config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
+                                                   "head_width": 16},
+                   "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    stage1 = DACLIPMethod(clip_config=clip_config)
+    from safetensors.torch import save_file
+    save_file({k: v.clone() for k, v in stage1.networks["daclip"].state_dict().items()},   # the alias: copies
+              str(tmp_path / "daclip.safetensors"))
+    with pytest.raises(OptionsError, match="method.daclip_path: universal IR needs the DA-CLIP weights"):
+        DACLIPUniversalIR(network={"type": "DACLIPUNet", "nf": 32, "ch_mult": [1, 2, 2, 2], "context_dim": 16})
+    opt = tiny_options(tmp_path, **{"train.total_iter": 2, "val.freq": 2, "logger.checkpoint_freq": 2})
+    opt["method"] = {"type": "DACLIPUIR", "T": 20, "sample_steps": 4, "clip_config": clip_config,
+                     "daclip_path": str(tmp_path / "daclip.safetensors"),
+                     "network": {"type": "DACLIPUNet", "nf": 32, "ch_mult": [1, 2, 2, 2], "context_dim": 16}}
+    opt["datasets"]["train"]["gt_size"] = 32
+    opt["train"]["ema"] = {}
+    trainer = Trainer(load_options(write_yaml(tmp_path / "uir.yml", opt)))
+    method = trainer.method
+    calls = []
+    encode = method.networks["daclip"].encode_image
+    method.networks["daclip"].encode_image = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    trainer.train()
+    assert len(calls) == 2 + 1                       # one per training batch, one for the validation image
+    with torch.no_grad():
+        calls.clear()
+        out = method.restore({"lq": torch.rand(1, 3, 32, 32)}, torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 32, 32) and len(calls) == 1
+    models = tmp_path / "experiments" / "tiny" / "models"
+    assert not (models / "net_daclip_2.safetensors").exists() and load_file(str(models / "net_g_2.safetensors"))

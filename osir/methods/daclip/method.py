@@ -17,7 +17,9 @@ import torch.nn.functional as F
 
 from osir.engine.method import Method
 from osir.methods.daclip.model import DACLIP, build_clip, load_release
-from osir.registry import METHODS, OptionsError
+from osir.methods.irsde.method import IRSDE
+from osir.options import component
+from osir.registry import ARCHS, METHODS, OptionsError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -177,3 +179,48 @@ class DACLIPMethod(Method):
 
     def restore(self, batch: dict, generator=None) -> torch.Tensor:
         raise NotImplementedError("DA-CLIP recognises degradations; restoration is options/daclip_uir.yml")
+
+
+@METHODS.register(name="DACLIPUIR")
+class DACLIPUniversalIR(IRSDE):
+    """Universal image restoration (Luo et al., ICLR 2024): IR-SDE with ``DACLIPUNet`` conditioned on the
+    frozen DA-CLIP's degradation and content embeddings, computed once per batch from the whole LQ (the
+    release's preprocessing) and handed to every sampler step.
+
+    Args as ``IRSDE`` (the release: max_sigma 50, T 100, posterior sampling), plus the DA-CLIP to use:
+    ``daclip_path`` (``daclip_ViT-B-32.pt``, or a stage-1 run's weights) with ``clip_model`` /
+    ``clip_config`` as in ``DACLIP``; ``use_daclip: false`` trains and restores without it (single task).
+    """
+
+    def __init__(self, network: component(ARCHS) = {"type": "DACLIPUNet"}, max_sigma: float = 50.0,  # noqa: B006
+                 T: int = 100, schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
+                 loss: Literal["l1", "l2"] = "l1", sampler: str = "posterior", sample_steps: Optional[int] = None,
+                 eta: float = 1.0, clip_denoised: bool = False, use_daclip: bool = True,
+                 daclip_path: Optional[str] = None, clip_model: str = "ViT-B-32", clip_config: Optional[dict] = None):
+        super().__init__(network, max_sigma, T, schedule, eps, loss, sampler, sample_steps, eta, clip_denoised, 1)
+        self.use_daclip = use_daclip
+        if use_daclip:
+            if clip_config is None and not daclip_path:
+                raise OptionsError("method.daclip_path: universal IR needs the DA-CLIP weights (daclip_ViT-B-32.pt "
+                                   "or a stage-1 run's net_daclip_*.safetensors), or use_daclip: false")
+            encoder = DACLIPMethod(clip_model=clip_model, clip_config=clip_config)
+            if daclip_path:
+                encoder.load_pretrained("daclip", daclip_path) if str(daclip_path).endswith(".safetensors") \
+                    else load_release(encoder.networks["daclip"], daclip_path)
+                self.pretrained["daclip"] = daclip_path
+            self.image_size = encoder.image_size
+            self.networks["daclip"] = encoder.networks["daclip"].requires_grad_(False).eval()
+
+    def checkpoint_state(self, name: str, state: dict) -> dict:
+        """DA-CLIP loaded from ``daclip_path`` is not saved again with every checkpoint."""
+        if name == "daclip" and "daclip" in self.pretrained:
+            return {}
+        return super().checkpoint_state(name, state)
+
+    def network_inputs(self, batch: dict) -> dict:
+        """The DA-CLIP embeddings of the whole LQ (once per batch: the samplers reuse them every step)."""
+        if not self.use_daclip:
+            return {}
+        with torch.no_grad():
+            content, degradation = self.net("daclip").encode_image(clip_preprocess(batch["lq"], self.image_size))
+        return {"degradation": degradation.float(), "content": content.float()}
