@@ -114,11 +114,10 @@ class DegradationTypeDataset(Dataset):
         lq = read_image(lq_path)
         item = {"degradation_type": kind, "caption": self.caption(Path(lq_path).name, caption),
                 "name": f"{kind}/{Path(lq_path).stem}", "lq_path": lq_path}
-        images = [lq] + ([read_image(gt_path)] if gt_path else [])
+        gt = read_image(gt_path) if gt_path else lq
         if self.gt_size is not None:
-            images = [paired_random_crop(im, im, self.gt_size, 1, rng, lq_path)[0] for im in images] \
-                if len(images) == 1 else list(paired_random_crop(images[1], images[0], self.gt_size, 1, rng, lq_path))[::-1]
-        images = random_flip_rot(images, rng, self.use_flip, False)
+            gt, lq = paired_random_crop(gt, lq, self.gt_size, 1, rng, lq_path)
+        images = random_flip_rot([lq, gt] if gt_path else [lq], rng, self.use_flip, False)
         item["lq"] = img2tensor(images[0])
         if len(images) > 1:
             item["gt"] = img2tensor(images[1])

@@ -204,9 +204,11 @@ class DACLIPUniversalIR(IRSDE):
                 raise OptionsError("method.daclip_path: universal IR needs the DA-CLIP weights (daclip_ViT-B-32.pt "
                                    "or a stage-1 run's net_daclip_*.safetensors), or use_daclip: false")
             encoder = DACLIPMethod(clip_model=clip_model, clip_config=clip_config)
+            if daclip_path and str(daclip_path).endswith(".safetensors"):     # a stage-1 run's weights
+                encoder.load_pretrained("daclip", daclip_path)
+            elif daclip_path:                                                  # the release file
+                load_release(encoder.networks["daclip"], daclip_path)
             if daclip_path:
-                encoder.load_pretrained("daclip", daclip_path) if str(daclip_path).endswith(".safetensors") \
-                    else load_release(encoder.networks["daclip"], daclip_path)
                 self.pretrained["daclip"] = daclip_path
             self.image_size = encoder.image_size
             self.networks["daclip"] = encoder.networks["daclip"].requires_grad_(False).eval()
