@@ -62,7 +62,8 @@ setup(
         "osir.degradations": [f"{name} = osir.degradations.simple" for name in
                               ("GaussianNoise", "RandomMask", "BicubicDownscale", "JPEGCompression", "GaussianBlur",
                                "LowLight", "Haze")],
-        "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan"],
+        "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan",
+                                     "WildDegradation = osir.degradations.wild"],
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "pyiqa", "niqe")],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],

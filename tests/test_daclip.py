@@ -285,3 +285,147 @@ def test_universal_ir_trains_and_restores_with_embeddings_computed_once_per_imag
     assert out.shape == (1, 3, 32, 32) and len(calls) == 1
     models = tmp_path / "experiments" / "tiny" / "models"
     assert not (models / "net_daclip_2.safetensors").exists() and load_file(str(models / "net_g_2.safetensors"))
+
+
+def test_wild_ir_unet_has_the_release_layout_and_runs_at_half_resolution(tmp_path):
+    """wild-ir.pth's 221 keys and 49,470,467 parameters (ViT-L/14 content context, no degradation prompt,
+    the stride-2 downsample / x2 upsample pair); loads strictly; the U-Net body runs at half resolution."""
+    from osir.engine.checkpoint import load_network
+    from osir.methods.daclip.unet import DACLIPUNet
+    layout = json.loads((FIXTURES / "checkpoints" / "wild_ir_unet.json").read_text())
+    net = DACLIPUNet(**layout["constructor"])
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == layout["keys"]
+    assert sum(p.numel() for p in net.parameters()) == layout["num_parameters"] == 49_470_467
+    gen = torch.Generator().manual_seed(0)
+    state = {k: 0.02 * torch.randn(shape, generator=gen) for k, shape in layout["keys"].items()}
+    torch.save(state, tmp_path / "wild-ir.pth")
+    load_network(net, tmp_path / "wild-ir.pth")
+    assert torch.equal(net.downsample.weight, state["downsample.weight"])
+    small = DACLIPUNet(nf=16, ch_mult=[1, 2], context_dim=8, use_degra_context=False, scale=0.5).eval()
+    assert small.size_multiple == 8
+    sizes = []
+    small.downs[0][0].register_forward_hook(lambda m, i, o: sizes.append(o.shape[-2:]))
+    with torch.no_grad():
+        out = small(torch.rand(1, 3, 20, 28), torch.rand(1, 3, 20, 28), 3, content=torch.randn(1, 8))
+    assert out.shape == (1, 3, 20, 28) and sizes == [(12, 16)]       # 24 x 32 padded, halved
+    with pytest.raises(ValueError, match="scale must be 1"):
+        DACLIPUNet(scale=0.25)
+
+
+def test_tiled_restoration_uses_the_embeddings_of_the_whole_image(tmp_path):
+    """With tiles, DA-CLIP runs once on the whole LQ (the release's preprocessing of the whole photo) and
+    every tile's network call gets those embeddings, not a tile's."""
+    from osir.inference import restore_image
+    from osir.methods.daclip.method import DACLIPUniversalIR, clip_preprocess
+    clip_config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
+                                                   "head_width": 16},
+                   "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    torch.manual_seed(0)
+    method = DACLIPUniversalIR(network={"type": "DACLIPUNet", "nf": 16, "ch_mult": [1, 2, 2, 2], "context_dim": 16},
+                               T=10, sample_steps=2, clip_config=clip_config)
+    for net in method.networks.values():
+        net.eval()
+    lq = torch.rand(1, 3, 96, 80)
+    with torch.no_grad():
+        whole_content, whole_degradation = method.networks["daclip"].encode_image(clip_preprocess(lq, 32))
+    seen, calls = [], []
+    encode = method.networks["daclip"].encode_image
+    method.networks["daclip"].encode_image = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    unet = method.networks["g"]
+    unet.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args[0].shape[-2:], kwargs["content"],
+                                                                        kwargs["degradation"])), with_kwargs=True)
+    with torch.no_grad():
+        out = restore_image(method, {"lq": lq}, tile=48, overlap=16, generator=torch.Generator().manual_seed(0))
+    assert out.shape == lq.shape and len(calls) == 1
+    assert len({tuple(s) for s, _, _ in seen}) >= 1 and len(seen) >= 2 * 4       # 2 steps x several tiles
+    assert all(s[0] <= 48 and s[1] <= 48 for s, _, _ in seen)
+    for _, content, degradation in seen:
+        assert torch.equal(content, whole_content.float()) and torch.equal(degradation, whole_degradation.float())
+
+
+def test_gradient_caching_gives_the_whole_batch_gradient():
+    """One step with gradient_cache_chunk 3 on a batch of 8 moves the controller and logit_scale exactly as
+    the whole batch at once (both contrastive terms); gradient accumulation over the same chunks does not."""
+    from accelerate import Accelerator
+
+    from osir.methods.daclip.method import DACLIPMethod
+    clip_config = {**TINY, "text_cfg": {**TINY["text_cfg"], "vocab_size": 49408}}
+    gen = torch.Generator().manual_seed(0)
+    batch = {"lq": torch.rand(8, 3, 40, 40, generator=gen),
+             "degradation_type": ["noisy", "hazy", "noisy", "low-light", "hazy", "noisy", "snowy", "hazy"],
+             "caption": [f"a photo of thing {i}" for i in range(8)]}
+
+    def stepped(chunk):
+        torch.manual_seed(0)
+        method = DACLIPMethod(clip_config=clip_config, gradient_cache_chunk=chunk)
+        net = method.networks["daclip"].train()
+        with torch.no_grad():                        # let the controls act, so content depends on them
+            for p in net.visual_control.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        opt = torch.optim.SGD(method.parameter_groups()["controller"], lr=1.0)
+        method.attach(Accelerator(cpu=True), {"controller": opt})
+        method.training_step(batch)
+        return [p.detach().clone() for p in method.parameter_groups()["controller"]]
+
+    whole, cached = stepped(None), stepped(3)
+    assert len(whole) == len(cached)
+    moved = max((a - b).abs().max().item() for a, b in zip(whole, stepped(8)))      # chunk >= batch: no caching
+    assert moved == 0
+    for a, b in zip(whole, cached):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+    torch.manual_seed(0)                             # accumulation: each chunk's own negatives
+    method = DACLIPMethod(clip_config=clip_config)
+    net = method.networks["daclip"].train()
+    with torch.no_grad():
+        for p in net.visual_control.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    acc = Accelerator(cpu=True, gradient_accumulation_steps=3)
+    opt = torch.optim.SGD(method.parameter_groups()["controller"], lr=1.0)
+    method.attach(acc, {"controller": acc.prepare(opt)})
+    for part in (slice(0, 3), slice(3, 6), slice(6, 8)):
+        with acc.accumulate(net):
+            method.training_step({k: v[part] for k, v in batch.items()})
+    accumulated = method.parameter_groups()["controller"]
+    assert max((a - b).abs().max().item() for a, b in zip(whole, accumulated)) > 1e-4
+
+
+def test_universal_ir_test_options_give_one_row_per_degradation_type(tmp_path):
+    """options/test/daclip_uir.yml's one-set-per-type layout on a two-type folder: the summary has a row per
+    type; each row's PSNR is the mean of skimage's PSNR of the written images against their GT; a type
+    the folder lacks is an error naming the folder's types."""
+    from pathlib import Path
+
+    import cv2
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from osir import test as test_script
+    from osir.options import load_options
+    from tests.conftest import write_yaml
+    for kind in ("noisy", "hazy"):
+        write_images(tmp_path / "val" / kind / "LQ", 2, (32, 32))
+        write_images(tmp_path / "val" / kind / "GT", 2, (32, 32))
+    root = Path(__file__).resolve().parents[1] / "options"
+    opt = load_options(root / "test" / "daclip_uir.yml", [f"path.results_root={tmp_path}"])
+    assert list(opt["datasets"]) == ["motion-blurry", "hazy", "jpeg-compressed", "low-light", "noisy",
+                                         "raindrop", "rainy", "shadowed", "snowy", "uncompleted"]
+    sets = {k: {**opt["datasets"][k], "dataroot": str(tmp_path / "val")} for k in ("noisy", "hazy")}
+    opt["datasets"] = sets
+    opt["metrics"] = {"psnr": {"type": "psnr"}, "ssim": {"type": "ssim"}}
+    opt["path"]["pretrained"] = {}
+    opt["method"].update(T=10, sample_steps=2, daclip_path=None, clip_config={
+        "embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}},
+        network={"type": "DACLIPUNet", "nf": 16, "ch_mult": [1, 2, 2, 2], "context_dim": 16})
+    summary = test_script.run(load_options(write_yaml(tmp_path / "t.yml", opt)))
+    assert set(summary) == {"noisy", "hazy"}
+    for kind in ("noisy", "hazy"):
+        assert summary[kind]["count"] == 2 and set(summary[kind]["mean"]) >= {"psnr", "ssim"}
+        scores = []
+        for i in range(2):
+            out = cv2.imread(str(tmp_path / opt["name"] / kind / kind / f"img{i}.png"))
+            gt = cv2.imread(str(tmp_path / "val" / kind / "GT" / f"img{i}.png"))
+            scores.append(peak_signal_noise_ratio(gt, out, data_range=255))
+        assert summary[kind]["mean"]["psnr"] == pytest.approx(np.mean(scores), abs=1e-3)
+    with pytest.raises(DataError, match=r"types: snowy not in .*\(its types: hazy, noisy\)"):
+        DegradationTypeDataset(dataroot=str(tmp_path / "val"), types=["snowy"])

@@ -11,7 +11,9 @@ step, and restores images with ``restore(batch)``.  What it may declare, and the
 * ``checkpoint_state()`` / ``load_checkpoint_state()``: what is saved and resumed per network
   (by default the trained tensors of a partly frozen network, the whole state otherwise);
 * ``scale``, ``size_multiple``, ``min_size``, ``pad_mode``, ``tiles_internally``: the size
-  contract the inference layer pads and tiles for;
+  contract the inference layer pads and tiles for; ``whole_image_inputs(batch)``: what must be
+  computed once from the whole image before the inference layer pads and tiles it (a global
+  embedding), handed to ``restore`` with every tile;
 * ``evaluate(dataset, batch_size)``: its own validation (e.g. retrieval accuracy) instead of
   restoring and scoring with the metric suite; ``save_evaluation(folder)``: test.py's hook to write
   what it found beyond numbers (a confusion matrix);
@@ -143,6 +145,12 @@ class Method:
         dataset and scores it with the metric suite.  Runs in eval mode under ``no_grad``."""
         return None
 
+    def whole_image_inputs(self, batch: dict) -> dict:
+        """Entries computed once from the whole, unpadded LQ before ``restore_image`` pads and tiles it
+        (e.g. DA-CLIP's embeddings); merged into the batch that every tile's ``restore`` gets.  They
+        must not be LQ-sized tensors (those are cut into tiles).  None by default."""
+        return {}
+
     # -- to implement -----------------------------------------------------------------------
     def save_evaluation(self, folder: Path) -> None:
         """After ``evaluate`` in test.py: write what it found beyond numbers (e.g. a confusion matrix)
@@ -203,15 +211,26 @@ class Method:
 
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         """Backward ``loss`` and, on the last micro-batch of an accumulation, clip and step
-        optimiser ``name``.  With fp16 only this optimiser's gradients are unscaled: accelerate's
-        ``clip_grad_norm_`` unscales every prepared optimiser, which corrupts another optimiser's
-        gradients that are still accumulating (see tests/test_engine_precision.py)."""
-        acc = self.accelerator
-        opt, scaler = self.optimizers[name], self.scalers.get(name)
+        optimiser ``name`` (``backward`` then ``step``)."""
+        self.backward(name, loss)
+        self.step(name)
+
+    def backward(self, name: str, loss: torch.Tensor) -> None:
+        """Backward ``loss`` for optimiser ``name``, scaled for fp16 and gradient accumulation (a
+        method that backwards a batch in pieces, e.g. gradient caching, calls this, then ``step``)."""
+        acc, scaler = self.accelerator, self.scalers.get(name)
         if scaler is not None:      # what accelerator.backward does, with this optimiser's scaler
             scaler.scale(loss / acc.gradient_accumulation_steps).backward()
         else:
             acc.backward(loss)
+
+    def step(self, name: str) -> None:
+        """Clip and step optimiser ``name`` (accelerate skips the step while accumulating).  With fp16
+        only this optimiser's gradients are unscaled: accelerate's ``clip_grad_norm_`` unscales every
+        prepared optimiser, which corrupts another optimiser's gradients that are still accumulating
+        (see tests/test_engine_precision.py)."""
+        acc = self.accelerator
+        opt, scaler = self.optimizers[name], self.scalers.get(name)
         if acc.sync_gradients and self.grad_clip:
             params = [p for group in opt.param_groups for p in group["params"]]
             if acc.distributed_type.value == "FSDP":   # sharded parameters: FSDP's own clipping (one optimiser)

@@ -119,7 +119,9 @@ def restore_tiled(restore: Callable[[dict], torch.Tensor], batch: dict | torch.T
 def restore_image(method, batch: dict, tile: int | None = None, overlap: int = 32,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Restore a batch with ``method`` under its size contract: padded to its multiple, tiled in
-    pixel space when ``tile`` is set and the method does not tile internally."""
+    pixel space when ``tile`` is set and the method does not tile internally; the method's
+    ``whole_image_inputs`` are computed first, from the whole image, and reach every tile."""
+    batch = {**batch, **method.whole_image_inputs(batch)}
     def padded(part: dict) -> torch.Tensor:
         return restore_padded(lambda b: method.restore(b, generator=generator), part, method.scale,
                               method.size_multiple, method.min_size, method.pad_mode)

@@ -10,6 +10,7 @@
   each image under every type (item ``i`` is image ``i // types`` under type ``i % types``), the LQ drawn
   from the sample's seed.
 
+``types`` keeps only the named degradation types (e.g. one test set per type for a per-degradation table).
 Captions: the CSV's, else ``captions`` (a tab-separated ``name<TAB>caption`` file), else ``caption_template``
 filled with the image's name.  Items: ``lq`` (and ``gt`` where there is one), ``degradation_type``, ``caption``.
 """
@@ -55,7 +56,7 @@ class DegradationTypeDataset(Dataset):
 
     def __init__(self, dataroot: Optional[str] = None, csv: Optional[str] = None, dataroot_gt: Optional[str] = None,
                  degradations: Optional[dict[str, component(DEGRADATIONS)]] = None, captions: Optional[str] = None,
-                 caption_template: str = "a photo of {}", gt_size: Optional[int] = None, use_flip: bool = False,
+                 caption_template: str = "a photo of {}", types: Optional[list[str]] = None, gt_size: Optional[int] = None, use_flip: bool = False,
                  io_backend: Literal["disk", "skimage"] = "disk"):
         given = [k for k, v in (("dataroot", dataroot), ("csv", csv), ("dataroot_gt", dataroot_gt)) if v]
         if len(given) != 1:
@@ -69,10 +70,10 @@ class DegradationTypeDataset(Dataset):
             self.items = [(deg, image, None, caption) for image, caption, deg in read_caption_csv(csv)]
         elif dataroot:
             root = Path(dataroot)
-            types = sorted(p.name for p in root.iterdir() if (p / "LQ").is_dir()) if root.is_dir() else []
-            if not types:
+            folders = sorted(p.name for p in root.iterdir() if (p / "LQ").is_dir()) if root.is_dir() else []
+            if not folders:
                 raise DataError(f"'{dataroot}' has no <type>/LQ folders (e.g. noisy/LQ, hazy/LQ)")
-            for kind in types:
+            for kind in folders:
                 lq = _ImageFolderSource(str(root / kind / "LQ"), "disk", "lq")
                 gt_dir = root / kind / "GT"
                 for name, path in lq.items.items():
@@ -91,6 +92,13 @@ class DegradationTypeDataset(Dataset):
                     name, caption = text.split("\t", 1)
                     self.captions[name] = caption.strip()
         self.types = sorted(self.degrade) if self.degrade else sorted({kind for kind, *_ in self.items})
+        if types is not None:
+            unknown = [t for t in types if t not in self.types]
+            if unknown:
+                raise DataError(f"types: {', '.join(unknown)} not in {dataroot or csv or dataroot_gt} "
+                                f"(its types: {', '.join(self.types)})")
+            self.types = sorted(types)
+            self.items = [item for item in self.items if item[0] in self.types]
 
     def __len__(self) -> int:
         return len(self.names) * len(self.types) if self.degrade else len(self.items)
@@ -108,8 +116,9 @@ class DegradationTypeDataset(Dataset):
                 gt, _ = paired_random_crop(gt, gt, self.gt_size, 1, rng, self.source.items[name])
             (gt,) = random_flip_rot([gt], rng, self.use_flip, False)
             lq, _ = self.degrade[kind](gt, sample_rng(seed, DEGRADATION))
+            caption = self.caption(name, self.captions.get(Path(self.source.items[name]).name))
             return {"lq": img2tensor(lq.clip(0, 1)), "gt": img2tensor(gt), "degradation_type": kind,
-                    "caption": self.caption(name, None), "name": f"{kind}/{name}", "lq_path": self.source.items[name]}
+                    "caption": caption, "name": f"{kind}/{name}", "lq_path": self.source.items[name]}
         kind, lq_path, gt_path, caption = self.items[index]
         lq = read_image(lq_path)
         item = {"degradation_type": kind, "caption": self.caption(Path(lq_path).name, caption),

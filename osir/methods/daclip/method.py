@@ -64,13 +64,19 @@ class DACLIPMethod(Method):
         degradation_positives: 'same_label' or 'index' (the original).
         content_weight: weight of the content (caption) term.
         degradations: the degradation names for zero-shot validation (default: the validation set's types).
+        gradient_cache_chunk: with one process, embed the batch this many images at a time under gradient
+            caching (Gao et al., 2021: the same gradient as the whole batch, one chunk's activations in
+            memory), so the paper's contrastive batch (784) fits one GPU; null: the whole batch at once.
+            (``train.grad_accum_steps`` is not the same for a contrastive loss: each micro-batch then
+            only sees its own negatives.)
     """
 
     def __init__(self, clip_model: str = "ViT-B-32", clip_checkpoint: Optional[str] = None,
                  clip_config: Optional[dict] = None, release_path: Optional[str] = None,
                  degradation_positives: Literal["same_label", "index"] = "same_label", content_weight: float = 1.0,
-                 degradations: Optional[list[str]] = None):
+                 degradations: Optional[list[str]] = None, gradient_cache_chunk: Optional[int] = None):
         super().__init__()
+        self.gradient_cache_chunk = gradient_cache_chunk
         import open_clip
         if clip_config is not None:
             from open_clip.model import CLIP
@@ -105,22 +111,52 @@ class DACLIPMethod(Method):
         with torch.no_grad():
             return net.encode_text(self.tokenizer(texts).to(self.device))
 
-    def training_step(self, batch: dict) -> dict[str, float]:
-        net = self.networks["daclip"]
-        images = clip_preprocess(batch["lq"], self.image_size)
+    def embeddings(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast():
-            content, degradation = net(images)
+            return self.networks["daclip"](images)
+
+    def losses(self, content: Optional[torch.Tensor], degradation: torch.Tensor,
+               batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The degradation term and, with ``content_weight``, the content (caption) term."""
         kinds = list(batch["degradation_type"])
         names = sorted(set(kinds))
-        labels = torch.tensor([names.index(k) for k in kinds], device=images.device) \
+        labels = torch.tensor([names.index(k) for k in kinds], device=degradation.device) \
             if self.positives == "same_label" else None
-        scale = self.unwrap(net).logit_scale.exp()
+        scale = self.unwrap(self.networks["daclip"]).logit_scale.exp()
         l_deg = contrastive_loss(degradation.float(), self.text_features(kinds).float(), scale, labels)
         loss, logs = l_deg, {"l_degradation": l_deg.item()}
         if self.content_weight:
             l_content = contrastive_loss(content.float(), self.text_features(list(batch["caption"])).float(), scale)
             loss, logs["l_content"] = loss + self.content_weight * l_content, l_content.item()
-        self.optimize("controller" if "controller" in self.optimizers else "daclip", loss)
+        return loss, logs
+
+    def training_step(self, batch: dict) -> dict[str, float]:
+        images = clip_preprocess(batch["lq"], self.image_size)
+        name = "controller" if "controller" in self.optimizers else "daclip"
+        chunk = self.gradient_cache_chunk
+        if not chunk or len(images) <= chunk:
+            loss, logs = self.losses(*self.embeddings(images), batch)
+            self.optimize(name, loss)
+            return logs
+        if self.accelerator.num_processes > 1:
+            raise OptionsError("method.gradient_cache_chunk: gradient caching is for one process; with several, "
+                               "the batch is already split across them (set it to null)")
+        # gradient caching (Gao et al., 2021): the whole batch's embeddings without a graph, the loss and its
+        # gradient w.r.t. them (and logit_scale), then every chunk again with its graph, back-propagating that
+        # gradient: the gradient of the whole-batch contrastive loss with one chunk's activations in memory
+        pieces = images.split(chunk)
+        with torch.no_grad():
+            cached = [self.embeddings(piece) for piece in pieces]
+        content = torch.cat([c for c, _ in cached]).float().requires_grad_()
+        degradation = torch.cat([d for _, d in cached]).float().requires_grad_()
+        loss, logs = self.losses(content, degradation, batch)
+        self.backward(name, loss)
+        grads = [(g.split(chunk) if g is not None else None) for g in (content.grad, degradation.grad)]
+        for i, piece in enumerate(pieces):
+            outputs = self.embeddings(piece)
+            surrogate = sum((out.float() * g[i]).sum() for out, g in zip(outputs, grads) if g is not None)
+            surrogate.backward()
+        self.step(name)
         return logs
 
     def classify(self, images: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,10 +255,21 @@ class DACLIPUniversalIR(IRSDE):
             return {}
         return super().checkpoint_state(name, state)
 
-    def network_inputs(self, batch: dict) -> dict:
-        """The DA-CLIP embeddings of the whole LQ (once per batch: the samplers reuse them every step)."""
+    def whole_image_inputs(self, batch: dict) -> dict:
+        """The DA-CLIP embeddings of the whole LQ, before the inference layer pads and tiles it: each tile
+        of a large image is restored with the embeddings of the whole photo (the release's preprocessing:
+        short side bicubic to 224, centre crop), not of the tile."""
         if not self.use_daclip:
             return {}
         with torch.no_grad():
             content, degradation = self.net("daclip").encode_image(clip_preprocess(batch["lq"], self.image_size))
-        return {"degradation": degradation.float(), "content": content.float()}
+        return {"daclip_degradation": degradation.float(), "daclip_content": content.float()}
+
+    def network_inputs(self, batch: dict) -> dict:
+        """The DA-CLIP embeddings (once per batch: the samplers reuse them every step); those of the whole
+        image when the inference layer computed them before tiling."""
+        if not self.use_daclip:
+            return {}
+        if "daclip_content" not in batch:
+            batch = {**batch, **self.whole_image_inputs(batch)}
+        return {"degradation": batch["daclip_degradation"], "content": batch["daclip_content"]}

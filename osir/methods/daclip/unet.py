@@ -10,6 +10,9 @@ DA-CLIP embeddings as conditions, module names as the release file ``universal-i
 * Level widths ``nf * ch_mult`` (the release: [1, 2, 4, 8], so the first level keeps ``nf``); the input
   is reflect-padded to a multiple of 2^levels.  ``use_degra_context`` / ``use_image_context`` switch the
   conditions off (single-task training); without image context every level uses linear attention.
+* ``scale: 0.5`` is the wild-IR network (Luo et al., CVPR-W 2024, ``wild-ir.pth``): the U-Net runs at half
+  resolution, a stride-2 convolution after the first convolution (``downsample``) and a nearest x2
+  upsample + convolution (``upsample``) before the final concatenation with the full-resolution features.
 """
 from __future__ import annotations
 
@@ -57,12 +60,18 @@ class DACLIPUNet(nn.Module):
 
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nf: int = 64, ch_mult: Sequence[int] = (1, 2, 4, 8),
                  context_dim: int = 512, use_degra_context: bool = True, use_image_context: bool = True,
-                 cross_attention_levels: Sequence[int] = (3,)):
+                 cross_attention_levels: Sequence[int] = (3,), scale: float = 1.0):
         super().__init__()
-        self.depth, self.size_multiple = len(ch_mult), 2 ** len(ch_mult)
+        if scale not in (1.0, 0.5):
+            raise ValueError(f"scale must be 1 (universal IR) or 0.5 (wild IR, half resolution), got {scale}")
+        self.depth, self.half = len(ch_mult), scale == 0.5
+        self.size_multiple = 2 ** (len(ch_mult) + self.half)
         self.use_degra, self.use_image = use_degra_context, use_image_context
         time_dim = 4 * nf
         self.init_conv = nn.Conv2d(2 * in_nc, nf, 7, padding=3, bias=False)
+        if self.half:
+            self.downsample = nn.Conv2d(nf, nf, 4, 2, 1)
+            self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(nf, nf, 3, padding=1))
         self.time_mlp = nn.Sequential(SinusoidalPosEmb(nf), nn.Linear(nf, time_dim), nn.GELU(),
                                       nn.Linear(time_dim, time_dim))
         if use_degra_context:
@@ -96,6 +105,8 @@ class DACLIPUNet(nn.Module):
         x, t = conditional_input(xt, mu, t, self.size_multiple)
         x = self.init_conv(x)
         skip0 = x
+        if self.half:
+            x = self.downsample(x)
         temb = self.time_mlp(t)
         if self.use_degra and degradation is not None:
             temb = temb + self.prompt_mlp(torch.softmax(self.text_mlp(degradation.to(temb.dtype)), dim=1) * self.prompt)
@@ -115,5 +126,7 @@ class DACLIPUNet(nn.Module):
             x = block1(torch.cat([x, skips.pop()], dim=1), temb)
             x = attn(block2(torch.cat([x, skips.pop()], dim=1), temb), context)
             x = up(x)
+        if self.half:
+            x = self.upsample(x)
         x = self.final_res_block(torch.cat([x, skip0], dim=1), temb)
         return self.final_conv(x)[..., :h, :w]
