@@ -76,6 +76,8 @@ class DACLIPMethod(Method):
                  degradation_positives: Literal["same_label", "index"] = "same_label", content_weight: float = 1.0,
                  degradations: Optional[list[str]] = None, gradient_cache_chunk: Optional[int] = None):
         super().__init__()
+        if gradient_cache_chunk is not None and gradient_cache_chunk < 1:
+            raise OptionsError(f"method.gradient_cache_chunk: a number of images >= 1, or null; got {gradient_cache_chunk}")
         self.gradient_cache_chunk = gradient_cache_chunk
         import open_clip
         if clip_config is not None:
