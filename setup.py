@@ -30,6 +30,7 @@ setup(
         "tqdm",
         "lmdb",
         "scikit-image",   # the demo's embedded photos
+        "matplotlib",     # python -m osir.compare's per-image plots
         "diffusers>=0.30",        # OSEDiff: SD 2.1 components and schedulers (imported only by methods that use them)
         "peft>=0.12",             # LoRA
         "transformers>=5.0",      # text encoders, captioners, DAPE's BERT attention (5.x signatures)
@@ -64,7 +65,8 @@ setup(
                                "LowLight", "Haze")],
         "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan",
                                      "WildDegradation = osir.degradations.wild"],
-        "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "pyiqa", "niqe")],
+        "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "dists", "musiq", "maniqa",
+                                                                    "clipiqa", "pyiqa", "niqe")] + ["fid = osir.metrics.fid"],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
         "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",

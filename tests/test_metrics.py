@@ -64,10 +64,10 @@ def test_learned_metric_without_weights_names_the_missing_file(tmp_path):
     backbone.write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"weights file not found: '.*lpips_alex\.pth'"):
         MetricSuite({"lpips": {"type": "lpips", "pretrained_model_path": str(tmp_path / "lpips_alex.pth"),
-                               "backbone_path": str(backbone)}})
+                               "backbone_path": str(backbone)}}, strict=True)
     with pytest.raises(FileNotFoundError, match=r"backbone weights file not found: '.*alexnet\.pth'"):
         MetricSuite({"lpips": {"type": "lpips", "pretrained_model_path": str(backbone),
-                               "backbone_path": str(tmp_path / "alexnet.pth")}})
+                               "backbone_path": str(tmp_path / "alexnet.pth")}}, strict=True)
     with pytest.raises(ValueError, match=r"unknown pyiqa metric 'musiqq' \(did you mean 'musiq'\?\)"):
         METRICS.get("pyiqa")(metric="musiqq")
 

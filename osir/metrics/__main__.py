@@ -1,10 +1,13 @@
 """Score a folder of restored images against a GT folder, with no method involved:
 
-    python -m osir.metrics --restored results/ --gt HR/ [-opt metrics.yml] [--output DIR]
+    python -m osir.metrics --restored results/ --gt HR/ [-opt metrics.yml] [--weights-dir DIR] [--output DIR]
 
 Images are matched by file name; without ``-opt`` the suite is PSNR/SSIM on the Y channel and
 NIQE (all offline).  ``-opt`` takes any options file with a ``metrics:`` section (``_base_``
-includes resolved, as for train/test).
+includes resolved, as for train/test).  ``--weights-dir`` is the folder of weight files for every
+learned metric that names none of its own (see ``osir.metrics.suite``); a metric whose files are
+absent is skipped with one line naming them.  Set metrics (FID) are scored after the per-image
+loop over the whole restored folder against the whole GT folder.
 """
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "niqe": {"type": "niqe"}}
 
 
-def score_folders(restored_dir, gt_dir, metrics: dict) -> tuple[list[dict], dict]:
+def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None = None) -> tuple[list[dict], dict]:
     """Per-image scores of ``restored_dir`` against ``gt_dir`` (matched by relative name); GT images
-    without a restored partner are reported on stderr, a restored image without a GT is an error."""
-    suite = MetricSuite(metrics)
+    without a restored partner are reported on stderr, a restored image without a GT is an error.
+    ``suite``: the suite built from ``metrics`` when the caller has one already."""
+    suite = suite if suite is not None else MetricSuite(metrics)
     gts = {p.relative_to(gt_dir).with_suffix("").as_posix(): p for p in list_images(gt_dir)} if gt_dir else {}
     rows, seen = [], set()
     for path in list_images(restored_dir):
@@ -69,8 +73,10 @@ def score(args) -> int:
         if not raw.get("metrics"):
             raise OptionsError(f"{args.opt}: no metrics: section (nor in its _base_ files)")
         metrics = validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
-    rows, settings = score_folders(restored, gt, metrics)
-    summary = write_results(output, rows, provenance(settings, restored=str(restored), gt=str(gt)))
+    suite = MetricSuite(metrics, weights_dir=args.weights_dir)
+    rows, settings = score_folders(restored, gt, metrics, suite)
+    sets = suite.score_sets(restored, gt)       # FID: the whole folders, after the per-image scores
+    summary = write_results(output, rows, provenance(settings, restored=str(restored), gt=str(gt)), set_scores=sets)
     print(format_table({restored.name: summary}))
     return 0
 
@@ -80,6 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--restored", required=True, help="folder of restored images")
     parser.add_argument("--gt", help="folder of ground-truth images (same file names)")
     parser.add_argument("-opt", help="YAML file with a metrics: section")
+    parser.add_argument("--weights-dir", help="folder of weight files for learned metrics (DISTS, MUSIQ, FID, ...)")
     parser.add_argument("--output", help="where to write metrics.csv/json (default: the restored folder)")
     args = parser.parse_args(argv)
     return run("osir.metrics", lambda: score(args))

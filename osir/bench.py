@@ -1,0 +1,801 @@
+"""Benchmarks of restoration methods: quality against network evaluations and time (``steps``), and
+the cost of a method (``efficiency``).
+
+    python -m osir.bench steps -opt options/test/irsde.yml --steps 100 50 20 10 5 \\
+        [--samplers posterior sde ode] [--set key.path=value ...] [--output DIR] [--device cuda] [--warmup 1] \\
+        [--threads N]
+    python -m osir.bench efficiency -opt options/test/a.yml options/test/b.yml --sizes 512 1024 2048 \\
+        [--tile 512] [--overlap 32] [--device cpu] [--precisions fp32 bf16] [--repeats 1] [--warmup 1] \\
+        [--timeout S] [--memory-limit MiB] [--threads N] [--set key.path=value ...] [--output DIR]
+
+``steps``: for a diffusion method (options with ``method.sample_steps`` and ``method.sampler``: IR-SDE,
+Refusion, DA-CLIP-IR), each sampler x number of steps restores the options' test sets through test.py's
+code path (the options loaded with ``method.sampler=S``, ``method.sample_steps=N`` on top of ``--set``,
+the method built and its weights loaded as test.py does, ``osir.engine.validation.iterate``) and records
+the mean of every metric of the options (per test set and over all images; a set metric such as FID,
+where the metric suite has one, on the restored images written to a temporary folder), the NFE (the noise network's
+forward calls per restoration, counted by a forward hook on the method's networks, not assumed from the
+steps), and the seconds per image (wall clock of the restoration only: ``restore_image`` incl. padding and
+tiles, not data loading or scoring; after ``--warmup`` untimed images). Other methods (OSEDiff,
+Real-ESRGAN) give one point (OSEDiff: NFE 1; a method that tiles internally, OSEDiff on large images,
+evaluates its network once per latent tile, and its NFE counts them). The posterior sampler's extras
+``eta`` / ``clip_denoised`` do not apply to the sde / ode samplers: for those the point runs with the
+defaults (eta 1, no clamp) and says so in its ``notes``. Writes ``<output>/<name>_steps.json`` and
+``<name>_steps.png`` (each metric against NFE and against seconds per image, one line per sampler; default
+output: ``<path.results_root>/bench``) and prints a table.
+
+``efficiency``: per options file, the parameters of ``method.networks`` as built (total and trainable, per
+network and overall, each tensor counted once; before ``prepare_inference``, so e.g. OSEDiff's LoRA is
+unmerged), and for each LQ size (square, random content; the output is ``scale`` x the size) whole and,
+with ``--tile``, tiled (``tile.overlap`` of the options unless ``--overlap``; a method that tiles
+internally, OSEDiff, keeps its ``method.tiling`` there and runs whole images with it off): the latency
+(median of ``--repeats`` restorations after ``--warmup``), the peak memory, the NFE and tiles, and the
+MACs per image (``torch.utils.flop_counter.FlopCounterMode``, MACs = FLOPs / 2; it counts matrix products,
+convolutions and attention, not element-wise ops). For a diffusion method the MACs are counted on a
+one-step restoration (the noise network's share measured inside its forward calls) and scaled to the
+options' NFE: ``macs_per_image = macs_other + nfe x macs_per_nfe``, with ``macs_per_nfe`` the noise
+network's MACs for one evaluation of the whole image (all its tiles). Every measurement runs in a fresh
+subprocess: on a CPU the peak memory is the subprocess's peak resident set size
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``; it includes Python, torch and the weights, so
+``baseline_memory_mib``, the peak before the first restoration, is reported too; tracemalloc would miss
+torch's allocations, which bypass Python's allocator); on a GPU ``torch.cuda.max_memory_allocated`` (the
+tensors torch allocated, after ``reset_peak_memory_stats``), in fp32 and in bf16 (autocast, as test.py's
+``inference.mixed_precision``). A size that does not fit (MemoryError, an out-of-memory RuntimeError, or
+the subprocess killed) is reported as ``out of memory``, one over ``--timeout`` as ``timed out``. Latency,
+MACs and memory do not depend on the weights' values: weight files that are missing (in
+``path.pretrained``, ``method.release_path``, ``method.daclip_path``, ``method.compression_path`` or the
+prompt extractor's files) are dropped with a warning and the networks keep random initial weights (a
+DA-CLIP from open_clip's config of ``method.clip_model``; an empty prompt instead of a prompt extractor
+without its files, which is then not measured; a training-only perceptual loss without its VGG file is
+turned off); each method's ``notes`` say what was replaced. Writes ``<output>/efficiency.json`` and
+``efficiency.md`` and prints a table.
+
+Errors in the options or the arguments are one line and exit code 2 (``osir.cli.run``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from osir import cli
+from osir.registry import OptionsError
+
+PROG = "osir.bench"
+WEIGHTS_NOTE = ("latency, MACs and memory do not depend on the weights' values: networks without a weights file "
+                "keep random initial weights")
+_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+# ----------------------------------------------------------------------------- counting
+class MacCounter:
+    """``torch.utils.flop_counter.FlopCounterMode`` as a context manager that reports MACs (FLOPs / 2).
+    It counts matrix products, convolutions and attention (torch's registry of FLOP formulas), not
+    element-wise ops; ``flops`` can be read while it runs."""
+
+    def __enter__(self):
+        from torch.utils.flop_counter import FlopCounterMode
+        self.mode = FlopCounterMode(display=False)
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+    @property
+    def flops(self) -> int:
+        return int(self.mode.get_total_flops())
+
+    @property
+    def macs(self) -> int:
+        return self.flops // 2
+
+
+def count_macs(fn, *args, **kwargs):
+    """(``fn(*args, **kwargs)``, the MACs it ran) through ``MacCounter``."""
+    with MacCounter() as counter:
+        out = fn(*args, **kwargs)
+    return out, counter.macs
+
+
+class CallCounter:
+    """Forward calls of each network of a method (a forward pre-hook on each) with the samples they
+    carried (the batch size of the first tensor argument), and the ``restore`` calls of the method
+    (one per tile and per batch) with their samples."""
+
+    def __init__(self, method):
+        self.method = method
+        self.handles = [net.register_forward_pre_hook(self._hook(name), with_kwargs=True)
+                        for name, net in method.networks.items()]
+        self.reset()
+        original = method.restore
+
+        def restore(batch, *args, **kwargs):
+            self.restores += 1
+            self.restore_samples += int(batch["lq"].shape[0])
+            return original(batch, *args, **kwargs)
+        method.restore = restore          # an instance attribute in front of the class's method
+
+    def _hook(self, name):
+        def hook(module, args, kwargs):
+            first = next((a for a in (*args, *kwargs.values()) if torch.is_tensor(a) and a.ndim), None)
+            self.calls[name] += 1
+            self.samples[name] += int(first.shape[0]) if first is not None else 1
+        return hook
+
+    def reset(self) -> None:
+        self.calls = dict.fromkeys(self.method.networks, 0)
+        self.samples = dict.fromkeys(self.method.networks, 0)
+        self.restores = self.restore_samples = 0
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.method.__dict__.pop("restore", None)
+
+    def nfe(self, name: str) -> float | None:
+        """Evaluations of network ``name`` per image and restore call (per tile when tiled)."""
+        return self.samples[name] / self.restore_samples if self.restore_samples else None
+
+
+def noise_network(method, counter: CallCounter | None = None) -> str:
+    """The network whose evaluations make the NFE: the SDE methods' ``g``, OSEDiff's ``unet``, a
+    method's only network, else the one called most."""
+    nets = method.networks
+    if "g" in nets and hasattr(method, "sde"):
+        return "g"
+    if "unet" in nets:
+        return "unet"
+    if len(nets) == 1 or counter is None:
+        return next(iter(nets))
+    return max(nets, key=lambda n: counter.samples[n])
+
+
+def count_parameters(method) -> dict:
+    """Total and trainable parameters of each network and of all (each tensor counted once)."""
+    seen, total, trainable, nets = set(), 0, 0, {}
+    for name, net in method.networks.items():
+        params = list(net.parameters())
+        nets[name] = {"total": sum(p.numel() for p in params),
+                      "trainable": sum(p.numel() for p in params if p.requires_grad)}
+        for p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+                trainable += p.numel() if p.requires_grad else 0
+    return {"total": total, "trainable": trainable, "networks": nets}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
+@contextmanager
+def timed_restores(device: torch.device):
+    """Time every ``restore_image`` call that ``osir.engine.validation.iterate`` makes (synchronised
+    on an accelerator); yields the running total (``seconds``, ``calls``)."""
+    from osir.engine import validation
+    original = validation.restore_image
+    timer = types.SimpleNamespace(seconds=0.0, calls=0)
+
+    def timed(*args, **kwargs):
+        synchronize(device)
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        synchronize(device)
+        timer.seconds += time.perf_counter() - start
+        timer.calls += 1
+        return out
+    validation.restore_image = timed
+    try:
+        yield timer
+    finally:
+        validation.restore_image = original
+
+
+# ----------------------------------------------------------------------------- shared
+def pick_device(name: str | None = None) -> torch.device:
+    """``name``, or test.py's choice (the current accelerator, else the CPU)."""
+    if not name:
+        return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise OptionsError(f"--device: {err}") from None
+    if device.type != "cpu" and not (torch.accelerator.is_available()
+                                     and torch.accelerator.current_accelerator().type == device.type):
+        raise OptionsError(f"--device {name}: no such device on this machine")
+    return device
+
+
+def prepare_method(opt: dict, device: torch.device, mixed_precision: str):
+    """The method as test.py prepares it (weights of path.pretrained loaded, on ``device``, inference
+    preparations done) and the networks that got no weights file."""
+    from osir.engine.trainer import build_method
+    method = build_method(opt)
+    method.setup(device, mixed_precision)
+    for net in method.networks.values():
+        net.to(device)
+    method.prepare_inference()
+    sources = {**method.pretrained, **opt["path"]["pretrained"]}
+    return method, [name for name in method.networks if name not in sources]
+
+
+def warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def format_rows(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    if markdown:
+        return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header)] + rows)
+    lines = [header] + rows
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    def fmt(row):
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def _num(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------- steps
+def steps_configs(path, base: dict, steps: list[int], samplers: list[str] | None) -> list[tuple]:
+    """(sampler, steps) pairs for a diffusion method, ``[(None, None)]`` for a single point."""
+    from osir.registry import SAMPLERS
+    method = base["method"]
+    if "sample_steps" not in method or "sampler" not in method:
+        return [(None, None)]
+    T = method.get("T")
+    bad = [n for n in steps if n < 1 or (T is not None and n > T)]
+    if bad:
+        raise OptionsError(f"--steps: {', '.join(map(str, bad))} outside [1, T={T}] (method.T of '{path}')")
+    samplers = samplers or [method["sampler"]]
+    for name in samplers:
+        SAMPLERS.get(name, "--samplers")
+    return [(s, n) for s in samplers for n in steps]
+
+
+def run_steps(path, args, device: torch.device) -> dict:
+    from osir.data.io import write_image
+    from osir.engine.trainer import build_dataset
+    from osir.engine.validation import evaluation_mode, iterate
+    from osir.metrics.suite import MetricSuite
+    from osir.options import load_options
+    base = load_options(path, args.set)
+    configs = steps_configs(path, base, args.steps, args.samplers)
+    metrics = MetricSuite(base["metrics"], device)
+    specs = {k: v for k, v in base["datasets"].items() if k != "train"}
+    if not specs:
+        raise OptionsError(f"datasets: '{path}' names no test set to restore")
+    datasets = {k: build_dataset(v, f"datasets.{k}") for k, v in specs.items()}
+    result = {"command": "steps", "options": str(path), "name": base["name"], "method": base["method"]["type"],
+              "device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+              "overrides": list(args.set),
+              "metrics": metrics.settings(), "sets": {k: len(v) for k, v in datasets.items()},
+              "seconds_per_image": "restore_image only (padding, tiles, sampling), after the warm-up; "
+                                   "not data loading or scoring", "points": []}
+    method_opts = base["method"]
+    for index, (sampler, steps) in enumerate(configs):
+        overrides, notes = list(args.set), []
+        if sampler is None:
+            notes.append("not a diffusion method (no method.sample_steps / method.sampler): one point, "
+                         "--steps and --samplers do not apply")
+        else:
+            overrides += [f"method.sampler={sampler}", f"method.sample_steps={steps}"]
+            if sampler != "posterior" and (method_opts.get("eta", 1.0) != 1.0 or method_opts.get("clip_denoised")):
+                overrides += ["method.eta=1.0", "method.clip_denoised=false"]
+                notes.append(f"eta {method_opts.get('eta')} / clip_denoised {method_opts.get('clip_denoised')} "
+                             f"apply to the posterior sampler only: '{sampler}' runs with eta 1, no clamp")
+        opt = load_options(path, overrides)
+        torch.manual_seed(opt["seed"])        # the same initial weights for every point when there are no files
+        method, missing = prepare_method(opt, device, opt["inference"]["mixed_precision"])
+        if missing:
+            notes.append(f"no weights for {', '.join(missing)}: initial weights")
+            if index == 0:
+                warn(f"no weights for network(s) {', '.join(missing)} (path.pretrained): they keep their "
+                     "initial weights")
+        counter = CallCounter(method)
+        per_set, rows = {}, []
+        set_level = bool(getattr(metrics, "set_metrics", None))
+        with evaluation_mode(method), timed_restores(device) as timer:
+            wall = 0.0
+            for set_name, dataset in datasets.items():
+                spec = opt["datasets"][set_name]
+                if method.evaluate(dataset, spec["batch_size"]) is not None:
+                    raise OptionsError(f"method: {opt['method']['type']} evaluates itself (no restoration to "
+                                       "benchmark)")
+                loader = {"tile": opt["tile"], "seed": opt["seed"], "batch_size": spec["batch_size"],
+                          "num_workers": spec["num_workers"]}
+                if index == 0 and set_name == next(iter(datasets)) and args.warmup > 0:
+                    for _ in iterate(method, dataset, None, device, max_images=args.warmup, **loader):
+                        pass
+                    counter.reset()
+                    timer.seconds, timer.calls = 0.0, 0
+                start = time.perf_counter()
+                with tempfile.TemporaryDirectory() as written:
+                    scores = []
+                    for item, restored, score, _ in iterate(method, dataset, metrics, device, **loader):
+                        scores.append(score)
+                        if set_level:            # set metrics (FID) score the written images
+                            write_image(Path(written) / f"{item['name']}.png", restored[0])
+                    per_set[set_name] = {**_means(scores), **_set_scores(metrics, set_level, written, spec)}
+                wall += time.perf_counter() - start
+                rows += scores
+        counter.remove()
+        noise = noise_network(method, counter)
+        images = len(rows)
+        point = {"sampler": sampler if sampler is not None else opt["method"]["type"], "steps": steps,
+                 "nfe": counter.nfe(noise), "noise_network": noise,
+                 "network_calls_per_image": {k: v / max(images, 1) for k, v in counter.samples.items()},
+                 "restores_per_image": counter.restore_samples / max(images, 1),
+                 "seconds_per_image": timer.seconds / max(images, 1), "wall_seconds": wall, "images": images,
+                 "metrics": _overall(rows, per_set, datasets), "sets": per_set, "notes": notes}
+        if hasattr(method, "timesteps"):
+            point["timesteps"] = list(method.timesteps)
+        result["points"].append(point)
+        print(f"{PROG}: {base['name']}: {point['sampler']}" + (f" steps {steps}" if steps else "")
+              + f": NFE {_num(point['nfe'])}, "
+              f"{point['seconds_per_image']:.3f} s/image, "
+              + ", ".join(f"{k} {v:.4f}" for k, v in point["metrics"].items()), file=sys.stderr)
+        del method
+    return result
+
+
+def _set_scores(metrics, set_level: bool, written: str, spec: dict) -> dict[str, float]:
+    """The suite's set metrics (FID: restored folder against the GT folder), where it has them and the
+    test set's GT is a folder on disk."""
+    gt_dir = spec.get("dataroot_gt")
+    if not set_level or gt_dir is None or spec.get("io_backend", "disk") != "disk":
+        return {}
+    return {k: float(v) for k, v in (metrics.score_sets(written, gt_dir) or {}).items()}
+
+
+def _overall(rows: list[dict], per_set: dict, datasets: dict) -> dict[str, float]:
+    """Per-image metrics averaged over all images; a set metric (FID) averaged over the test sets
+    weighted by their images."""
+    out = _means(rows)
+    for key in {k for v in per_set.values() for k in v} - set(out):
+        if all(key in v for v in per_set.values()):
+            total = sum(len(datasets[name]) for name in per_set)
+            out[key] = sum(v[key] * len(datasets[name]) for name, v in per_set.items()) / max(total, 1)
+    return out
+
+
+def _means(rows: list[dict]) -> dict[str, float]:
+    keys = list(rows[0]) if rows else []
+    return {k: sum(float(r[k]) for r in rows) / len(rows) for k in keys if all(k in r for r in rows)}
+
+
+def plot_steps(result: dict, path: Path) -> None:
+    """Each metric against NFE and against seconds per image, one line per sampler (or NFE against
+    seconds when the test sets have no metric)."""
+    from matplotlib.figure import Figure
+    points = result["points"]
+    metrics = [m for m in result["metrics"] if all(m in p["metrics"] for p in points)]
+    rows = metrics or [None]
+    fig = Figure(figsize=(10, 3.6 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    samplers = list(dict.fromkeys(p["sampler"] for p in points))
+    for r, metric in enumerate(rows):
+        for c, (xkey, xlabel) in enumerate([("nfe", "NFE (noise-network evaluations)"),
+                                            ("seconds_per_image", "seconds per image (labels: NFE)")]):
+            ax = axes[r][c]
+            for sampler in samplers:       # in NFE order in both panels: the line follows the steps
+                pts = sorted((p for p in points if p["sampler"] == sampler and p[xkey] is not None),
+                             key=lambda p: p["nfe"] or 0)
+                ys = [p["metrics"][metric] if metric else p["seconds_per_image"] for p in pts]
+                ax.plot([p[xkey] for p in pts], ys, marker="o", label=sampler)
+                if xkey == "seconds_per_image":
+                    for p, y in zip(pts, ys):
+                        ax.annotate(f"{_num(p['nfe'], 3)}", (p[xkey], y), textcoords="offset points",
+                                    xytext=(4, 4), fontsize=7)
+            xs = [p[xkey] for p in points if p[xkey]]
+            if xs and min(xs) > 0 and max(xs) / min(xs) >= 10:
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            if metric:
+                better = "lower" if result["metrics"][metric].get("lower_better") else "higher"
+                ax.set_ylabel(f"{metric} ({better} is better)")
+            else:
+                ax.set_ylabel("seconds per image")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+    fig.suptitle(f"{result['name']} ({result['method']}, {result['device']})")
+    fig.savefig(path, dpi=100)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise OptionsError(f"--threads: expected 1 or more, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def steps_command(args) -> int:
+    device = pick_device(args.device)
+    set_threads(args.threads)
+    if args.warmup < 0:
+        raise OptionsError("--warmup: expected 0 or more images")
+    tables = []
+    for path in args.opt:
+        result = run_steps(path, args, device)
+        from osir.options import load_options
+        out_dir = Path(args.output) if args.output else \
+            Path(load_options(path, args.set)["path"]["results_root"]) / "bench"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path, png_path = out_dir / f"{result['name']}_steps.json", out_dir / f"{result['name']}_steps.png"
+        json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        plot_steps(result, png_path)
+        tables.append(result)
+        print(f"{PROG}: wrote {json_path} and {png_path}", file=sys.stderr)
+    metrics = list(dict.fromkeys(m for r in tables for p in r["points"] for m in p["metrics"]))
+    header = ["name", "sampler", "steps", "NFE", "s/image"] + metrics
+    rows = [[r["name"], str(p["sampler"]), _num(p["steps"]), _num(p["nfe"]), f"{p['seconds_per_image']:.4f}"]
+            + [f"{p['metrics'][m]:.4f}" if m in p["metrics"] else "-" for m in metrics]
+            for r in tables for p in r["points"]]
+    print(format_rows(header, rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------- efficiency
+def efficiency_options(path, overrides: list[str], scratch: Path) -> tuple[dict, list[str]]:
+    """The options with missing weight files replaced by random initial weights, and what was replaced."""
+    from osir.options import load_options
+    from osir.registry import ARCHS
+    opt = load_options(path, overrides)
+    notes = []
+    pretrained = opt["path"]["pretrained"]
+    for name, file in list(pretrained.items()):
+        if not Path(file).exists():
+            del pretrained[name]
+            notes.append(f"path.pretrained.{name}: '{file}' not found: random initial weights")
+    m = opt["method"]
+    if isinstance(m.get("release_path"), str) and not Path(m["release_path"]).exists():
+        notes.append(f"method.release_path: '{m['release_path']}' not found: random initial weights")
+        m["release_path"] = None
+    if isinstance(m.get("daclip_path"), str) and not Path(m["daclip_path"]).exists():
+        notes.append(f"method.daclip_path: '{m['daclip_path']}' not found: random DA-CLIP weights")
+        m["daclip_path"] = None
+        if m.get("clip_config") is None and m.get("use_daclip", True):
+            import open_clip
+            config = open_clip.get_model_config(m.get("clip_model", "ViT-B-32"))
+            if config is not None:
+                m["clip_config"] = config
+                notes[-1] += f" (open_clip's {m.get('clip_model', 'ViT-B-32')} architecture)"
+    if "compression_path" in m and "compression" in m and \
+            not (isinstance(m["compression_path"], str) and Path(m["compression_path"]).is_file()):
+        from safetensors.torch import save_file
+        torch.manual_seed(opt["seed"])
+        model = ARCHS.build(m["compression"], "method.compression")
+        scratch.mkdir(parents=True, exist_ok=True)
+        file = scratch / "random_compression.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(file))
+        notes.append(f"method.compression_path: '{m['compression_path']}' not found: random compression model")
+        m["compression_path"] = str(file)
+    if isinstance(m.get("vgg_path"), str) and not Path(m["vgg_path"]).exists() and m.get("perceptual_weight"):
+        notes.append(f"method.vgg_path: '{m['vgg_path']}' not found: perceptual loss off (training only)")
+        m["perceptual_weight"] = 0.0
+    prompt = m.get("prompt")
+    if isinstance(prompt, dict):
+        gone = [f"{k} '{v}'" for k, v in prompt.items() if k.endswith("_path") and isinstance(v, str)
+                and not Path(v).exists()]
+        if gone:
+            m["prompt"] = {"type": "EmptyPrompt"}
+            notes.append(f"method.prompt ({prompt.get('type')}): {', '.join(gone)} not found: an empty prompt "
+                         "instead (the prompt extractor is not measured)")
+    return opt, notes
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(s in text for s in (
+        "out of memory", "can't allocate memory", "not enough memory", "cannot allocate memory"))
+
+
+def _memory_mib(device: torch.device, peak: bool) -> float:
+    if device.type == "cuda":
+        return (torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)) / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # KiB on Linux
+
+
+def measure(spec: dict) -> dict:
+    """One measurement (run in a fresh process by ``efficiency``): latency, peak memory, NFE and
+    (``count_macs``) MACs of restoring one ``size`` x ``size`` image, whole or tiled."""
+    from osir.engine.validation import evaluation_mode
+    from osir.inference import restore_image
+    opt, device = spec["opt"], torch.device(spec["device"])
+    tile = spec["tile"] if spec["mode"] == "tiled" else None
+    result = {k: spec[k] for k in ("size", "mode", "precision")}
+    result["tile"] = tile
+    result["memory"] = "torch.cuda.max_memory_allocated" if device.type == "cuda" else \
+        "peak resident set size of the process (ru_maxrss)"
+    try:
+        for module in opt.get("imports") or []:
+            importlib.import_module(module)
+        torch.manual_seed(opt["seed"])
+        method, _ = prepare_method(opt, device, _PRECISION[spec["precision"]])
+        lq = torch.rand(1, 3, spec["size"], spec["size"], generator=torch.Generator().manual_seed(0)).to(device)
+        batch = {"lq": lq, "lq_path": ["random.png"], "name": ["random"]}     # as a dataset's batch holds them
+        counter = CallCounter(method)
+        generator = torch.Generator(device=device)
+
+        def restore():
+            generator.manual_seed(opt["seed"])
+            return restore_image(method, batch, tile, spec["overlap"], generator)
+        with evaluation_mode(method):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            result["baseline_memory_mib"] = _memory_mib(device, peak=device.type != "cuda")
+            for _ in range(spec["warmup"]):
+                restore()
+            counter.reset()
+            times = []
+            for _ in range(spec["repeats"]):
+                synchronize(device)
+                start = time.perf_counter()
+                out = restore()
+                synchronize(device)
+                times.append(time.perf_counter() - start)
+            result["peak_memory_mib"] = _memory_mib(device, peak=True)
+            result["restore_memory_mib"] = result["peak_memory_mib"] - result["baseline_memory_mib"]
+            noise = noise_network(method, counter)
+            result.update(seconds=statistics.median(times), seconds_runs=times, output_size=list(out.shape[-2:]),
+                          noise_network=noise, nfe=counter.nfe(noise), tiles=counter.restore_samples / spec["repeats"],
+                          network_calls={k: v / spec["repeats"] for k, v in counter.samples.items()})
+            del out
+            if spec["count_macs"]:
+                result.update(_macs(method, restore, counter, noise, counter.samples[noise] / spec["repeats"],
+                                    result["nfe"]))
+        counter.remove()
+        result["status"] = "ok"
+    except Exception as err:          # noqa: BLE001  (one measurement failing is a row of the table)
+        oom = is_out_of_memory(err)
+        result.update(status="out of memory" if oom else "error",
+                      error=cli.one_line(err) if oom else f"{type(err).__name__}: {cli.one_line(err)}")
+        if not oom and not isinstance(err, cli.USER_ERRORS):
+            import traceback
+            traceback.print_exc()
+    return result
+
+
+def _macs(method, restore, counter: CallCounter, noise: str, calls_per_image: float, nfe: float | None) -> dict:
+    """MACs of restoring the image; for a method with ``timesteps``, counted on a one-step restoration
+    (the noise network's share measured inside its forward calls) and scaled to ``calls_per_image``, the
+    noise-network calls of the full restoration (every step's evaluation costs the same)."""
+    net = method.networks[noise]
+    saved = getattr(method, "timesteps", None)
+    shortened = isinstance(saved, list) and len(saved) > 2
+    inside, start = [0], [0]
+    with MacCounter() as macs:
+        pre = net.register_forward_pre_hook(lambda *a: start.__setitem__(0, macs.flops))
+        post = net.register_forward_hook(lambda *a: inside.__setitem__(0, inside[0] + macs.flops - start[0]))
+        try:
+            if shortened:
+                method.timesteps = [saved[0], 0]
+            counter.reset()
+            restore()
+        finally:
+            pre.remove()
+            post.remove()
+            if shortened:
+                method.timesteps = saved
+    total, noise_flops, calls = macs.flops, inside[0], counter.samples[noise]
+    noise_total = noise_flops * (calls_per_image / calls) if shortened and calls else noise_flops
+    other = total - noise_flops
+    return {"macs": int((other + noise_total) // 2), "macs_other": int(other // 2),
+            "macs_per_nfe": int(noise_total / nfe // 2) if nfe else None,
+            "macs_counted_on": "a one-step restoration, scaled to the NFE" if shortened else "the restoration"}
+
+
+def run_measurement(spec: dict, timeout: float | None, memory_limit_mib: float | None) -> dict:
+    """``measure(spec)`` in a fresh ``python -m osir.bench _measure`` process."""
+    base = {k: spec[k] for k in ("size", "mode", "precision")}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_file, result_file = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_file.write_text(json.dumps({**spec, "result": str(result_file), "memory_limit_mib": memory_limit_mib}))
+        try:
+            done = subprocess.run([sys.executable, "-m", "osir.bench", "_measure", str(spec_file)],
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return {**base, "status": "timed out", "error": f"over --timeout {timeout:g} s"}
+        if result_file.is_file():
+            result = json.loads(result_file.read_text())
+            if result.get("status") == "error" and done.stderr.strip():
+                print(done.stderr.strip(), file=sys.stderr)
+            return result
+        if done.returncode in (-9, 137):
+            return {**base, "status": "out of memory", "error": "the measuring process was killed (SIGKILL), "
+                                                                 "most likely for memory"}
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        return {**base, "status": "error", "error": lines[-1] if lines else f"exit code {done.returncode}"}
+
+
+def _measure_child(spec_file: str) -> int:
+    spec = json.loads(Path(spec_file).read_text())
+    if spec.get("memory_limit_mib"):
+        import resource
+        limit = int(spec["memory_limit_mib"] * 2 ** 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    result = measure(spec)
+    Path(spec["result"]).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def efficiency_command(args) -> int:
+    from osir.engine.trainer import build_method
+    device = pick_device(args.device)
+    set_threads(args.threads)
+    precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    for name, values, low in (("--sizes", args.sizes, 1), ("--tile", [args.tile] if args.tile else [], 1),
+                              ("--repeats", [args.repeats], 1), ("--warmup", [args.warmup], 0)):
+        if any(v < low for v in values):
+            raise OptionsError(f"{name}: expected values >= {low}, got {values}")
+    if args.overlap is not None and args.overlap < 0:
+        raise OptionsError("--overlap: expected 0 or more pixels")
+    result = {"command": "efficiency", "device": str(device), "torch": torch.__version__,
+              "cpu_threads": torch.get_num_threads(), "sizes": args.sizes,
+              "tile": args.tile, "precisions": precisions, "repeats": args.repeats, "warmup": args.warmup,
+              "overrides": list(args.set), "weights": WEIGHTS_NOTE,
+              "size": "the LQ's side in pixels (square, random content); the output is scale x size",
+              "macs": "torch.utils.flop_counter.FlopCounterMode, MACs = FLOPs / 2 (matrix products, convolutions, "
+                      "attention; element-wise ops not counted)",
+              "memory": "cuda: torch.cuda.max_memory_allocated; cpu: peak resident set size (ru_maxrss) of a fresh "
+                        "process per measurement, incl. Python, torch and the weights (baseline_memory_mib: its peak "
+                        "before the first restoration)",
+              "methods": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        # every options file is read and checked before the first measurement
+        loaded = [efficiency_options(path, args.set, Path(scratch) / str(i)) for i, path in enumerate(args.opt)]
+        results_root = loaded[0][0]["path"]["results_root"]
+        for path, (opt, notes) in zip(args.opt, loaded):
+            for note in notes:
+                warn(f"{opt['name']}: {note}")
+            entry = {"options": str(path), "name": opt["name"], "type": opt["method"]["type"], "notes": notes}
+            result["methods"].append(entry)
+            try:
+                torch.manual_seed(opt["seed"])
+                method = build_method(opt)
+            except cli.USER_ERRORS as err:
+                entry["error"] = cli.one_line(err)
+                warn(f"{opt['name']}: cannot build the method: {entry['error']}")
+                continue
+            entry["parameters"] = count_parameters(method)
+            entry.update(scale=method.scale, noise_network=noise_network(method),
+                         tiles_internally=method.tiles_internally,
+                         sample_steps=len(method.timesteps) - 1 if hasattr(method, "timesteps") else None)
+            del method
+            overlap = args.overlap if args.overlap is not None else opt["tile"]["overlap"]
+            entry["measurements"] = []
+            for size in args.sizes:
+                for mode in ["whole", "tiled"] if args.tile else ["whole"]:
+                    for k, precision in enumerate(precisions):
+                        spec = {"opt": _for_mode(opt, mode), "device": str(device), "size": size, "mode": mode,
+                                "tile": args.tile, "overlap": overlap, "precision": precision, "warmup": args.warmup,
+                                "repeats": args.repeats, "count_macs": k == 0, "threads": args.threads}
+                        row = run_measurement(spec, args.timeout, args.memory_limit)
+                        entry["measurements"].append(row)
+                        print(f"{PROG}: {opt['name']} {size} {mode} {precision}: {row['status']}"
+                              + (f", {row['seconds']:.3f} s" if row["status"] == "ok" else f" ({row.get('error')})"),
+                              file=sys.stderr)
+    out_dir = Path(args.output) if args.output else Path(results_root) / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "efficiency.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out_dir / "efficiency.md").write_text(efficiency_markdown(result), encoding="utf-8")
+    print(efficiency_table(result))
+    print(f"{PROG}: wrote {out_dir / 'efficiency.json'} and {out_dir / 'efficiency.md'}", file=sys.stderr)
+    return 0
+
+
+def _for_mode(opt: dict, mode: str) -> dict:
+    """Whole images without a method's own tiling (OSEDiff's ``method.tiling``): the options for ``mode``."""
+    if mode != "whole" or opt["method"].get("tiling") is None:
+        return opt
+    return {**opt, "method": {**opt["method"], "tiling": None}}
+
+
+def _short(text: str, width: int = 90) -> str:
+    """The table's cut of an error (the JSON keeps it whole)."""
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _efficiency_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "params (M)", "trainable (M)", "size", "mode", "precision", "s/image", "peak MiB",
+              "NFE", "tiles", "GMACs/image", "GMACs/NFE", "status"]
+    rows = []
+    for m in result["methods"]:
+        params = m.get("parameters", {})
+        millions = [f"{params[k] / 1e6:.3f}" if k in params else "-" for k in ("total", "trainable")]
+        if "error" in m:
+            rows.append([m["name"], *["-"] * 11, f"error: {_short(m['error'])}"])
+            continue
+        for r in m["measurements"]:
+            ok = r["status"] == "ok"
+            giga = [f"{r[k] / 1e9:.3f}" if r.get(k) is not None else "-" for k in ("macs", "macs_per_nfe")]
+            rows.append([m["name"], *millions, str(r["size"]), r["mode"], r["precision"],
+                         f"{r['seconds']:.4f}" if ok else "-", f"{r['peak_memory_mib']:.1f}" if ok else "-",
+                         _num(r.get("nfe")), _num(r.get("tiles")), *giga,
+                         r["status"] if ok else f"{r['status']}: {_short(r.get('error', ''))}"])
+    return header, rows
+
+
+def efficiency_table(result: dict) -> str:
+    return format_rows(*_efficiency_rows(result)) + f"\n({result['weights']})"
+
+
+def efficiency_markdown(result: dict) -> str:
+    lines = ["# Efficiency", "", f"Device: {result['device']}, torch {result['torch']}.", "",
+             f"- Weights: {result['weights']}.", f"- Size: {result['size']}.", f"- MACs: {result['macs']}.",
+             f"- Memory: {result['memory']}.",
+             (f"- Latency: median of {result['repeats']} restoration(s) after {result['warmup']} warm-up "
+              "restoration(s)."), ""]
+    for m in result["methods"]:
+        if "parameters" in m:
+            nets = ", ".join(f"{k} {v['total']:,} ({v['trainable']:,} trainable)"
+                             for k, v in m["parameters"]["networks"].items())
+            lines.append(f"- {m['name']} ({m['type']}): parameters {nets}")
+        for note in m.get("notes", []):
+            lines.append(f"- {m['name']}: {note}")
+    lines += ["", format_rows(*_efficiency_rows(result), markdown=True), ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{steps,efficiency}")
+    steps = sub.add_parser("steps", help="quality vs NFE vs latency of the samplers")
+    steps.add_argument("-opt", "--opt", nargs="+", required=True, help="YAML test options file(s)")
+    steps.add_argument("--steps", type=int, nargs="+", default=[100, 50, 20, 10, 5])
+    steps.add_argument("--samplers", nargs="+", default=None, help="default: the options' method.sampler")
+    steps.add_argument("--warmup", type=int, default=1, help="untimed images before the first point (default 1)")
+    eff = sub.add_parser("efficiency", help="parameters, MACs, latency and peak memory per size")
+    eff.add_argument("-opt", "--opt", nargs="+", required=True, help="YAML options file(s), one per method")
+    eff.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048], help="LQ sides in pixels")
+    eff.add_argument("--tile", type=int, default=None, help="also measure tiled restoration with this tile size")
+    eff.add_argument("--overlap", type=int, default=None, help="tile overlap (default: the options' tile.overlap)")
+    eff.add_argument("--precisions", nargs="+", choices=sorted(_PRECISION), default=None,
+                     help="default: fp32 and bf16 on a GPU, fp32 on a CPU")
+    eff.add_argument("--repeats", type=int, default=1, help="timed restorations per measurement (median)")
+    eff.add_argument("--warmup", type=int, default=1, help="untimed restorations before timing")
+    eff.add_argument("--timeout", type=float, default=None, help="seconds per measurement before 'timed out'")
+    eff.add_argument("--memory-limit", type=float, default=None, metavar="MIB",
+                     help="address-space limit of each measuring process (CPU: a size over it is 'out of memory')")
+    for p in (steps, eff):
+        p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE")
+        p.add_argument("--output", default=None, help="output folder (default: <path.results_root>/bench)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: as test.py)")
+        p.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
+    child = sub.add_parser("_measure")
+    child.add_argument("spec")
+    args = parser.parse_args(argv)
+    if args.command == "_measure":
+        return _measure_child(args.spec)
+    body = steps_command if args.command == "steps" else efficiency_command
+    return cli.run(PROG, lambda: body(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
