@@ -56,7 +56,8 @@ class DegradationTypeDataset(Dataset):
 
     def __init__(self, dataroot: Optional[str] = None, csv: Optional[str] = None, dataroot_gt: Optional[str] = None,
                  degradations: Optional[dict[str, component(DEGRADATIONS)]] = None, captions: Optional[str] = None,
-                 caption_template: str = "a photo of {}", types: Optional[list[str]] = None, gt_size: Optional[int] = None, use_flip: bool = False,
+                 caption_template: str = "a photo of {}", types: Optional[list[str]] = None,
+                 gt_size: Optional[int] = None, use_flip: bool = False,
                  io_backend: Literal["disk", "skimage"] = "disk"):
         given = [k for k, v in (("dataroot", dataroot), ("csv", csv), ("dataroot_gt", dataroot_gt)) if v]
         if len(given) != 1:
