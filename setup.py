@@ -36,12 +36,16 @@ setup(
         "transformers>=5.0",      # text encoders, captioners, DAPE's BERT attention (5.x signatures)
         "open-clip-torch>=2.24",  # DA-CLIP
         "timm>=0.9",              # DAPE's Swin (RAM tagger)
+        "spandrel>=0.4",          # osir restore: architecture detection of RRDBNet / NAFNet checkpoints
+        "gradio>=6",              # osir web (gr.ImageSlider, 6.x launch)
+        "onnx", "onnxscript", "onnxruntime",   # osir export onnx (+ --int8 quantisation)
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout", "selenium>=4"]},   # selenium: the web demo's browser test
     # Registered entries, found by osir.registry.discover() and imported only when an options file
     # names them ("Name = module that registers it"); other packages add their own the same way.
     entry_points={
         "console_scripts": [
+            "osir=osir.__main__:main",
             "osir-train=osir.train:main",
             "osir-test=osir.test:main",
             "osir-score=osir.metrics.__main__:main",

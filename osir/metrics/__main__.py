@@ -17,7 +17,7 @@ from pathlib import Path
 
 from osir.cli import run
 from osir.data.io import DataError, img2tensor, list_images, read_image
-from osir.metrics.results import format_table, provenance, write_results
+from osir.metrics.results import DatasetHash, format_table, provenance, write_results
 from osir.metrics.suite import MetricSuite
 from osir.options import OptionsError, component, read_yaml, validate
 from osir.registry import METRICS
@@ -27,10 +27,12 @@ DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "niqe": {"type": "niqe"}}
 
 
-def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None = None) -> tuple[list[dict], dict]:
+def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None = None,
+                  identity: DatasetHash | None = None) -> tuple[list[dict], dict]:
     """Per-image scores of ``restored_dir`` against ``gt_dir`` (matched by relative name); GT images
     without a restored partner are reported on stderr, a restored image without a GT is an error.
-    ``suite``: the suite built from ``metrics`` when the caller has one already."""
+    ``suite``: the suite built from ``metrics`` when the caller has one already; ``identity``
+    collects the scored GT images (the test set's ``dataset_hash``)."""
     suite = suite if suite is not None else MetricSuite(metrics)
     gts = {p.relative_to(gt_dir).with_suffix("").as_posix(): p for p in list_images(gt_dir)} if gt_dir else {}
     rows, seen = [], set()
@@ -43,6 +45,8 @@ def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None
                 raise DataError(f"restored image '{path}' has no GT partner in '{gt_dir}'")
             seen.add(name)
             gt = img2tensor(read_image(gts[name]))[None]
+            if identity is not None:
+                identity.add_gt_only(name, gt[0])
             if gt.shape != restored.shape:
                 raise DataError(f"size mismatch: '{path}' is {restored.shape[-1]}x{restored.shape[-2]}, GT "
                                 f"'{gts[name]}' is {gt.shape[-1]}x{gt.shape[-2]}")
@@ -74,9 +78,12 @@ def score(args) -> int:
             raise OptionsError(f"{args.opt}: no metrics: section (nor in its _base_ files)")
         metrics = validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
     suite = MetricSuite(metrics, weights_dir=args.weights_dir)
-    rows, settings = score_folders(restored, gt, metrics, suite)
+    identity = DatasetHash()
+    rows, settings = score_folders(restored, gt, metrics, suite, identity)
     sets = suite.score_sets(restored, gt)       # FID: the whole folders, after the per-image scores
-    summary = write_results(output, rows, provenance(settings, restored=str(restored), gt=str(gt)), set_scores=sets)
+    extra = {"dataset_hash": identity.hexdigest(), "dataset_items": len(identity)} if gt is not None else {}
+    summary = write_results(output, rows, {**provenance(settings, restored=str(restored), gt=str(gt)), **extra},
+                            set_scores=sets)
     print(format_table({restored.name: summary}))
     return 0
 

@@ -53,7 +53,9 @@ def seed_statistics(per_seed: dict[int, list[dict]]) -> dict:
 class DatasetHash:
     """The identity of an evaluated test set, fed item by item as the test loop sees them:
     sha256 over the lines ``"<name>\\t<sha256 LQ>\\t<sha256 GT or ''>\\n"`` sorted by name, each
-    image hashed as its uint8-quantised (``round(x * 255)``, clamped) CxHxW tensor bytes."""
+    image hashed as its uint8-quantised (``round(x * 255)``, clamped) CxHxW tensor bytes.  A folder
+    scored without its inputs (``python -m osir.metrics``) has ``-`` for every LQ: such results
+    match each other when their GT folders match, never a test.py run (whose LQ is known)."""
 
     def __init__(self):
         self.entries: list[tuple[str, str, str]] = []
@@ -66,6 +68,9 @@ class DatasetHash:
 
     def add(self, name: str, lq, gt=None) -> None:
         self.entries.append((str(name), self.tensor_sha256(lq), "" if gt is None else self.tensor_sha256(gt)))
+
+    def add_gt_only(self, name: str, gt) -> None:
+        self.entries.append((str(name), "-", self.tensor_sha256(gt)))
 
     def __len__(self) -> int:
         return len(self.entries)

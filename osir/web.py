@@ -1,0 +1,206 @@
+"""``osir web``: a local Gradio page to restore one image with any osir model.
+
+Upload an image, choose the method and the weights (files given on the command line or found in
+``--weights-dir``), press Restore; a before/after slider compares the input (enlarged to the output
+size, nearest neighbour) with the result, which is offered as a PNG download.  Diffusion methods also
+take steps and a seed.  The page runs offline: no analytics, no share link, fonts served locally.
+
+    osir web --model realesrgan-x4 --weights RealESRGAN_x4plus.pth [--weights-dir DIR] [--port 7860]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"   # before gradio is imported: no telemetry, no version check
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from osir.cli import USER_ERRORS, one_line, run
+from osir.data.io import read_image
+from osir.engine.checkpoint import WEIGHT_SUFFIXES
+from osir.registry import SAMPLERS, OptionsError
+from osir.restore import Restorer, available_models, load_restorer
+
+TITLE = "osir — image restoration"
+AUTO = "auto"   # the method chooser's value for "recognised from the weights' keys"
+
+
+def weight_files(weights: Sequence[str | Path] = (), weights_dir: str | Path | None = None) -> list[Path]:
+    """The weights the chooser offers: the given files, then the weight files under ``weights_dir``
+    (recursively, sorted), each once."""
+    files = [Path(w) for w in weights]
+    for path in files:
+        if not path.exists():
+            raise OptionsError(f"--weights '{path}': no such file")
+    if weights_dir is not None:
+        folder = Path(weights_dir)
+        if not folder.is_dir():
+            raise OptionsError(f"--weights-dir '{folder}': not a folder")
+        files += sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    if not unique:
+        where = f"in --weights-dir '{weights_dir}'" if weights_dir is not None else "given"
+        raise OptionsError(f"no weights {where} (weight files end in {', '.join(WEIGHT_SUFFIXES)})")
+    return unique
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float RGB in [0, 1] -> uint8 (rounded, clamped), as osir writes images."""
+    return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+class Demo:
+    """The page's state: the weights on offer and a cache of loaded restorers, keyed by (weights,
+    method), so that switching back and forth loads each model once."""
+
+    def __init__(self, weights: Sequence[Path], *, device: str = "cpu", precision: str = "fp32",
+                 tile: int | None = None):
+        self.weights = list(weights)
+        self.device, self.precision, self.tile = device, precision, tile
+        self._cache: dict[tuple[str, str | None], Restorer] = {}
+        self._lock = threading.Lock()
+        self.output_dir = Path(tempfile.mkdtemp(prefix="osir-web-"))
+
+    def load(self, method: str | None, weights: str | Path) -> Restorer:
+        """The cached restorer for (method, weights), loaded on first use; ``method`` None or ``auto``:
+        recognised from the weights' keys."""
+        model = None if method in (None, "", AUTO) else method
+        key = (str(Path(weights).resolve()), model)
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = load_restorer(weights, model, device=self.device, precision=self.precision,
+                                                 tile=self.tile)
+            return self._cache[key]
+
+    def restorer(self, method: str | None, weights: str | Path | None) -> Restorer:
+        """``load`` for the page: a user error becomes a ``gr.Error`` (a message in the page)."""
+        if not weights:
+            raise gr.Error("choose the weights first", print_exception=False)
+        try:
+            return self.load(method, weights)
+        except USER_ERRORS as err:
+            raise gr.Error(f"cannot load '{Path(weights).name}' as {method or AUTO}: {one_line(err)}",
+                           print_exception=False) from None
+
+    def describe(self, restorer: Restorer, weights: str | Path) -> str:
+        kind = f"diffusion, {restorer.steps} {restorer.sampler} steps" if restorer.is_diffusion else "feed-forward"
+        return (f"**Loaded:** `{restorer.name}` ({restorer.method}, {kind}, ×{restorer.scale}) "
+                f"from `{Path(weights).name}` on {self.device}")
+
+    def choose(self, method: str, weights: str):
+        """Chooser change: load the model and say which; steps, sampler and seed only for diffusion
+        methods, set to the model's defaults."""
+        restorer = self.restorer(method, weights)
+        diffusion = restorer.is_diffusion
+        return (self.describe(restorer, weights), gr.update(visible=diffusion, value=restorer.steps),
+                gr.update(visible=diffusion, value=restorer.sampler), gr.update(visible=diffusion))
+
+    def restore(self, image_path: str | None, method: str, weights: str, steps: float | None = None,
+                sampler: str | None = None, seed: float | None = None):
+        """Restore the uploaded file: ((before, after) for the slider, the result's PNG path, a status
+        line).  ``before`` is the input enlarged to the result's size (nearest neighbour)."""
+        if not image_path:
+            raise gr.Error("upload an image first", print_exception=False)
+        restorer = self.restorer(method, weights)
+        kwargs = {}
+        if restorer.is_diffusion:
+            kwargs = {"steps": None if steps is None else int(steps),
+                      "sampler": None if sampler in (None, "", restorer.sampler) else sampler,
+                      "seed": None if seed is None else int(seed)}
+        try:
+            image = read_image(image_path)
+            start = time.perf_counter()
+            result = to_uint8(restorer.restore(image, **kwargs))
+        except USER_ERRORS as err:
+            raise gr.Error(one_line(err), print_exception=False) from None
+        seconds = time.perf_counter() - start
+        (h, w), (oh, ow) = image.shape[:2], result.shape[:2]
+        before = np.repeat(np.repeat(to_uint8(image), oh // h, axis=0), ow // w, axis=1)
+        png = Path(tempfile.mkdtemp(dir=self.output_dir)) / f"{Path(image_path).stem}_{restorer.name}.png"
+        Image.fromarray(result).save(png)
+        status = f"{self.describe(restorer, weights)}  \n{w}×{h} → {ow}×{oh} in {seconds:.2f} s"
+        return (before, result), str(png), status
+
+
+def build_app(weights: Sequence[str | Path] | str | Path = (), model: str | None = None, *,
+              weights_dir: str | Path | None = None, device: str = "cpu", precision: str = "fp32",
+              tile: int | None = None) -> gr.Blocks:
+    """The page, with the first weights loaded (as ``model``; default: recognised from the keys), so
+    that a bad file or model name fails here, as the usual one-line user error, not in the browser."""
+    if isinstance(weights, (str, Path)):
+        weights = [weights]
+    demo = Demo(weight_files(weights, weights_dir), device=device, precision=precision, tile=tile)
+    first = str(demo.weights[0])
+    restorer = demo.load(model, first)
+    diffusion = restorer.is_diffusion
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.Markdown(f"# {TITLE}\nUpload an image, choose the method and its weights, press **Restore**; "
+                    "drag the slider to compare before and after, download the result as PNG below it.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload"],
+                                 elem_id="input-image")
+                method = gr.Dropdown(
+                    [(f"{AUTO} (recognised from the weights' keys)", AUTO)]
+                    + [(f"{name}: {text}", name) for name, text in available_models().items()],
+                    value=model or AUTO, label="Method", elem_id="method")
+                weights_choice = gr.Dropdown([(p.name, str(p)) for p in demo.weights], value=first,
+                                             label="Weights", elem_id="weights")
+                with gr.Row():
+                    steps = gr.Number(restorer.steps, label="Steps", precision=0, minimum=1, visible=diffusion,
+                                      elem_id="steps")
+                    sampler = gr.Dropdown(SAMPLERS.names(), value=restorer.sampler, label="Sampler",
+                                          visible=diffusion, elem_id="sampler")
+                    seed = gr.Number(0, label="Seed", precision=0, visible=diffusion, elem_id="seed")
+                button = gr.Button("Restore", variant="primary", elem_id="restore-btn")
+            with gr.Column(scale=2):
+                status = gr.Markdown(demo.describe(restorer, first), elem_id="status")
+                slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False,
+                                        elem_id="slider")
+                download = gr.File(label="Result (PNG)", interactive=False, elem_id="result-file")
+        for chooser in (method, weights_choice):
+            chooser.change(demo.choose, [method, weights_choice], [status, steps, sampler, seed], api_name=False)
+        button.click(demo.restore, [image, method, weights_choice, steps, sampler, seed], [slider, download, status],
+                     api_name="restore")
+    return app
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="osir web", description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser.add_argument("--model", help="model of the --weights (default: recognised from their keys); "
+                                        "`osir restore --list-models` lists them")
+    parser.add_argument("--weights", nargs="+", default=[], action="extend", metavar="W",
+                        help="weights file(s) offered in the page; the first is loaded at start")
+    parser.add_argument("--weights-dir", help="also offer every weights file under this folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--tile", type=int, help="tile size for large images (default: the method's own)")
+    args = parser.parse_args(argv)
+    if not args.weights and not args.weights_dir:
+        parser.error("give --weights and/or --weights-dir")
+
+    def body() -> int:
+        app = build_app(args.weights, args.model, weights_dir=args.weights_dir, device=args.device,
+                        precision=args.precision, tile=args.tile)
+        app.queue().launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
+                           inbrowser=False)
+        return 0
+
+    return run("osir web", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
