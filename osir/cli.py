@@ -30,6 +30,7 @@ def run(prog: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except USER_ERRORS as err:
-        kind = {OptionsError: "options error", CheckpointError: "checkpoint error"}.get(type(err), "error")
+        kind = ("options error" if isinstance(err, OptionsError) else
+                "checkpoint error" if isinstance(err, CheckpointError) else "error")
         print(f"{prog}: {kind}: {one_line(err)}", file=sys.stderr)
         return 2
