@@ -36,7 +36,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from osir import cli
 from osir.engine.checkpoint import CheckpointError
 from osir.registry import OptionsError
 
-__all__ = ["MODELS", "ExportCheckError", "GraphSpec", "graphs_for", "export_onnx", "quantize_int8", "main"]
+__all__ = ["MODELS", "ExportCheckError", "GraphSpec", "graphs_for", "export_onnx", "quantize_int8", "network_from_weights", "main"]
 
 RRDB_RELEASE = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4}
 NAFNET_RELEASE = {"img_channel": 3, "width": 64, "enc_blk_nums": [1, 1, 1, 28], "middle_blk_num": 1,
@@ -405,7 +405,7 @@ def psnr(a: np.ndarray, b: np.ndarray, clip: bool = True) -> float:
 
 # ----------------------------------------------------------------------------- the whole export
 def export_onnx(net: nn.Module, out: str | Path, *, method: str, hyper_parameters: dict, arch: Optional[str] = None,
-                source: Optional[str | Path] = None, opset: Optional[int] = None, check_size: int = 64,
+                source: Optional[str | Path] = None, options: Optional[dict] = None, opset: Optional[int] = None, check_size: int = 64,
                 tolerance: float = DEFAULT_TOLERANCE, int8: bool = False, calibration: Optional[str | Path] = None,
                 int8_metrics: Optional[dict] = None, log: Callable[[str], None] = print) -> list[dict]:
     """Export ``net`` to ``out`` (and ``<stem>.encoder/.decoder.onnx`` for the compression model), check it with
@@ -434,7 +434,7 @@ def export_onnx(net: nn.Module, out: str | Path, *, method: str, hyper_parameter
             raise ExportCheckError(f"'{path}': onnxruntime and PyTorch differ by {worst:.3g} (max abs difference "
                                    f"at {max(diffs, key=diffs.get)}), above --tolerance {tolerance:g}; file removed")
         card = write_model_card(path, method=method, hyper_parameters=hyper_parameters, source=source,
-                                format="onnx", arch=arch, role=spec.role, opset=written,
+                                options=options, format="onnx", arch=arch, role=spec.role, opset=written,
                                 inputs=spec.input_names, outputs=spec.output_names, shapes=spec.io,
                                 dynamic_axes="batch, height, width",
                                 min_size=spec.min_size, size_multiple=spec.multiple,
@@ -453,7 +453,8 @@ def export_onnx(net: nn.Module, out: str | Path, *, method: str, hyper_parameter
         log(f"{int8_path}: int8 vs fp32 on a smooth {check_size}x{check_size} image: max abs difference "
             f"{diff:.3g}, PSNR {agreement:.2f} dB")
         card = write_model_card(int8_path, method=method, hyper_parameters=hyper_parameters, source=source,
-                                metrics=int8_metrics, format="onnx", arch=arch, role=spec.role + ", int8", opset=written,
+                                options=options, metrics=int8_metrics, format="onnx", arch=arch,
+                                role=spec.role + ", int8", opset=written,
                                 quantization={"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                                               "weights": "int8 per channel", "activations": "uint8",
                                               "calibration": str(calibration) if calibration else
@@ -480,10 +481,19 @@ def _model_entry(model: str) -> tuple[str, str, dict]:
     return entry
 
 
-def load_network(weights: str | Path, model: Optional[str] = None, overrides: Optional[dict] = None):
-    """(network, method, arch, hyper-parameters) of ``weights``: recognised from its keys
-    (``osir.recognize``); ``model`` (a ``--model`` name) checks or, when the file is not recognised, gives
-    the architecture, and ``overrides`` hyper-parameters."""
+class LoadedNetwork(NamedTuple):
+    network: nn.Module
+    method: str
+    arch: str
+    hyper_parameters: dict
+    run_options: Optional[dict]           # the osir run's options.yml when the weights sit in its models/
+
+
+def network_from_weights(weights: str | Path, model: Optional[str] = None,
+                         overrides: Optional[dict] = None) -> LoadedNetwork:
+    """The network of ``weights``, recognised from its keys (``osir.recognize``); ``model`` (a ``--model``
+    name) checks or, when the file is not recognised, gives the architecture, and ``overrides``
+    hyper-parameters."""
     from osir.engine.checkpoint import describe_mismatch, read_state_dict
     from osir.recognize import recognize
     from osir.registry import ARCHS
@@ -501,12 +511,12 @@ def load_network(weights: str | Path, model: Optional[str] = None, overrides: Op
         if entry is not None and entry[1] != found.arch:
             raise OptionsError(f"--model {model} expects {entry[1]} weights, but '{weights}' holds {found.arch} "
                                f"({found.method}); leave --model out or name the right one")
-        method, arch = (entry[0] if entry else found.method), found.arch
+        method, arch, run_options = (entry[0] if entry else found.method), found.arch, found.run_options
         if not overrides:
-            return found.build_network(), method, arch, dict(found.hyper_parameters)
+            return LoadedNetwork(found.build_network(), method, arch, dict(found.hyper_parameters), run_options)
         hp, state = {**found.hyper_parameters, **overrides}, found.state_dict
     elif entry is not None:
-        method, arch, defaults = entry
+        (method, arch, defaults), run_options = entry, None
         hp, state = {**defaults, **overrides}, read_state_dict(weights)
     else:
         raise CheckpointError(f"{failure} (name the architecture with --model: {', '.join(MODELS)})") from None
@@ -516,7 +526,7 @@ def load_network(weights: str | Path, model: Optional[str] = None, overrides: Op
         raise CheckpointError(f"'{weights}' does not fit {arch}({hp}): {diff}"
                               + ("" if overrides else "; give its hyper-parameters with --set key=value"))
     net.load_state_dict(state, strict=True)
-    return net.eval(), method, arch, hp
+    return LoadedNetwork(net.eval(), method, arch, hp, run_options)
 
 
 def _parse_overrides(items: Sequence[str]) -> dict:
@@ -561,9 +571,10 @@ def main(argv=None) -> int:
             raise OptionsError(f"-o {out}: that is the weights file")
         if args.model:
             _model_entry(args.model)                   # an unexportable --model fails before reading anything
-        net, method, arch, hp = load_network(args.weights, args.model, _parse_overrides(args.set))
+        net, method, arch, hp, run_options = network_from_weights(args.weights, args.model, _parse_overrides(args.set))
         print(f"{args.weights}: {method} / {arch} {hp}")
         records = export_onnx(net, out, method=method, hyper_parameters=hp, arch=arch, source=args.weights,
+                              options=run_options,
                               opset=args.opset, check_size=args.check_size, tolerance=args.tolerance,
                               int8=args.int8, calibration=args.calibration)
         for record in records:

@@ -73,6 +73,17 @@ def write_model_card(target: str | Path, *, method: str, hyper_parameters: dict,
     return path
 
 
+def add_metrics(target: str | Path, metrics: dict) -> Path:
+    """Merge ``metrics`` (e.g. measured on a test set after the export) into ``target``'s card."""
+    card = read_model_card(target)
+    card["metrics"] = {**(card.get("metrics") or {}), **_plain(metrics)}
+    path = card_path(target)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def read_model_card(target: str | Path) -> dict:
     """The card of ``target``; ValueError when the file no longer has the hash the card recorded."""
     target = Path(target)

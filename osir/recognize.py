@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import torch
 
-from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_torch_file
+from osir.engine.checkpoint import CheckpointError, describe_mismatch, read_weights_file, unwrap_state_dict
 from osir.registry import OptionsError
 
 __all__ = ["Recognized", "recognize", "main"]
@@ -131,31 +131,13 @@ DACLIP_UIR_SETTINGS = {"max_sigma": 50, "T": 100, "schedule": "cosine", "eps": 0
 
 # ----------------------------------------------------------------------------- reading
 def _read(path: Path):
-    """(payload, state dict of tensors or None, notes): safetensors or a weights-only torch file, with the
-    ``params_ema`` / ``params`` / ``state_dict`` wrappers and a DDP ``module.`` prefix removed."""
+    """(payload, state dict of tensors or None, notes): the file as read, and its tensors unwrapped
+    (``osir.engine.checkpoint.unwrap_state_dict``); osediff.pkl's payload has non-tensor entries too."""
     if not path.is_file():
         raise CheckpointError(f"weights file not found: '{path}'")
-    notes = []
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            payload = load_file(str(path))
-        except Exception as err:   # SafetensorError: truncated or not safetensors
-            raise CheckpointError(f"cannot read '{path}' as safetensors: {err}") from None
-    else:
-        payload = load_torch_file(path, "weights file")
-    state = payload
-    for key in ("params_ema", "params", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            notes.append(f"the weights are the file's '{key}' entry")
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        return payload, None, notes
-    if all(isinstance(k, str) and k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-        notes.append("the DDP 'module.' prefix is removed")
-    return payload, dict(state), notes
+    payload = read_weights_file(path)
+    state, notes = unwrap_state_dict(payload)
+    return payload, (state or None), notes
 
 
 def _indices(state: dict, prefix: str) -> list[int]:

@@ -64,30 +64,51 @@ def save_network(module: nn.Module, path: str | Path) -> None:
     save_state_dict(module.state_dict(), path)
 
 
+#: containers a released torch checkpoint keeps its weights in (BasicSR's ``params_ema`` / ``params``, ...)
+STATE_DICT_WRAPPERS = ("params_ema", "params", "state_dict")
+
+
+def read_weights_file(path: str | Path):
+    """The payload of a safetensors file or of a torch file read with ``weights_only=True`` (no pickled code
+    runs); ``path`` must exist.  An unreadable file is a ``CheckpointError`` naming it."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as err:   # SafetensorError: truncated or not safetensors
+            raise CheckpointError(f"cannot read '{path}' as safetensors: {err}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read '{path}' as a weights-only torch file: {err}") from None
+
+
+def unwrap_state_dict(payload) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
+    """(the tensors of a weights payload, notes on what was unwrapped): the first ``STATE_DICT_WRAPPERS``
+    entry that is a dict, without a DDP ``module.`` prefix; None when that is not a dict of tensors."""
+    state, notes = payload, []
+    for key in STATE_DICT_WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            notes.append(f"the weights are the file's '{key}' entry")
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        return None, notes
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+        notes.append("the DDP 'module.' prefix is removed")
+    return dict(state), notes
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file (``weights_only=True``); unwraps the
     ``params_ema`` / ``params`` / ``state_dict`` containers and a DDP ``module.`` prefix."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: '{path}'")
-    if path.suffix == ".safetensors":
-        try:
-            state = load_file(str(path))
-        except Exception as err:   # SafetensorError: truncated or not safetensors
-            raise CheckpointError(f"cannot read '{path}' as safetensors: {err}") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CheckpointError(f"cannot read '{path}' as a weights-only torch file: {err}") from None
-        for key in ("params_ema", "params", "state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+    state, _ = unwrap_state_dict(read_weights_file(path))
+    if state is None:
         raise CheckpointError(f"'{path}' does not hold a state dict of tensors")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
