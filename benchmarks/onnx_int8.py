@@ -1,6 +1,6 @@
 """int8 ONNX against fp32 for a small trained x4 SR network: quality drop and CPU speed-up, one run.
 
-    python osir/train.py -opt options/demo_sr.yml            # the network (about 5 min on 2 CPU cores)
+    python osir/train.py -opt options/demo_sr.yml            # the network (4000 iterations, about 21 min on 2 CPU cores)
     python benchmarks/onnx_int8.py                            # export, quantise, score, time
     python benchmarks/onnx_int8.py --weights W.safetensors --threads 2 --size 128
 

@@ -156,3 +156,21 @@ def test_not_exportable_networks_are_refused(tmp_path, capsys):
                                            "network needs the DA-CLIP encoder's degradation and content embeddings"):
         export_onnx(unet, tmp_path / "d.onnx", method="DACLIPUIR", hyper_parameters={})
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_weights_of_an_osir_run_record_its_options_hash(tmp_path, capsys):
+    import yaml
+    run = tmp_path / "demo_sr_x4"
+    (run / "models").mkdir(parents=True)
+    spec = {"type": "RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 32,
+            "scale": 4}
+    options = {"name": "demo_sr_x4", "method": {"type": "RealESRGAN", "scale": 4, "network": spec}}
+    (run / "options.yml").write_text(yaml.safe_dump(options))
+    weights = run / "models" / "net_g_ema_10.safetensors"
+    save_network(RRDBNet(3, 3, num_feat=8, num_block=1, num_grow_ch=32, scale=4), weights)
+    out = tmp_path / "sr.onnx"
+    assert main(["onnx", "--weights", str(weights), "-o", str(out), "--check-size", "16"]) == 0
+    card = read_model_card(out)
+    # the card's definition: sha256 of the options as YAML with sorted keys
+    expected = hashlib.sha256(yaml.safe_dump(options, sort_keys=True, default_flow_style=False).encode()).hexdigest()
+    assert card["training_options_sha256"] == expected and card["method"] == "RealESRGAN"
