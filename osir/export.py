@@ -24,8 +24,8 @@ the file is removed and the command fails naming the difference.
 ``--int8`` (RRDBNet): static QDQ quantisation with onnxruntime (int8 per-channel weights, uint8 activations,
 min-max calibration on images: ``--calibration DIR``, default a few of scikit-image's photos downscaled by
 the network's scale, as an SR network's inputs are).  Static, not dynamic: dynamic quantisation turns Conv
-into ConvInteger and quantises activations at run time, slower than fp32 on CPU for these conv nets (measured:
-122 vs 82 ms), while QDQ runs fused int8 kernels (38 ms).  Every file gets a model card
+into ConvInteger and quantises activations at run time, which was slower than fp32 on CPU for these conv nets
+when tried, while QDQ runs fused int8 kernels (2.2x the fp32 graph's speed in benchmarks/onnx_int8.py).  Every file gets a model card
 (``osir.model_card``).
 """
 from __future__ import annotations
@@ -511,7 +511,7 @@ def network_from_weights(weights: str | Path, model: Optional[str] = None,
         if entry is not None and entry[1] != found.arch:
             raise OptionsError(f"--model {model} expects {entry[1]} weights, but '{weights}' holds {found.arch} "
                                f"({found.method}); leave --model out or name the right one")
-        method, arch, run_options = (entry[0] if entry else found.method), found.arch, found.run_options
+        method, arch, run_options = found.method, found.arch, found.run_options   # the file's method, not the name's
         if not overrides:
             return LoadedNetwork(found.build_network(), method, arch, dict(found.hyper_parameters), run_options)
         hp, state = {**found.hyper_parameters, **overrides}, found.state_dict

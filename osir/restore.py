@@ -51,6 +51,7 @@ import torch
 
 from osir import cli
 from osir.data.io import IMAGE_EXTENSIONS, DataError, ImageReadError
+from osir.recognize import TILES   # the tiling the options files set for inference, by method
 from osir.registry import OptionsError, nearest
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -76,8 +77,6 @@ _DACLIP_UNET = {"type": "DACLIPUNet", "in_nc": 3, "out_nc": 3, "nf": 64, "ch_mul
                 "use_degra_context": True, "use_image_context": True}
 
 
-#: the tiling the options files set for inference (LQ pixels): options/realesrnet.yml, options/test/irsde.yml
-TILES = {"RealESRGAN": {"size": 512, "overlap": 32}, "IRSDE": {"size": 1024, "overlap": 64}}
 
 
 @dataclass(frozen=True)
@@ -194,6 +193,10 @@ def _weights_file(weights) -> Path:
     return path
 
 
+#: the sampler settings a weights file cannot tell, shown when they are assumed
+SDE_KEYS = ("max_sigma", "T", "eps", "sampler")
+
+
 def _describe(rec) -> str:
     hp = " ".join(f"{k}={v}" for k, v in rec.hyper_parameters.items())
     arch = f"{rec.arch} {hp}".strip() if rec.arch else "its own layout"
@@ -266,6 +269,11 @@ def _recognised_options(weights: Path, overrides: list[str] | None) -> tuple[dic
                                      f"with --set method.{k}=PATH" for k in missing))
     opt = rec.method_options(pretrained=False, **{k: given[k] for k in rec.needs})
     note = f"recognised '{weights}' as {_describe(rec)}"
+    if rec.settings and rec.settings_source.startswith("not in the weights"):
+        shown = " ".join(f"{k}={v}" for k, v in rec.settings.items() if k in SDE_KEYS)
+        if shown:                                  # say which sampler settings were assumed, and how to change them
+            note += (f"; assumed {shown} ({rec.settings_source}): change with --set method.<key>=VALUE, "
+                     "e.g. --set method.max_sigma=70")
     if rec.arch is None:                           # e.g. osediff.pkl: the method reads the file itself
         if not _mentions(opt["method"], str(weights)):
             opt["path"]["pretrained"][rec.network] = str(weights)

@@ -34,8 +34,10 @@ def tiny(arch: str, seed: int = 0, **hp) -> torch.nn.Module:
 
 
 def saved(net: torch.nn.Module, folder, name: str, layout: str = "osir"):
-    """``net`` saved as osir's safetensors, a bare torch state dict (the IR-SDE / Refusion / DA-CLIP
-    releases) or under ``params_ema`` (the Real-ESRGAN releases)."""
+    """``net`` saved as osir's safetensors, a bare torch state dict (``pth``: the file format of the IR-SDE /
+    Refusion / DA-CLIP releases) or under ``params_ema`` (the Real-ESRGAN releases' format).  osir's
+    networks use the releases' key names; that the keys and shapes are the releases' own is checked from
+    the key / shape manifests (``from_manifest``), not here."""
     if layout == "osir":
         path = folder / f"{name}.safetensors"
         save_network(net, path)
@@ -117,7 +119,7 @@ def noise_output(net, found, size=(1, 3, 12, 20), **inputs):
         return net(x, mu, 7, **inputs), found.build_network()(x, mu, 7, **inputs)
 
 
-@pytest.mark.parametrize("layout", ["osir", "release"])
+@pytest.mark.parametrize("layout", ["osir", "pth"])
 def test_irsde_conditional_unet(tmp_path, layout):
     hp = {"in_nc": 3, "out_nc": 3, "nf": 8, "depth": 2, "attn_levels": None}
     net = tiny("ConditionalUNet", **hp)
@@ -129,7 +131,7 @@ def test_irsde_conditional_unet(tmp_path, layout):
     opt = found.method_options(sample_steps=3)
     assert opt["method"]["max_sigma"] == 10 and opt["method"]["T"] == 100       # the release's, not in the weights
     if layout == "osir":
-        return                                  # restoring: once, from the release layout
+        return                                  # restoring: once, from the .pth file
     lq = torch.rand(1, 3, 12, 20)
     out = restore(opt, lq, seed=3)
     assert out.shape == lq.shape and torch.isfinite(out).all()
@@ -150,7 +152,7 @@ def test_refusion_conditional_nafnet(tmp_path, lens):
     hp = {"img_channel": 3, "width": 8, "enc_blk_nums": [1, 2], "middle_blk_num": 1, "dec_blk_nums": [2, 1],
           "global_skip": False, "lens_info": lens}
     net = tiny("ConditionalNAFNet", **hp)
-    found = recognize(saved(net, tmp_path, "nafnet", "release"))
+    found = recognize(saved(net, tmp_path, "nafnet", "pth"))
     assert (found.method, found.arch) == ("Refusion", "ConditionalNAFNet") and found.hyper_parameters == hp
     inputs = {"lens_info": torch.rand(1, 3)} if lens else {}
     a, b = noise_output(net, found, **inputs)
@@ -170,7 +172,7 @@ def test_latent_refusion_networks_compression_model_and_latent_nafnet(tmp_path):
     which needs the compression model (method.compression_path) to build."""
     comp_hp = {"in_ch": 3, "out_ch": 3, "ch": 4, "ch_mult": [2, 2], "embed_dim": 8}
     comp = tiny("CompressionUNet", **comp_hp)
-    comp_path = saved(comp, tmp_path, "compression", "release")
+    comp_path = saved(comp, tmp_path, "compression", "pth")
     found = recognize(comp_path)
     assert (found.method, found.arch, found.network) == ("RefusionCompression", "CompressionUNet", "l")
     assert found.hyper_parameters == comp_hp
@@ -182,7 +184,7 @@ def test_latent_refusion_networks_compression_model_and_latent_nafnet(tmp_path):
     hp = {"img_channel": 8, "width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1],
           "global_skip": True, "lens_info": False}
     latent = tiny("ConditionalNAFNet", **hp)
-    found = recognize(saved(latent, tmp_path, "latent_nafnet", "release"))
+    found = recognize(saved(latent, tmp_path, "latent_nafnet", "pth"))
     assert (found.method, found.hyper_parameters) == ("LatentRefusion", hp)
     assert any(n.startswith("global_skip") for n in found.notes)
     with pytest.raises(OptionsError, match="method.compression_path: latent Refusion needs the stage-1"):
@@ -198,7 +200,7 @@ def test_daclip_universal_and_wild_ir_unets(tmp_path):
     universal = {"in_nc": 3, "out_nc": 3, "nf": 32, "ch_mult": [1, 2], "context_dim": 16, "use_degra_context": True,
                  "use_image_context": True, "cross_attention_levels": [1], "scale": 1.0}
     net = tiny("DACLIPUNet", **universal)
-    found = recognize(saved(net, tmp_path, "universal-ir", "release"))
+    found = recognize(saved(net, tmp_path, "universal-ir", "pth"))
     assert (found.method, found.arch) == ("DACLIPUIR", "DACLIPUNet") and found.hyper_parameters == universal
     emb = {"degradation": torch.randn(1, 16), "content": torch.randn(1, 16)}
     a, b = noise_output(net, found, **emb)

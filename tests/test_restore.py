@@ -291,3 +291,13 @@ def test_python_m_osir_restore_help():
                           text=True, cwd=REPO)
     assert done.returncode == 0 and done.stdout.startswith("usage: osir restore")
     assert all(name in done.stdout for name in PRESETS) and "--precision {fp32,bf16,fp16}" in done.stdout
+
+
+def test_assumed_sampler_settings_are_named(unet):
+    """IR-SDE weights do not hold lambda / T: restoring from the weights alone says what was assumed and how
+    to change it (the release's deraining values; denoising used lambda 70)."""
+    from osir.restore import _recognised_options
+    opt, _, note = _recognised_options(unet, None)
+    assert opt["method"]["max_sigma"] == 10 and opt["method"]["T"] == 100
+    assert "assumed max_sigma=10 T=100 eps=0.005 sampler=posterior (not in the weights: IR-SDE's deraining" in note
+    assert "--set method.<key>=VALUE" in note

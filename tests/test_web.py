@@ -137,7 +137,6 @@ def test_browser_upload_restore_download(server, weights, photo, tmp_path):
         shot.parent.mkdir(parents=True, exist_ok=True)
         driver.execute_script("window.scrollTo(0, 0)")
         assert driver.save_screenshot(str(shot))
-        assert Image.open(shot).size[0] > 0
     finally:
         driver.quit()
 
