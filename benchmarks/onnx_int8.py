@@ -35,11 +35,11 @@ METRICS = {"psnr": {"type": "psnr", "crop_border": 4, "test_y_channel": True},
 
 def held_out_pairs(scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, GT, LQ) float32 HxWx3 in [0, 1]: the photo cropped to a multiple of ``scale``, BicubicDownscale."""
-    import skimage.data
+    from osir.data.datasets import skimage_photo
     from osir.degradations.simple import BicubicDownscale
     pairs = []
     for name in HELD_OUT:
-        gt = getattr(skimage.data, name)()[:, :, :3].astype(np.float32) / 255.0
+        gt = skimage_photo(name)
         h, w = gt.shape[0] // scale * scale, gt.shape[1] // scale * scale
         gt = np.ascontiguousarray(gt[:h, :w])
         lq, _ = BicubicDownscale(scale)(gt, np.random.default_rng(0))

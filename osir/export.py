@@ -331,16 +331,11 @@ def check_graph(spec: GraphSpec, path: Path, checks: list[tuple[int, int, int]])
 def calibration_images(folder: Optional[str | Path], scale: int, size: int = 128, limit: int = 16) -> list[np.ndarray]:
     """HxWx3 float32 images for calibration: the images of ``folder`` (centre crops of at most ``size``), or
     scikit-image's ``CALIBRATION_PHOTOS`` downscaled bicubically by ``scale`` (what an SR network is fed)."""
-    import cv2
     if folder is None:
-        import skimage.data
-        images = []
-        for name in CALIBRATION_PHOTOS:
-            img = getattr(skimage.data, name)()
-            img = np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img[:, :, :3]
-            img = img.astype(np.float32) / 255.0
-            h, w = img.shape[:2]
-            images.append(np.clip(cv2.resize(img, (w // scale, h // scale), interpolation=cv2.INTER_CUBIC), 0, 1))
+        from osir.data.datasets import skimage_photo
+        from osir.degradations.simple import BicubicDownscale
+        downscale, rng = BicubicDownscale(scale), np.random.default_rng(0)
+        images = [downscale(skimage_photo(name), rng)[0] for name in CALIBRATION_PHOTOS]
     else:
         from osir.data.io import DataError, list_images, read_image
         files = list_images(folder)[:limit]

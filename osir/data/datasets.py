@@ -34,6 +34,15 @@ def _lmdb_keys(root: str) -> list[str]:
     return [line.split(" ")[0].rsplit(".", 1)[0] for line in meta.read_text().splitlines() if line.strip()]
 
 
+def skimage_photo(name: str) -> np.ndarray:
+    """One of the photos that ship inside scikit-image (``skimage.data.<name>``) as HxWx3 float32 RGB in
+    [0, 1] (grey photos repeated to three channels, alpha dropped)."""
+    import skimage.data
+    img = getattr(skimage.data, name)()
+    img = np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img[:, :, :3]
+    return np.ascontiguousarray(img, dtype=np.float32) / 255.0
+
+
 class _ImageFolderSource:
     """Lists and reads the images of one folder or LMDB; the client is opened lazily per worker.
 
@@ -53,10 +62,7 @@ class _ImageFolderSource:
 
     def read(self, name: str) -> np.ndarray:
         if self.io_backend == "skimage":
-            import skimage.data
-            img = getattr(skimage.data, name)()
-            img = np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img[:, :, :3]
-            return np.ascontiguousarray(img, dtype=np.float32) / 255.0
+            return skimage_photo(name)
         if self._client is None:
             kwargs = {"db_paths": [self.root], "client_keys": [self.client_key]} if self.io_backend == "lmdb" else {}
             self._client = FileClient(self.io_backend, **kwargs)
