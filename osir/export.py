@@ -219,7 +219,7 @@ def graphs_for(net: nn.Module, arch: Optional[str] = None) -> list[GraphSpec]:
     if isinstance(net, CompressionUNet):
         c = net.init_conv.in_channels
         levels, m = len(net.encoder), net.pad_multiple
-        skip_names = [f"skip{i}" for i in range(2 * levels)]
+        skip_names = [f"skip{i}" for i in range(2 * levels + 1)]     # h0 (the first conv), two per level
         encoder = _Encoder(net)
 
         def enc_shapes():
@@ -234,14 +234,16 @@ def graphs_for(net: nn.Module, arch: Optional[str] = None) -> list[GraphSpec]:
             from torch.export import Dim
             b, h, w = Dim("batch"), Dim("latent_height"), Dim("latent_width")
             down = levels - 1                      # skips of level i are 2^(levels-1-i) times the latent
-            skips = [{0: b, 2: 2 ** (down - i // 2) * h if down - i // 2 else h,
-                      3: 2 ** (down - i // 2) * w if down - i // 2 else w} for i in range(2 * levels)]
+            lv = [0] + [i // 2 for i in range(2 * levels)]                 # skip0 = h0 is at level 0
+            skips = [{0: b, 2: 2 ** (down - i) * h if down - i else h,
+                      3: 2 ** (down - i) * w if down - i else w} for i in lv]
             return ({0: b, 2: h, 3: w}, tuple(skips))          # forward(latent, *skips)
         latent = f"batch x {net.latent_conv.out_channels} x ceil(H/{m})*{m // net.downscale} x ..."
         return [GraphSpec(".encoder", encoder, lambda b, h, w, g: (_image(b, c, h, w, g),), ["image"],
                           ["latent"] + skip_names, enc_shapes, min_size=m, role="latent Refusion compression encoder",
                           io={"image": f"batch x {c} x H x W", "latent": latent,
-                              "skip0..": f"encoder features of levels 0..{levels - 1} (two per level)"}),
+                              "skip0..": f"the first conv's output, then the encoder features of levels "
+                                         f"0..{levels - 1} (two per level)"}),
                 GraphSpec(".decoder", _Decoder(net), dec_inputs, ["latent"] + skip_names, ["image"], dec_shapes,
                           min_size=m, role="latent Refusion compression decoder",
                           io={"latent": latent, "skip0..": "the encoder's features (of the LQ)",

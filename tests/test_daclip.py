@@ -98,25 +98,38 @@ def test_release_layout_from_the_manifest_loads_and_saves_as_released(tmp_path):
 
 
 def test_same_label_positive_loss_equals_a_hand_computed_value():
-    """Batch of 3, labels [0, 0, 1], scale 2: row i's target is uniform over its positives."""
+    """Batch of 3, labels [0, 0, 1], scale 2, the two samples of label 0 with *different* texts: row i's
+    target is uniform over its positives, and the release's arange targets give another value (computed by
+    hand too).  With one text per label (as with degradation names) both targets give the same loss and
+    the same gradients, so the default is then exactly the release's loss."""
     image = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
-    text = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
     labels = torch.tensor([0, 0, 1])
-    sims = [[1.0, 1.0, 0.0], [0.6, 0.6, 0.8], [0.0, 0.0, 1.0]]         # image_i . text_j (unit vectors)
-    positives = [[0, 1], [0, 1], [2]]
+    sims = [[1.0, 0.8, 0.0], [0.6, 0.96, 0.8], [0.0, 0.6, 1.0]]        # image_i . text_j (unit vectors)
+    columns = [[sims[i][j] for i in range(3)] for j in range(3)]
 
-    def soft_ce(rows):
+    def soft_ce(rows, positives):
         total = 0.0
         for i, row in enumerate(rows):
             logz = math.log(sum(math.exp(2 * s) for s in row))
             total += -sum((2 * row[j] - logz) / len(positives[i]) for j in positives[i])
         return total / len(rows)
 
-    columns = [[sims[i][j] for i in range(3)] for j in range(3)]
-    expected = (soft_ce(sims) + soft_ce(columns)) / 2
-    assert float(contrastive_loss(image, text, torch.tensor(2.0), labels)) == pytest.approx(expected, abs=1e-6)
-    # the original's arange targets make the two images of label 0 negatives of each other: a higher loss
-    assert float(contrastive_loss(image, text, torch.tensor(2.0))) > expected
+    same_label = (soft_ce(sims, [[0, 1], [0, 1], [2]]) + soft_ce(columns, [[0, 1], [0, 1], [2]])) / 2
+    arange = (soft_ce(sims, [[0], [1], [2]]) + soft_ce(columns, [[0], [1], [2]])) / 2
+    assert abs(same_label - arange) > 0.05
+    assert float(contrastive_loss(image, text, torch.tensor(2.0), labels)) == pytest.approx(same_label, abs=1e-6)
+    assert float(contrastive_loss(image, text, torch.tensor(2.0))) == pytest.approx(arange, abs=1e-6)
+
+    one_text = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])        # label 0's two samples share a text
+    grads = []
+    for lab in (labels, None):
+        x = image.clone().requires_grad_()
+        loss = contrastive_loss(x, one_text, torch.tensor(2.0), lab)
+        loss.backward()
+        grads.append((float(loss), x.grad))
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=1e-6)
 
 
 def test_caption_csv_rows_and_bad_rows_named(tmp_path):
@@ -302,12 +315,12 @@ def test_wild_ir_unet_has_the_release_layout_and_runs_at_half_resolution(tmp_pat
     load_network(net, tmp_path / "wild-ir.pth")
     assert torch.equal(net.downsample.weight, state["downsample.weight"])
     small = DACLIPUNet(nf=16, ch_mult=[1, 2], context_dim=8, use_degra_context=False, scale=0.5).eval()
-    assert small.size_multiple == 8
+    assert small.size_multiple == 4                                   # 2^depth, as the release
     sizes = []
     small.downs[0][0].register_forward_hook(lambda m, i, o: sizes.append(o.shape[-2:]))
     with torch.no_grad():
-        out = small(torch.rand(1, 3, 20, 28), torch.rand(1, 3, 20, 28), 3, content=torch.randn(1, 8))
-    assert out.shape == (1, 3, 20, 28) and sizes == [(12, 16)]       # 24 x 32 padded, halved
+        out = small(torch.rand(1, 3, 22, 28), torch.rand(1, 3, 22, 28), 3, content=torch.randn(1, 8))
+    assert out.shape == (1, 3, 22, 28) and sizes == [(12, 14)]       # 24 x 28 padded, halved
     with pytest.raises(ValueError, match="scale must be 1"):
         DACLIPUNet(scale=0.25)
 

@@ -121,7 +121,7 @@ def test_compression_model_is_an_encoder_and_a_decoder(tmp_path):
     with torch.no_grad():
         ref_z, ref_skips = net.encode(lq)
         ref = net.decode(net.encode(gt)[0], ref_skips)            # latent Refusion: another latent, the LQ's skips
-    assert np.abs(z_lq - ref_z.numpy()).max() < TOL and len(skips) == len(ref_skips) == 4
+    assert np.abs(z_lq - ref_z.numpy()).max() < TOL and len(skips) == len(ref_skips) == 5   # h0, two per level
     names = [i.name for i in dec.get_inputs()]
     got = dec.run(None, dict(zip(names, [z_gt, *skips])))[0]
     assert got.shape == ref.shape == (2, 3, 48, 40) and np.abs(got - ref.numpy()).max() < TOL

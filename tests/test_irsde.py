@@ -1,5 +1,6 @@
 """IR-SDE network, official checkpoint layout, training step and restoration."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from osir.methods.irsde import IRSDE, ConditionalUNet
 from tests.conftest import FIXTURES
 
 LAYOUT = FIXTURES / "checkpoints" / "irsde_conditional_unet_nf64_depth4.json"   # copied from shared/checkpoints
+OPTIONS = Path(__file__).resolve().parents[1] / "options"
 
 
 def test_official_layout_keys_shapes_and_parameter_count():
@@ -120,3 +122,50 @@ def test_restoration_leaves_the_padding_to_the_network_at_every_step():
         a = restore_image(method, {"lq": lq}, generator=torch.Generator().manual_seed(4))
         b = method.restore({"lq": lq}, generator=torch.Generator().manual_seed(4))
     assert method.size_multiple == 1 and a.shape == lq.shape and torch.equal(a, b)
+
+
+def test_restore_adds_the_last_step_noise_unless_the_option_disables_it():
+    """The release's reverse SDE adds sigma_1 sqrt(dt) z on its last step too (issue 21, point 10): with the
+    same weights and draws, the default output minus the ``last_step_noise: false`` output is exactly
+    -sqrt(2 lambda^2 (thetabar_4 - thetabar_0)) z_last (steps 20, 16, ..., 4, 0), z_last the 6th draw of the
+    generator (x_T's noise first, then one per step)."""
+    torch.manual_seed(0)
+    noisy = tiny_method(sampler="sde")
+    quiet = tiny_method(sampler="sde", last_step_noise=False)
+    quiet.networks["g"].load_state_dict(noisy.networks["g"].state_dict())
+    lq = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        a = noisy.restore({"lq": lq}, generator=torch.Generator().manual_seed(2))
+        b = quiet.restore({"lq": lq}, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    z_last = [torch.randn(lq.shape, generator=g) for _ in range(6)][-1]
+    sde = noisy.sde
+    assert noisy.timesteps == [20, 16, 12, 8, 4, 0]
+    std = (2 * sde.lam ** 2 * float(sde.theta_bar[4] - sde.theta_bar[0])) ** 0.5
+    assert torch.allclose(a - b, -std * z_last, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("path, key, expected", [
+    ("irsde/denoising.yml", "sampler", "ode"),        # the release's denoising test code calls reverse_ode
+    ("irsde/deraining.yml", "last_step_noise", True),  # the release's reverse_sde: noise on every step
+])
+def test_option_files_sample_as_the_release(path, key, expected):
+    from osir.options import load_options
+    assert load_options(OPTIONS / path)["method"][key] == expected
+
+
+@pytest.mark.parametrize("path", ["irsde/deraining.yml", "refusion/deraining.yml", "refusion/latent_stage2.yml",
+                                  "daclip_uir.yml"])
+def test_last_step_noise_is_a_typed_option_of_every_sde_method(path):
+    from osir.options import load_options
+    from osir.registry import OptionsError
+    assert load_options(OPTIONS / path, ["method.last_step_noise=false"])["method"]["last_step_noise"] is False
+    with pytest.raises(OptionsError, match="method.last_step_noise"):
+        load_options(OPTIONS / path, ["method.last_step_noise=sometimes"])
+
+
+def test_refusion_passes_last_step_noise_to_the_sampler():
+    from osir.methods.refusion.method import Refusion
+    net = {"type": "ConditionalNAFNet", "width": 8, "enc_blk_nums": [1], "middle_blk_num": 1, "dec_blk_nums": [1]}
+    assert Refusion(network=net, last_step_noise=False).sampler_extras == {"last_step_noise": False}
+    assert Refusion(network=net).sampler_extras == {}

@@ -103,6 +103,86 @@ def test_compression_model_round_trip_sizes_and_pure_decoding():
     assert torch.allclose(net.decode(z, skips, x.shape[-2:]), first, atol=1e-5)
 
 
+def test_compression_decoder_ends_with_final_conv_of_x_plus_the_first_skip():
+    """The release's UNet.decode ends with final_conv(x + h0), h0 = init_conv(padded image), the first
+    skip.  A state dict in the release layout (from the manifest) whose decoder and post-latent conv are
+    zero leaves x = 0 before the final conv, so the output is final_conv(init_conv(x)) -- which the final
+    conv alone (a constant: its bias) cannot explain."""
+    layout, state = release_state("refusion_latent_unet_haze", seed=3)
+    for key in state:
+        if key.startswith(("decoder.", "post_latent_conv.")):
+            state[key] = torch.zeros_like(state[key])
+    net = CompressionUNet(**layout["constructor"]).eval()
+    net.load_state_dict(state, strict=True)
+    x = torch.rand(1, 3, 30, 36, generator=torch.Generator().manual_seed(4))     # reflect-padded to 32 x 48
+    padded = F.pad(x, (0, 12, 0, 2), mode="reflect")
+    h0 = F.conv2d(padded, state["init_conv.weight"], padding=1)
+    expected = F.conv2d(h0, state["final_conv.weight"], state["final_conv.bias"], padding=1)
+    with torch.no_grad():
+        z, skips = net.encode(x)
+        out = net.decode(z, skips)
+    assert out.shape == (1, 3, 32, 48) and expected.std() > 1e-3
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    assert len(skips) == 2 * 4 + 1 and torch.allclose(skips[0], h0, atol=1e-6)
+    # the skips of another image carry its h0: the LQ's skips decode the GT's latent through the LQ's h0
+    with torch.no_grad():
+        other = net.decode(net.encode(torch.rand(1, 3, 30, 36))[0], skips)
+    torch.testing.assert_close(other, expected, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"decode: expected 9 skip features \(h0, then two per level\).*got 8"):
+        net.decode(z, skips[1:])
+
+
+def test_stage1_swaps_lq_and_gt_per_sample():
+    """use_swap as released: each sample's LQ and GT trade places with probability 0.5, independently
+    (its dataset's augmentation), not the whole batch at once."""
+    method = RefusionCompression(network=TINY_L, swap_prob=0.5)
+    n = 400
+    lq = torch.arange(1.0, n + 1).view(n, 1, 1, 1).expand(n, 3, 4, 4)
+    gt = -lq
+    torch.manual_seed(0)
+    a, b = method.swapped(lq, gt)
+    assert torch.equal(a, -b)                                        # pairs stay pairs
+    swapped = (a[:, 0, 0, 0] < 0)
+    assert torch.equal(a[swapped], gt[swapped]) and torch.equal(a[~swapped], lq[~swapped])
+    assert 150 < int(swapped.sum()) < 250                            # ~ n / 2 of one batch, not 0 or n
+    never, always = RefusionCompression(network=TINY_L), RefusionCompression(network=TINY_L, swap_prob=1.0)
+    assert all(torch.equal(u, v) for u, v in zip(never.swapped(lq, gt), (lq, gt)))
+    assert all(torch.equal(u, v) for u, v in zip(always.swapped(lq, gt), (gt, lq)))
+
+
+def test_shipped_options_follow_the_release_files():
+    """The numbers the option files state as the release's, read from its files: pixel training
+    (codes/config/*/options/train/refusion.yml) 700k iterations at batch 4; low light (spatial-entropy-loss,
+    options/train/entropy-refusion.yml) the entropy loss alone at weight 1.0, a 5-level NAFNet, AdamW 1e-4
+    without weight decay, cosine to 1e-6 over 500k, batch 8; latent stage 1 (train_haze.yml) use_swap
+    per sample; latent stage 2 (nasde.yml) 400k; bokeh stage 1 (train_bokeh.yml) batch 16 of 256 px with
+    the dataset's swap, stage 2 1M iterations."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "options"
+    for name in ("refusion/_base.yml", "refusion/deraining.yml", "refusion/shadow_removal.yml", "refusion.yml"):
+        opt = load_options(root / name)
+        assert (opt["train"]["total_iter"], opt["train"]["scheduler"]["T_max"],
+                opt["datasets"]["train"]["batch_size"], opt["datasets"]["train"]["gt_size"]) == (700000, 700000, 4, 128)
+        assert opt["train"]["optimizers"]["g"]["type"] == "Lion" and opt["train"]["optimizers"]["g"]["lr"] == 4e-5
+    low = load_options(root / "refusion/lowlight.yml")
+    m, t = low["method"], low["train"]
+    assert m["loss_weight"] == 0 and m["network"]["enc_blk_nums"] == [1, 1, 1, 1, 28]
+    assert m["network"]["dec_blk_nums"] == [1, 1, 1, 1, 1] and m["network"]["width"] == 64
+    entropy = m["extra_losses"]["entropy"]
+    assert (entropy["weight"], entropy["variant"], entropy["distance"], entropy["bins"]) == (1.0, "release", "hellinger", 32)
+    g = t["optimizers"]["g"]
+    assert (g["type"], g["lr"], g["betas"], g["weight_decay"]) == ("AdamW", 1e-4, [0.9, 0.99], 0.0)
+    assert (t["total_iter"], t["scheduler"]["T_max"], t["scheduler"]["eta_min"]) == (500000, 500000, 1e-6)
+    assert low["datasets"]["train"]["batch_size"] == 8 and m["sampler"] == "posterior"
+    assert load_options(root / "refusion/latent_stage1.yml")["method"]["swap_prob"] == 0.5
+    stage2 = load_options(root / "refusion/latent_stage2.yml")["train"]
+    assert (stage2["total_iter"], stage2["scheduler"]["T_max"]) == (400000, 400000)
+    bokeh1 = load_options(root / "refusion/bokeh_stage1.yml")
+    assert bokeh1["datasets"]["train"]["use_swap"] is True and bokeh1["method"]["swap_prob"] == 0.0
+    assert (bokeh1["datasets"]["train"]["batch_size"], bokeh1["datasets"]["train"]["gt_size"]) == (16, 256)
+    assert load_options(root / "refusion/bokeh_stage2.yml")["train"]["total_iter"] == 1000000
+
+
 def test_stage1_loss_terms_on_known_tensors():
     """L1(dec(z_LQ, h_LQ), LQ), L1(dec(z_GT, h_LQ), GT) -- the GT's latent with the LQ's skips -- and
     |mean z_LQ - mean LQ| + |std z_LQ - 0.5 std LQ| (unbiased std, as torch's default)."""

@@ -132,3 +132,64 @@ def test_samplers_pass_extra_args_and_report_the_x0_estimate(sampler):
     for r, x_t in zip(reports, states):
         expected = mu + (x_t - mu - sde.std(r["t"]) * 0.2) * math.exp(float(sde.theta_bar[r["t"]]))
         assert torch.allclose(r["x0"], expected, atol=1e-9)
+
+
+# -- the release's sampling functions (issue 21, point 10) ----------------------------------------------
+# Reference outputs of the release's own ``reverse_sde`` / ``reverse_posterior`` / ``reverse_ode`` and
+# ``noise_state`` (codes/utils/sde_utils.py of Algolzw/image-restoration-sde; the copy in daclip-uir gives
+# the same numbers), run unmodified in float32 on: IRSDE(max_sigma=50, T=10, schedule='cosine', eps=0.1),
+# mu = linspace(0.1, 0.9, 12) as 1x3x2x2, the noise model ``_smooth_noise`` below, torch.manual_seed(7)
+# before noise_state(mu).  CPU draws of the global generator after manual_seed(7) are those of a
+# torch.Generator seeded 7, and both draw the start noise first, then one draw per step after the network
+# call.  osir matched them to 9.5e-7 (float32 rounding; 3e-11 against the same code in float64).
+RELEASE_T10 = {
+    "sde": [-0.1336805, 0.3837466, -0.9390935, -0.4295668, 0.17247, -1.0215892, 0.8829426, 1.0019407,
+            0.7817286, 0.8551837, 0.8216645, 1.4657304],
+    "posterior": [0.0356371, -0.4942982, 0.8155999, 0.3057474, 3.0653424, 1.7618799, 0.7585127, 2.8459201,
+                  1.3049845, -0.4308993, 0.8959731, 0.5109348],
+    "ode": [0.0638618, 0.1272112, 0.2108312, -0.4411077, 1.5041262, 0.375102, 0.5672408, 1.5862725,
+            0.7443339, -0.1601373, 0.8536716, 0.8991979],
+}
+
+
+def _smooth_noise(x, mu, t):
+    return torch.tanh(3 * (x - mu) / 0.2) * math.sqrt(t / 10) + 0.3 * torch.sin(7 * mu)
+
+
+@pytest.mark.parametrize("name, sampler", [("sde", sample_reverse_sde), ("posterior", sample_posterior),
+                                           ("ode", sample_reverse_ode)])
+def test_samplers_reproduce_the_release_on_the_same_draws(name, sampler):
+    sde = MeanRevertingSDE(max_sigma=50 / 255, T=10, schedule="cosine", eps=0.1)
+    mu = torch.linspace(0.1, 0.9, 12).view(1, 3, 2, 2)
+    g = torch.Generator().manual_seed(7)
+    out = sampler(_smooth_noise, sde.prior_sample(mu, g), mu, sde, sde.timesteps(), g)
+    assert torch.allclose(out.flatten(), torch.tensor(RELEASE_T10[name]), rtol=0, atol=5e-6)
+
+
+def test_start_state_is_mu_plus_lambda_z():
+    """x_T = mu + lambda z (the release's noise_state), not mu + sigmabar_T z = mu + lambda sqrt(1 - eps^2) z
+    (0.5 % smaller for eps = 0.1)."""
+    sde = MeanRevertingSDE(max_sigma=30 / 255, T=20, eps=0.1)
+    mu = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    z = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    start = sde.prior_sample(mu, torch.Generator().manual_seed(3))
+    assert torch.allclose(start, mu + 30 / 255 * z, rtol=0, atol=1e-15)
+
+
+def test_reverse_sde_last_step_adds_sigma1_sqrt_dt_noise_unless_disabled():
+    """With a network predicting zero noise (score 0), the step t = 1 -> 0 is
+    x_0 = x_1 - theta_1 dt (mu - x_1) - sigma_1 sqrt(dt) z with sigma_1^2 = 2 lambda^2 theta_1 (IR-SDE Eq. 4)
+    and z the step's draw: its added variance is sigma_1^2 dt, ~(0.94/255)^2 for lambda = 50/255, T = 100."""
+    sde = MeanRevertingSDE(max_sigma=50 / 255, T=100, eps=0.005)
+    theta1_dt = float(sde.thetas[1]) * sde.dt                  # theta_1 dt from the schedule itself
+    var = 2 * sde.lam ** 2 * theta1_dt
+    assert math.sqrt(var) * 255 == pytest.approx(0.939, abs=1e-3)
+    mu, x1 = torch.rand(1, 3, 64, 64, dtype=torch.float64), torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    zero = lambda x, mu_, t: torch.zeros_like(x)  # noqa: E731
+    drift_only = x1 - theta1_dt * (mu - x1)
+    out = sample_reverse_sde(zero, x1, mu, sde, [1, 0], torch.Generator().manual_seed(5))
+    z = torch.randn(mu.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.allclose(out, drift_only - math.sqrt(var) * z, rtol=0, atol=1e-12)
+    assert float((out - drift_only).var()) == pytest.approx(var, rel=0.05)
+    quiet = sample_reverse_sde(zero, x1, mu, sde, [1, 0], torch.Generator().manual_seed(5), last_step_noise=False)
+    assert torch.allclose(quiet, drift_only, rtol=0, atol=1e-12)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from osir.methods.refusion.spatial_entropy import (
-    SpatialEntropyLoss, _JointHistograms, kernel_weights, neighbourhood_mean, spatial_histogram,
+    SpatialEntropyLoss, _JointHistograms, kernel_weights, neighbourhood_mean, release_densities, spatial_histogram,
     spatial_histogram_reference, spatial_histograms)
 from osir.registry import LOSSES, OptionsError
 
@@ -237,6 +237,7 @@ def test_float32_under_autocast(astronaut):
     ({"bandwidth": 0.0}, ("bandwidth", "> 0")),
     ({"chunk_pixels": 0}, ("chunk_pixels", ">= 1")),
     ({"eps": 0.0}, ("eps",)),
+    ({"variant": "paper"}, ("variant", "'osir'", "'release'")),
 ])
 def test_bad_arguments(kwargs, words):
     with pytest.raises(ValueError) as err:
@@ -264,7 +265,124 @@ def test_registered_and_buildable_from_options():
     spec = validate({"type": "SpatialEntropyLoss", "distance": "kl", "windows": [1, 3]}, component(LOSSES))
     fn = LOSSES.build(spec)
     assert isinstance(fn, SpatialEntropyLoss) and fn.distance == "kl" and fn.windows == (1, 3)
+    assert LOSSES.build({"type": "SpatialEntropyLoss", "variant": "release"}).variant == "release"
     with pytest.raises(OptionsError, match="distance"):
         validate({"type": "SpatialEntropyLoss", "distance": "l1"}, component(LOSSES), "method.extra_losses.se")
     with pytest.raises(OptionsError, match="windows"):
         LOSSES.build({"type": "SpatialEntropyLoss", "windows": [2]}, "method.extra_losses.se")
+
+
+# ----------------------------------------------------------------------------- variant: release
+# Reference values of the published code (shermanlian/spatial-entropy-loss, commit 247d96f,
+# codes/config/low-light/models/modules/kde_utils.py), obtained by running it in a scratch folder outside
+# the project, float32 on CPU (torch 2.13), with its crash fixed (``1/torch.sqrt(2)`` -> ``1/math.sqrt(2)``)
+# and fixed neighbour weights (``weight=None``, its ``random_weight=False`` path):
+#     hellinger(kde(target, L, h=h), kde(pred, L, h=h))          (its hellinger_loss, L = 32, h = 0.5)
+#     relative_entropy(kde(target, 32), kde(pred, 32))          (its r_entropy_loss)
+# on the pairs of ``small_pair`` and ``astronaut_pair`` below.  With its default random weights the
+# same call gives another value every time (0.47-0.62 over five calls on a 64^2 astronaut pair).
+PUBLISHED = {
+    ("small", "hellinger", 32, 0.5): 0.5445181727409363,
+    ("small", "kl", 32, 0.5): 2.644102096557617,
+    ("small", "hellinger", 16, 1.0): 0.23945991694927216,
+    ("astronaut", "hellinger", 32, 0.5): 0.4568595588207245,
+}
+
+
+def small_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred, target): 2 x 3 x 12 x 10 uniform noise and the same plus N(0, 0.15^2), clamped."""
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 12, 10, generator=gen)
+    return (target + 0.15 * torch.randn(target.shape, generator=gen)).clamp(0, 1), target
+
+
+def astronaut_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred, target): skimage's astronaut averaged down to 32^2 and the same plus N(0, 0.1^2), clamped."""
+    skimage_data = pytest.importorskip("skimage.data")
+    img = torch.from_numpy(skimage_data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    target = F.avg_pool2d(img, 16)
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+    return (target + 0.1 * noise).clamp(0, 1), target
+
+
+@pytest.mark.parametrize("pair, distance, bins, h", list(PUBLISHED))
+def test_release_variant_gives_the_published_values(pair, distance, bins, h):
+    pred, target = small_pair() if pair == "small" else astronaut_pair()
+    fn = SpatialEntropyLoss(bins=bins, bandwidth=h, distance=distance, variant="release")
+    assert fn(pred, target).item() == pytest.approx(PUBLISHED[pair, distance, bins, h], abs=2e-6, rel=0)
+
+
+def test_release_densities_of_a_constant_image_by_hand():
+    """A 2-channel constant 3 x 3 image, L = 8, h = 0.5, t = 7 * 3/7 = 3 (bin units): the published
+    neighbour value is the ring sum over 8 C = 16 (zero padding), so 3 t / 16 at a corner, 5 t / 16 on an
+    edge, 8 t / 16 at the centre; the centre's densities are K((i - t)/h) K((j - m)/h) / (0.5 h) averaged
+    over the 1x1, 3x3 and 5x5 boxes around it (zero padding counted), K(v) = s(v)(1 - s(v))."""
+    bins, h, t = 8, 0.5, 3.0
+
+    def k(v):
+        s = 1 / (1 + math.exp(-v))
+        return s * (1 - s)
+
+    def density(i, j, m):
+        return k((i - t) / h) * k((j - m) / h) / (0.5 * h)
+
+    ring = {"centre": 8 * t / 16, "edge": 5 * t / 16, "corner": 3 * t / 16}
+    expected = torch.zeros(3, bins, bins, dtype=torch.float64)
+    for i in range(bins):
+        for j in range(bins):
+            one = density(i, j, ring["centre"])
+            nine = one + 4 * density(i, j, ring["edge"]) + 4 * density(i, j, ring["corner"])
+            expected[:, i, j] = torch.tensor([one, nine / 9, nine / 25])
+    x = torch.full((1, 2, 3, 3), 3 / 7)
+    got = release_densities(x, bins, h)                         # B C windows k L H W
+    assert got.shape == (1, 2, 3, bins, bins, 3, 3)
+    for c in range(2):
+        torch.testing.assert_close(got[0, c, :, :, :, 1, 1].double(), expected, atol=2e-7, rtol=1e-5)
+    part = release_densities(x, bins, h, first_bin=2, last_bin=5)
+    torch.testing.assert_close(part, got[:, :, :, 2:5])
+
+
+def test_release_variant_is_deterministic_with_finite_gradients():
+    """The published loss draws N(0, 1) ring weights on every call and its Hellinger gradient is NaN
+    (sqrt of exactly empty bins); here the same value under any seed and finite gradients, also for
+    identical images (value 1e-6 / sqrt 2 from the clamp) and constant ones."""
+    pred, target = (v[:1] for v in small_pair())
+    values = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        values.append(SpatialEntropyLoss(variant="release")(pred, target).item())
+    assert values[0] == values[1]
+    constant = torch.full_like(target, 0.3)
+    for p, q in ((pred, target), (target, target), (constant, target), (target, constant)):
+        x = p.clone().requires_grad_()
+        loss = SpatialEntropyLoss(variant="release")(x, q)
+        loss.backward()
+        assert torch.isfinite(x.grad).all()
+        if p is q:
+            assert loss.item() == pytest.approx(1e-6 / math.sqrt(2), rel=1e-3)
+        else:
+            assert x.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_release_variant_chunks_and_gradient(distance):
+    """Chunks of intensity bins (recomputed in backward) change nothing, and no tensor holds all bins^2
+    densities; a step against the gradient lowers the loss.  (Finite differences do not check it: the
+    published kernel s (1 - s), kept as published, is quantised in float32 far from its centre.)"""
+    pred, target = (v[:1] for v in small_pair())
+    grads, values = [], []
+    for chunk in (1, 10**9):                       # one intensity bin per chunk, or all at once
+        x = pred.clone().requires_grad_()
+        fn = SpatialEntropyLoss(bins=16, bandwidth=1.0, variant="release", distance=distance, chunk_pixels=chunk)
+        with LargestTensor() as probe:
+            loss = fn(x, target)
+            loss.backward()
+        grads.append(x.grad)
+        values.append(loss.item())
+        if chunk == 1:                             # no tensor of all bins^2 densities
+            assert probe.largest < 16 * 16 * pred.numel() / 4
+    assert values[0] == pytest.approx(values[1], abs=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-7, rtol=1e-5)
+    with torch.no_grad():
+        stepped = fn((pred - 0.02 * grads[1] / grads[1].abs().max()).clamp(0, 1), target).item()
+    assert stepped < values[1] - 1e-3

@@ -10,6 +10,14 @@ T = t_0 > ... > t_N = 0 (``sde.timesteps(N)``), so every sampler runs with fewer
 ``callback({'i', 't', 'x', 'x0'})`` is called after each step with the new state and the step's
 x_0 estimate.  Per-step coefficients are python floats computed from the SDE, so a step costs a
 few element-wise ops beyond the network.
+
+The last step (t_{N-1} -> 0), compared with the IR-SDE / DA-CLIP release's ``reverse_sde``,
+``reverse_ode`` and ``reverse_posterior`` (codes/utils/sde_utils.py), checked by running them on the
+same draws: the reverse SDE adds its noise on every step, the last one included (``last_step_noise``,
+default true, as the release; false keeps that step noiseless); the ODE adds none; the posterior's
+variance at s = 0 is zero in closed form, so its last step returns the posterior mean (the release
+clamps that variance to 1e-20 dt and draws a noise of std ~1e-10 lambda sqrt(dt), below float32
+resolution).  Hand-written: the samplers are a few lines of the paper's equations around the network.
 """
 from __future__ import annotations
 
@@ -37,15 +45,20 @@ def _check(timesteps):
 @torch.no_grad()
 def sample_reverse_sde(model: NoiseModel, x: torch.Tensor, mu: torch.Tensor, sde: MeanRevertingSDE,
                        timesteps: list[int], generator: torch.Generator | None = None, callback=None,
-                       extra_args: dict | None = None) -> torch.Tensor:
-    """Reverse-time SDE (Anderson 1982; IR-SDE Eq. 3) by Euler-Maruyama; no noise on the last step."""
+                       extra_args: dict | None = None, *, last_step_noise: bool = True) -> torch.Tensor:
+    """Reverse-time SDE (Anderson 1982; IR-SDE Eq. 3) by Euler-Maruyama, one draw z per step after the
+    network call: x_s = x_t - [theta (mu - x) - sigma^2 score] dt - sigma sqrt(dt) z.
+
+    ``last_step_noise``: add the noise on the last step t -> 0 too (default, the release's
+    ``reverse_sde``: sigma_1 sqrt(dt) z there, e.g. ~0.94/255 std for lambda = 50/255, T = 100);
+    false: that step is the drift alone (the state's mean), the choice of DDPM-style samplers."""
     _check(timesteps)
     extra_args = extra_args or {}
     for i, (t, s) in enumerate(zip(timesteps, timesteps[1:])):
         noise = model(x, mu, t, **extra_args)
         x0 = sde.x0_from_noise(x, mu, noise, t) if callback is not None else None
         x = sde.reverse_sde_step(x, mu, sde.score_from_noise(noise, t), t, s,
-                                 randn_like(x, generator) if s > 0 else None)
+                                 randn_like(x, generator) if s > 0 or last_step_noise else None)
         _report(callback, i, t, x, x0)
     return x
 

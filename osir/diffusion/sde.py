@@ -33,6 +33,11 @@ def theta_schedule(kind: str, T: int, s: float = 0.008) -> torch.Tensor:
     raise ValueError(f"unknown theta schedule '{kind}'; allowed: cosine, linear, constant")
 
 
+def _exp(v):
+    """exp of a python float in float64 (``math.exp``), of a tensor elementwise."""
+    return math.exp(v) if isinstance(v, float) else torch.exp(v)
+
+
 def _at(values: torch.Tensor, t, like: torch.Tensor):
     """values[t] as a float (int t) or as a (B, 1, 1, 1) tensor matching ``like``."""
     if isinstance(t, int):
@@ -65,7 +70,7 @@ class MeanRevertingSDE:
     # -- marginals ---------------------------------------------------------------------------
     def mean(self, x0: torch.Tensor, mu: torch.Tensor, t) -> torch.Tensor:
         """m_t = mu + (x0 - mu) exp(-thetabar_t)  (Eq. 5)."""
-        return mu + (x0 - mu) * torch.exp(-torch.as_tensor(_at(self.theta_bar, t, x0)))
+        return mu + (x0 - mu) * _exp(-_at(self.theta_bar, t, x0))
 
     def std(self, t, like: torch.Tensor | None = None):
         """sqrt(v_t) = lambda sqrt(1 - exp(-2 thetabar_t))  (Eq. 6)."""
@@ -81,7 +86,7 @@ class MeanRevertingSDE:
 
     def x0_from_noise(self, xt: torch.Tensor, mu: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
         """Invert Eq. 5: x0 = mu + (x_t - mu - sqrt(v_t) noise) exp(thetabar_t)."""
-        decay = torch.exp(torch.as_tensor(_at(self.theta_bar, t, xt)))
+        decay = _exp(_at(self.theta_bar, t, xt))
         return mu + (xt - mu - self.std(t, xt) * noise) * decay
 
     # -- reverse-time steps from t to s < t ---------------------------------------------------
@@ -95,10 +100,12 @@ class MeanRevertingSDE:
         return delta * (mu - xt) - 2 * self.lam ** 2 * delta * score
 
     def reverse_sde_step(self, xt, mu, score, t, s, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x_s = x_t - drift + sqrt(2 lambda^2 (thetabar_t - thetabar_s)) z."""
+        """x_s = x_t - drift - sqrt(2 lambda^2 (thetabar_t - thetabar_s)) z, the Euler-Maruyama step of
+        Eq. 3 (for s = t - 1 the noise is sigma_t sqrt(dt) z).  z and -z are equally likely; the minus is
+        the release's sign (its step subtracts its dispersion term), so equal draws give equal states."""
         out = xt - self.reverse_sde_drift(xt, mu, score, t, s)
         if noise is not None:
-            out = out + (2 * self.lam ** 2 * self._delta(t, s, xt)) ** 0.5 * noise
+            out = out - (2 * self.lam ** 2 * self._delta(t, s, xt)) ** 0.5 * noise
         return out
 
     def reverse_ode_step(self, xt, mu, score, t, s) -> torch.Tensor:
@@ -111,7 +118,7 @@ class MeanRevertingSDE:
         mu + [(1 - e^{-2 tb_s}) e^{-(tb_t - tb_s)} (x_t - mu) + (1 - e^{-2 (tb_t - tb_s)}) e^{-tb_s} (x_0 - mu)]
              / (1 - e^{-2 tb_t})."""
         tb_t, tb_s = _at(self.theta_bar, t, xt), _at(self.theta_bar, s, xt)
-        exp = math.exp if isinstance(tb_t, float) else torch.exp
+        exp = _exp
         delta = tb_t - tb_s
         denom = 1 - exp(-2 * tb_t)
         a = (1 - exp(-2 * tb_s)) * exp(-delta) / denom
@@ -133,8 +140,10 @@ class MeanRevertingSDE:
         return points
 
     def prior_sample(self, mu: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_T ~ N(mu, lambda^2 I) (the stationary state; its mean error is eps)."""
-        return mu + self.std(self.T, mu) * randn_like(mu, generator)
+        """The sampling start x_T = mu + lambda z, z ~ N(0, I): the SDE's stationary distribution
+        N(mu, lambda^2 I), as the release's ``noise_state`` draws it.  (The marginal at T is
+        N(mu + eps (x_0 - mu), lambda^2 (1 - eps^2) I): its std is 1.25e-5 relative smaller for eps = 0.005.)"""
+        return mu + self.lam * randn_like(mu, generator)
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -13,6 +13,13 @@
 ``types`` keeps only the named degradation types (e.g. one test set per type for a per-degradation table).
 Captions: the CSV's, else ``captions`` (a tab-separated ``name<TAB>caption`` file), else ``caption_template``
 filled with the image's name.  Items: ``lq`` (and ``gt`` where there is one), ``degradation_type``, ``caption``.
+
+``clip_train_size`` (stage 1): the item holds ``lq_clip`` instead of ``lq`` / ``gt``: open_clip's own training
+transform (``image_transform(size, is_train=True)``: ``RandomResizedCrop(size, scale=(0.9, 1.0))`` bicubic,
+ToTensor, OpenAI mean / std), the release's stage-1 augmentation, of the whole 8-bit LQ (after the
+optional ``gt_size`` crop and flips, which the release does not apply; leave them unset to follow it).
+The crop is drawn from torch's generator seeded with the sample's seed, so it is reproducible per sample
+and independent of workers.
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ import csv as csv_module
 from pathlib import Path
 from typing import Literal, Optional
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from osir.data.datasets import _ImageFolderSource, _split_key
@@ -57,14 +66,17 @@ class DegradationTypeDataset(Dataset):
     def __init__(self, dataroot: Optional[str] = None, csv: Optional[str] = None, dataroot_gt: Optional[str] = None,
                  degradations: Optional[dict[str, component(DEGRADATIONS)]] = None, captions: Optional[str] = None,
                  caption_template: str = "a photo of {}", types: Optional[list[str]] = None,
-                 gt_size: Optional[int] = None, use_flip: bool = False,
-                 io_backend: Literal["disk", "skimage"] = "disk"):
+                 gt_size: Optional[int] = None, use_flip: bool = False, use_rot: bool = False,
+                 clip_train_size: Optional[int] = None, io_backend: Literal["disk", "skimage"] = "disk"):
         given = [k for k, v in (("dataroot", dataroot), ("csv", csv), ("dataroot_gt", dataroot_gt)) if v]
         if len(given) != 1:
             raise ValueError(f"give exactly one of dataroot, csv, dataroot_gt (got {given or 'none'})")
         if dataroot_gt and not degradations:
             raise ValueError("dataroot_gt needs degradations: {type name: registered degradation}")
-        self.gt_size, self.use_flip, self.template = gt_size, use_flip, caption_template
+        self.gt_size, self.use_flip, self.use_rot, self.template = gt_size, use_flip, use_rot, caption_template
+        if clip_train_size is not None and clip_train_size < 1:
+            raise ValueError(f"clip_train_size: the CLIP's input size (e.g. 224), got {clip_train_size}")
+        self.clip_train_size = clip_train_size
         self.items: list[tuple[str, str, Optional[str], Optional[str]]] = []   # (type, lq, gt, caption)
         self.degrade = None
         if csv:
@@ -115,20 +127,40 @@ class DegradationTypeDataset(Dataset):
             gt = self.source.read(name)
             if self.gt_size is not None:
                 gt, _ = paired_random_crop(gt, gt, self.gt_size, 1, rng, self.source.items[name])
-            (gt,) = random_flip_rot([gt], rng, self.use_flip, False)
+            (gt,) = random_flip_rot([gt], rng, self.use_flip, self.use_rot)
             lq, _ = self.degrade[kind](gt, sample_rng(seed, DEGRADATION))
             caption = self.caption(name, self.captions.get(Path(self.source.items[name]).name))
-            return {"lq": img2tensor(lq.clip(0, 1)), "gt": img2tensor(gt), "degradation_type": kind,
-                    "caption": caption, "name": f"{kind}/{name}", "lq_path": self.source.items[name]}
+            item = {"degradation_type": kind, "caption": caption, "name": f"{kind}/{name}",
+                    "lq_path": self.source.items[name]}
+            if self.clip_train_size:
+                return {**item, "lq_clip": self.clip_train_view(lq, seed)}
+            return {**item, "lq": img2tensor(lq.clip(0, 1)), "gt": img2tensor(gt)}
         kind, lq_path, gt_path, caption = self.items[index]
         lq = read_image(lq_path)
         item = {"degradation_type": kind, "caption": self.caption(Path(lq_path).name, caption),
                 "name": f"{kind}/{Path(lq_path).stem}", "lq_path": lq_path}
+        if self.clip_train_size and self.gt_size is None:
+            gt_path = None                      # the CLIP view needs the LQ alone
         gt = read_image(gt_path) if gt_path else lq
         if self.gt_size is not None:
             gt, lq = paired_random_crop(gt, lq, self.gt_size, 1, rng, lq_path)
-        images = random_flip_rot([lq, gt] if gt_path else [lq], rng, self.use_flip, False)
+        images = random_flip_rot([lq, gt] if gt_path else [lq], rng, self.use_flip, self.use_rot)
+        if self.clip_train_size:
+            return {**item, "lq_clip": self.clip_train_view(images[0], seed)}
         item["lq"] = img2tensor(images[0])
         if len(images) > 1:
             item["gt"] = img2tensor(images[1])
         return item
+
+    def clip_train_view(self, lq: np.ndarray, seed: int) -> torch.Tensor:
+        """open_clip's training transform of the LQ (H x W x 3 in [0, 1]) as an 8-bit PIL image (rounded:
+        the file's own values for an image read from an 8-bit file, which the release opens with PIL), its
+        random crop drawn from torch's generator seeded with ``seed`` (the global generator is restored)."""
+        from open_clip import image_transform
+        from PIL import Image
+        if not hasattr(self, "_clip_transform"):
+            self._clip_transform = image_transform(self.clip_train_size, is_train=True)
+        image = Image.fromarray(np.round(np.clip(lq, 0, 1) * 255).astype(np.uint8))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed % 2 ** 63)
+            return self._clip_transform(image)

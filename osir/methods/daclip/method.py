@@ -1,15 +1,25 @@
 """DA-CLIP stage 1 (Luo et al., ICLR 2024): train the controller next to a frozen CLIP with two CLIP
 contrastive terms (InfoNCE, Radford et al. 2021): content embedding vs the clean image's caption, and
-degradation embedding vs the degradation's name.
+degradation embedding vs the degradation's name.  After every optimiser step ``logit_scale`` is clamped
+to [0, ln 100] (CLIP's rule; the release's training loop does the same).
 
-The original's degradation term uses arange labels, so two images of the same degradation in a batch
-are negatives of each other (its loss cannot reach zero and plateaus); ``degradation_positives:
-same_label`` (the default) treats all samples of a degradation as positives (uniform soft targets over
-them), ``index`` keeps the original behaviour.  Validation (``evaluate``): zero-shot degradation accuracy
-with the controller's degradation embedding and, for reference, with plain CLIP's image embedding.
+Degradation term's targets: ``degradation_positives: index`` is the release's (open_clip's ClipLoss:
+arange labels, each image against its own text); ``same_label`` (the default) spreads each row's target
+uniformly over the samples of the same degradation.  When the samples of one label share one text --
+always here, where the degradation's text is its name -- the logit rows / columns of those samples are
+equal and the two targets give the same loss and the same gradients: ``same_label`` is then exactly the
+release's loss.  They differ only when one label comes with different texts.
+
+Images: the training input is open_clip's training transform of each 8-bit LQ when the dataset gives it
+(``lq_clip``, ``DegradationTypeDataset(clip_train_size=...)``, the release's stage-1 augmentation), else the
+inference preprocessing (``clip_preprocess``) of the batch.  ``clip_preprocess`` is the release's CLIP
+preprocessing at restoration time; it calls open_clip's inference transform (torchvision on PIL images).
+Validation (``evaluate``): zero-shot degradation accuracy with the controller's degradation embedding and,
+for reference, with plain CLIP's image embedding.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 import torch
@@ -21,29 +31,36 @@ from osir.methods.irsde.method import IRSDE
 from osir.options import component
 from osir.registry import ARCHS, METHODS, OptionsError
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+LOGIT_SCALE_MAX = math.log(100)
+
+
+def to_8bit_images(image: torch.Tensor) -> list:
+    """B x 3 x H x W images in [0, 1] -> 8-bit RGB PIL images, truncated as the release's
+    ``Image.fromarray((x * 255).astype(np.uint8))`` (values outside [0, 1] clamped first; for an image read
+    from an 8-bit file, x * 255 in float32 is exactly its integer values)."""
+    from PIL import Image
+    pixels = (image.detach().float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(p) for p in pixels]
 
 
 def clip_preprocess(image: torch.Tensor, size: int) -> torch.Tensor:
-    """The release's preprocessing of [0, 1] images: short side bicubic to ``size``, centre crop,
-    OpenAI mean / std."""
-    h, w = image.shape[-2:]
-    scale = size / min(h, w)
-    if (h, w) != (size, size):
-        th, tw = max(size, round(h * scale)), max(size, round(w * scale))
-        image = F.interpolate(image, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
-        top, left = (th - size) // 2, (tw - size) // 2
-        image = image[..., top:top + size, left:left + size]
-    mean = image.new_tensor(OPENAI_MEAN).view(1, 3, 1, 1)
-    std = image.new_tensor(OPENAI_STD).view(1, 3, 1, 1)
-    return (image - mean) / std
+    """CLIP's input for the DA-CLIP embeddings, the release's steps (its datasets' ``clip_transform``):
+    each [0, 1] image to 8 bits (``to_8bit_images``), then open_clip's inference transform on the PIL
+    image -- torchvision's ``Resize(size, BICUBIC)`` (short side to ``size``, long side
+    ``int(size * long / short)``, PIL's bicubic on 8-bit pixels), ``CenterCrop(size)`` (offset
+    ``int(round((side - size) / 2))``), ``ToTensor``, OpenAI mean / std.  B x 3 x size x size on the
+    input's device."""
+    from open_clip import image_transform
+    transform = image_transform(size, is_train=False)
+    return torch.stack([transform(p) for p in to_8bit_images(image)]).to(image.device)
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
                      labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Symmetric InfoNCE between normalised image and text embeddings at ``scale``; targets the diagonal,
-    or with ``labels`` every pair of samples sharing a label (uniform over a row's positives)."""
+    """Symmetric InfoNCE (CLIP, Radford et al. 2021) between normalised image and text embeddings at
+    ``scale``; targets the diagonal (the release's arange labels), or with ``labels`` every pair of samples
+    sharing a label (uniform over a row's positives).  With equal texts for equal labels both give the
+    same value and gradients (the module docstring)."""
     logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
     if labels is None:
         target = torch.arange(len(logits), device=logits.device)
@@ -61,7 +78,8 @@ class DACLIPMethod(Method):
         clip_config: instead of a name, an open_clip CLIP config (``embed_dim``, ``vision_cfg``,
             ``text_cfg``): e.g. the demo's tiny model.
         release_path: ``daclip_ViT-B-32.pt`` to start from (loaded as released).
-        degradation_positives: 'same_label' or 'index' (the original).
+        degradation_positives: 'same_label' or 'index' (the release's arange labels); the same loss
+            whenever one degradation has one text, as here (the module docstring).
         content_weight: weight of the content (caption) term.
         degradations: the degradation names for zero-shot validation (default: the validation set's types).
         gradient_cache_chunk: with one process, embed the batch this many images at a time under gradient
@@ -132,13 +150,30 @@ class DACLIPMethod(Method):
             loss, logs["l_content"] = loss + self.content_weight * l_content, l_content.item()
         return loss, logs
 
+    def clamp_logit_scale(self) -> None:
+        """CLIP's rule, as the release's training loop after every step: ``logit_scale`` in [0, ln 100]."""
+        with torch.no_grad():
+            self.unwrap(self.networks["daclip"]).logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+
+    def training_images(self, batch: dict) -> torch.Tensor:
+        """The dataset's ``lq_clip`` (open_clip's training transform, the release's augmentation), else the
+        inference preprocessing of ``lq``."""
+        if "lq_clip" not in batch:
+            return clip_preprocess(batch["lq"], self.image_size)
+        images = batch["lq_clip"]
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise OptionsError(f"datasets.train.clip_train_size: the dataset gives {tuple(images.shape[-2:])} "
+                               f"images, the CLIP takes {self.image_size}")
+        return images
+
     def training_step(self, batch: dict) -> dict[str, float]:
-        images = clip_preprocess(batch["lq"], self.image_size)
+        images = self.training_images(batch)
         name = "controller" if "controller" in self.optimizers else "daclip"
         chunk = self.gradient_cache_chunk
         if not chunk or len(images) <= chunk:
             loss, logs = self.losses(*self.embeddings(images), batch)
             self.optimize(name, loss)
+            self.clamp_logit_scale()
             return logs
         if self.accelerator.num_processes > 1:
             raise OptionsError("method.gradient_cache_chunk: gradient caching is for one process; with several, "
@@ -159,13 +194,16 @@ class DACLIPMethod(Method):
             surrogate = sum((out.float() * g[i]).sum() for out, g in zip(outputs, grads) if g is not None)
             surrogate.backward()
         self.step(name)
+        self.clamp_logit_scale()
         return logs
 
-    def classify(self, images: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zero-shot degradation indices (into ``names``) with the controller and with plain CLIP."""
+    def classify(self, images: torch.Tensor, names: list[str],
+                 preprocessed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero-shot degradation indices (into ``names``) with the controller and with plain CLIP
+        (``images`` in [0, 1], or already through ``clip_preprocess``)."""
         net = self.net("daclip")
         texts = F.normalize(self.text_features(names).float(), dim=-1)
-        x = clip_preprocess(images, self.image_size)
+        x = images if preprocessed else clip_preprocess(images, self.image_size)
         _, degradation = net.encode_image(x)
         plain, _ = net.encode_image(x, control=False)
         return ((F.normalize(degradation.float(), dim=-1) @ texts.T).argmax(1),
@@ -181,9 +219,9 @@ class DACLIPMethod(Method):
         hits = plain_hits = 0
         for start in range(0, len(dataset), batch_size):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            images = torch.stack([it["lq"] for it in items]).to(self.device)
+            images = torch.cat([clip_preprocess(it["lq"][None], self.image_size) for it in items])  # any sizes
             truth = torch.tensor([names.index(it["degradation_type"]) for it in items])
-            predicted, plain = (p.cpu() for p in self.classify(images, list(names)))
+            predicted, plain = (p.cpu() for p in self.classify(images.to(self.device), list(names), True))
             hits += int((predicted == truth).sum())
             plain_hits += int((plain == truth).sum())
             for t, p in zip(truth.tolist(), predicted.tolist()):
@@ -222,8 +260,9 @@ class DACLIPMethod(Method):
 @METHODS.register(name="DACLIPUIR")
 class DACLIPUniversalIR(IRSDE):
     """Universal image restoration (Luo et al., ICLR 2024): IR-SDE with ``DACLIPUNet`` conditioned on the
-    frozen DA-CLIP's degradation and content embeddings, computed once per batch from the whole LQ (the
-    release's preprocessing) and handed to every sampler step.
+    frozen DA-CLIP's degradation and content embeddings, computed once per batch from the whole LQ
+    (``clip_preprocess``, the release's steps; in fp32, where the release's test scripts run DA-CLIP under
+    CUDA fp16 autocast) and handed to every sampler step.
 
     Args as ``IRSDE`` (the release: max_sigma 50, T 100, posterior sampling), plus the DA-CLIP to use:
     ``daclip_path`` (``daclip_ViT-B-32.pt``, or a stage-1 run's weights) with ``clip_model`` /
@@ -234,8 +273,10 @@ class DACLIPUniversalIR(IRSDE):
                  T: int = 100, schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
                  loss: Literal["l1", "l2"] = "l1", sampler: str = "posterior", sample_steps: Optional[int] = None,
                  eta: float = 1.0, clip_denoised: bool = False, use_daclip: bool = True,
-                 daclip_path: Optional[str] = None, clip_model: str = "ViT-B-32", clip_config: Optional[dict] = None):
-        super().__init__(network, max_sigma, T, schedule, eps, loss, sampler, sample_steps, eta, clip_denoised, 1)
+                 daclip_path: Optional[str] = None, clip_model: str = "ViT-B-32", clip_config: Optional[dict] = None,
+                 last_step_noise: bool = True):
+        super().__init__(network, max_sigma, T, schedule, eps, loss, sampler, sample_steps, eta, clip_denoised, 1,
+                         last_step_noise)
         self.use_daclip = use_daclip
         if use_daclip:
             if clip_config is None and not daclip_path:
@@ -259,8 +300,8 @@ class DACLIPUniversalIR(IRSDE):
 
     def whole_image_inputs(self, batch: dict) -> dict:
         """The DA-CLIP embeddings of the whole LQ, before the inference layer pads and tiles it: each tile
-        of a large image is restored with the embeddings of the whole photo (the release's preprocessing:
-        short side bicubic to 224, centre crop), not of the tile."""
+        of a large image is restored with the embeddings of the whole photo (``clip_preprocess``, the
+        release's steps), not of the tile."""
         if not self.use_daclip:
             return {}
         with torch.no_grad():

@@ -7,7 +7,12 @@ zero-initialised Linear(width, width) (with bias, on every token), is added to t
 stream after its block L-1-j (so the last addition, from controller block 0, comes after the frozen
 tower's last block, before ``ln_post``).  Both towers pool the class token, then ``ln_post``, then the
 projection; the embeddings are returned unnormalised.  The controller starts as an exact copy of the
-image tower with zero linears, so at initialisation the content embedding equals plain CLIP's.
+image tower with zero linears, so at initialisation the content embedding equals plain CLIP's.  This
+differs from the release, as a fix: its ``initial_controller`` pairs the two towers' parameter lists in
+order, which the controller's extra zero linears shift, so the frozen tower's ``ln_post`` gain and bias
+are copied into the first zero linear (the gain broadcast over its rows) and the controller's own
+``ln_post`` keeps its construction-time values (1, 0); its content embedding at the start is then not
+plain CLIP's (checked by running the release's code on a small CLIP).
 
 Module names follow the release file ``daclip_ViT-B-32.pt`` (``clip.*``; ``visual.*``, an alias of
 ``clip.visual``; ``visual_control.*`` with ``transformer.transformer.resblocks.*`` and

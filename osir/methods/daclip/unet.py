@@ -8,8 +8,10 @@ DA-CLIP embeddings as conditions, module names as the release file ``universal-i
   GEGLU feed-forward; head size 32) replaces the linear attention.  It is diffusers' ``Transformer2DModel``
   (its key names are the release's); the other levels keep IR-SDE's linear attention.
 * Level widths ``nf * ch_mult`` (the release: [1, 2, 4, 8], so the first level keeps ``nf``); the input
-  is reflect-padded to a multiple of 2^levels.  ``use_degra_context`` / ``use_image_context`` switch the
-  conditions off (single-task training); without image context every level uses linear attention.
+  is reflect-padded at the bottom / right to a multiple of 2^levels, as the release's ``check_image_size``
+  (universal and wild IR alike: the wild network's extra stride-2 convolution plus the levels' levels-1
+  downsamplings halve the image ``levels`` times).  ``use_degra_context`` / ``use_image_context`` switch
+  the conditions off (single-task training); without image context every level uses linear attention.
 * ``scale: 0.5`` is the wild-IR network (Luo et al., CVPR-W 2024, ``wild-ir.pth``): the U-Net runs at half
   resolution, a stride-2 convolution after the first convolution (``downsample``) and a nearest x2
   upsample + convolution (``upsample``) before the final concatenation with the full-resolution features.
@@ -65,7 +67,7 @@ class DACLIPUNet(nn.Module):
         if scale not in (1.0, 0.5):
             raise ValueError(f"scale must be 1 (universal IR) or 0.5 (wild IR, half resolution), got {scale}")
         self.depth, self.half = len(ch_mult), scale == 0.5
-        self.size_multiple = 2 ** (len(ch_mult) + self.half)
+        self.size_multiple = 2 ** len(ch_mult)           # the release's check_image_size, wild IR too
         self.use_degra, self.use_image = use_degra_context, use_image_context
         time_dim = 4 * nf
         self.init_conv = nn.Conv2d(2 * in_nc, nf, 7, padding=3, bias=False)

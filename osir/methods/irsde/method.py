@@ -4,7 +4,8 @@ Stochastic Differential Equations", ICML 2023).
 Training uses the paper's maximum-likelihood objective (Eq. 11-12): the network's expected
 reverse step x_t - dx_theta (Euler-Maruyama drift with the predicted score) should land on the
 optimal reverse state x*_{t-1}, the mean of p(x_{t-1} | x_t, x_0).  Restoration starts from
-x_T = mu + lambda * n with mu the (upsampled) LQ and runs one of the registered samplers.
+x_T = mu + lambda * n (the stationary state, as the release's ``noise_state``) with mu the
+(upsampled) LQ and runs one of the registered samplers.
 """
 from __future__ import annotations
 
@@ -33,12 +34,15 @@ class IRSDE(Method):
         eta, clip_denoised: posterior-sampler extras (noise scale; clamp x_0 estimates to [0, 1]);
             the defaults (1, false) are the paper's sampler.
         upscale: LQ -> GT scale; mu is the bicubic-upsampled LQ (IR-SDE's SR setting).
+        last_step_noise: the 'sde' sampler adds its noise sigma_1 sqrt(dt) z on the last step
+            t -> 0 too, as the release's reverse SDE does (default); false: a noiseless last step.
+            The 'posterior' and 'ode' samplers add no noise on their last step either way.
     """
 
     def __init__(self, network: component(ARCHS), max_sigma: float = 10.0, T: int = 100,
                  schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
                  loss: Literal["l1", "l2"] = "l1", sampler: str = "posterior", sample_steps: Optional[int] = None,
-                 eta: float = 1.0, clip_denoised: bool = False, upscale: int = 1):
+                 eta: float = 1.0, clip_denoised: bool = False, upscale: int = 1, last_step_noise: bool = True):
         super().__init__()
         self.sde = MeanRevertingSDE(max_sigma / 255.0, T, schedule, eps)
         self.sampler = SAMPLERS.get(sampler, "method.sampler")
@@ -47,6 +51,8 @@ class IRSDE(Method):
             if sampler != "posterior":
                 raise OptionsError(f"method.eta and method.clip_denoised apply to the posterior sampler, not '{sampler}'")
             self.sampler_extras = {"eta": eta, "clip_denoised": (0.0, 1.0) if clip_denoised else None}
+        if sampler == "sde" and not last_step_noise:
+            self.sampler_extras = {"last_step_noise": False}
         self.timesteps = self.sde.timesteps(sample_steps)
         self.loss, self.scale = loss, upscale
         self.networks["g"] = ARCHS.build(network, "method.network")
@@ -87,7 +93,8 @@ class IRSDE(Method):
         return {"l_ml": loss.detach().item()}
 
     def restore(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample from x_T = mu + lambda * n down to x_0 (the engine runs this in eval / no_grad)."""
+        """Sample from x_T = mu + lambda * n (``sde.prior_sample``) down to x_0 (the engine runs this in
+        eval / no_grad)."""
         net = self.net("g")
         mu = self.condition(batch["lq"])
 

@@ -1,6 +1,7 @@
 """Refusion's networks (Luo et al., "Refusion: Enabling Large-Size Realistic Image Restoration with
 Latent-Space Diffusion Models", CVPR-W NTIRE 2023), written from the paper and the key / shape
-layouts of the release checkpoints (module names follow them, so the release files load as they are).
+layouts of the release checkpoints (module names follow them, so the pixel and latent-dehazing release
+files load as they are; the bokeh NAFNet's time MLP is named differently, see options/refusion/bokeh_stage2.yml).
 
 ``ConditionalNAFNet``: NAFNet (Chen et al., ECCV 2022) as a noise network ``forward(x_t, mu, t)``.
 Input cat(x_t - mu, mu); the integer step t through a sinusoidal embedding of dimension ``width``, a
@@ -9,16 +10,22 @@ SimpleGate + Linear to (shift, scale) for its attention branch and its FFN branc
 ``LN(x) (1 + scale) + shift``; the branches enter the residual stream scaled by beta / gamma, which
 start at zero.  The input is zero-padded at the bottom / right to a multiple of 2^levels and the
 output cropped back (the padded area enters the channel attention's global pooling).  With
-``global_skip`` (the latent variant) the intro features are added before the ending conv: the release
-manifest says only "adds a global skip before the ending conv" and the skip has no parameters, so this
-form is inferred (strict loading cannot tell; to be checked against the release weights).  With
+``global_skip`` (the latent variant) the intro features are added before the ending conv
+(``ending(x + intro)``, as the release's latent-dehazing ``ConditionalNAFNet.forward``; the skip has no
+parameters, so strict loading cannot tell: checked by running that code on the same random weights in
+the release layout, max difference 6e-6 at outputs of magnitude 11).  With
 ``lens_info`` (bokeh) a second embedding of three scalars (source lens, target lens, disparity)
 scales / shifts every block's FFN gate.
 
 ``CompressionUNet``: the latent model: a U-Net whose encoder maps the image (reflect-padded to a
 multiple of 16) to an 8-channel latent at 1/8 resolution plus its skip features; the decoder takes a
 latent and skips, so the LQ's skips can decode the GT's latent.  Residual blocks and linear attention
-as IR-SDE's U-Net, without the time embedding; attention on the deepest level only.  ``decode`` is a
+as IR-SDE's U-Net, without the time embedding; attention on the deepest level only.  The first skip is
+the output of the first conv, ``h0``, and the decoder ends with ``final_conv(x + h0)``: this connection
+has no weights, so a state dict cannot show it (without it the release's latent-dehazing weights load
+strictly and decode wrongly); it was read in the release's ``UNet.decode``
+(``codes/config/unet-latent/models/modules/UNet_arch.py``) and checked by running that code on the same
+random weights in the release layout (latent and decoded image equal to 1e-7).  ``decode`` is a
 pure function of its inputs (the output size is an argument, not state left by ``encode``).
 """
 from __future__ import annotations
@@ -227,14 +234,15 @@ class CompressionUNet(nn.Module):
         self.final_conv = nn.Conv2d(ch, out_ch, 3, padding=1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(latent at 1/downscale of the padded size, the skip features the decoder reads)."""
+        """(latent at 1/downscale of the padded size, the skip features the decoder reads: the first
+        conv's output ``h0``, then two per level)."""
         h, w = x.shape[-2:]
         m = self.pad_multiple
         pad = (0, (m - w % m) % m, 0, (m - h % m) % m)
         if any(pad):
             x = F.pad(x, pad, mode="reflect" if min(h, w) > max(pad) else "replicate")
         x = self.init_conv(x)
-        skips = []
+        skips = [x]
         for block1, block2, attn, down in self.encoder:
             x = block1(x)
             skips.append(x)
@@ -245,7 +253,10 @@ class CompressionUNet(nn.Module):
 
     def decode(self, z: torch.Tensor, skips: list[torch.Tensor], size: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """The image of latent ``z`` with the encoder features ``skips`` (not modified), cropped to
-        ``size`` (default: the padded size)."""
+        ``size`` (default: the padded size).  Ends with ``final_conv(x + h0)``, ``h0 = skips[0]``."""
+        if len(skips) != 2 * len(self.decoder) + 1:
+            raise ValueError(f"decode: expected {2 * len(self.decoder) + 1} skip features (h0, then two per level) "
+                             f"as encode returns them; got {len(skips)}")
         x = self.post_latent_conv(z)
         stack = list(skips)
         for block1, block2, attn, up in self.decoder:
@@ -254,7 +265,7 @@ class CompressionUNet(nn.Module):
             x = torch.cat([x, stack.pop()], dim=1)
             x = attn(block2(x))
             x = up(x)
-        out = self.final_conv(x)
+        out = self.final_conv(x + stack.pop())                  # h0: the first conv's output
         return out if size is None else out[..., : size[0], : size[1]]
 
     def forward(self, x: torch.Tensor, other: Optional[torch.Tensor] = None):

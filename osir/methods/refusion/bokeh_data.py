@@ -111,9 +111,9 @@ class BokehPairDataset(Dataset):
     """Source/target bokeh pairs with their lens metadata (see the module docstring for the layout).
 
     ``gt_size`` takes the same random crop from source and target; ``use_flip``/``use_rot`` flip and
-    transpose both alike.  ``use_swap`` (Refusion's option, off in its training options) turns a pair
-    whose source or target lens is the f/16 one around half of the time: target becomes input and the
-    two lens numbers trade places.  ``lenses`` adds or overrides ``{lens name: number}`` entries.
+    transpose both alike.  ``use_swap`` (the release's option: on in its stage-1 ``train_bokeh.yml``, off
+    in its stage-2 ``refusion.yml``) turns a pair whose source or target lens is the f/16 one around half
+    of the time: target becomes input and the two lens numbers trade places.  ``lenses`` adds or overrides ``{lens name: number}`` entries.
 
     ``src_dir``/``tgt_dir`` (relative to ``dataroot``, or absolute) default to ``src``/``tgt``, or to
     ``src.lmdb``/``tgt.lmdb`` with ``io_backend: lmdb``.  ``meta_file`` is relative to ``dataroot`` too.

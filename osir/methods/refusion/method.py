@@ -49,9 +49,10 @@ class Refusion(IRSDE):
                  loss: Literal["l1", "l2"] = "l1", loss_weight: float = 1.0,
                  extra_losses: Optional[dict[str, component(LOSSES, LossWeight)]] = None,
                  sampler: str = "sde", sample_steps: Optional[int] = None, eta: float = 1.0,
-                 clip_denoised: bool = False, upscale: int = 1, condition_keys: Optional[list[str]] = None):
+                 clip_denoised: bool = False, upscale: int = 1, condition_keys: Optional[list[str]] = None,
+                 last_step_noise: bool = True):
         super().__init__(network, max_sigma, T, schedule, eps, loss, sampler, sample_steps, eta, clip_denoised,
-                         upscale)
+                         upscale, last_step_noise)
         self.loss_weight, self.condition_keys = loss_weight, list(condition_keys or [])
         self.extra_losses = {}
         for name, spec in (extra_losses or {}).items():
@@ -111,7 +112,8 @@ class RefusionCompression(Method):
     Args:
         network: the compression model (``CompressionUNet``).
         regularisation: weight of the latent statistics term (the release: 0.001).
-        swap_prob: probability of swapping LQ and GT in a batch (the release's optional swap).
+        swap_prob: each sample's probability of LQ and GT trading places (the release's ``use_swap``:
+            per sample with probability 0.5, in its dataset's augmentation; 0: never).
     Restoration (validation) decodes the GT's latent with the LQ's skips when the batch has a GT (how
     well stage 2's target can be decoded), else reconstructs the LQ.
     """
@@ -132,10 +134,16 @@ class RefusionCompression(Method):
         reg = (z_lq.mean() - lq.mean()).abs() + (z_lq.std() - 0.5 * lq.std()).abs()
         return {"rec": F.l1_loss(rec, lq), "rep": F.l1_loss(rep, gt), "reg": reg}
 
+    def swapped(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch with each sample's LQ and GT trading places with probability ``swap_prob``
+        (independently per sample, as the release's dataset does with ``use_swap``)."""
+        if not self.swap_prob:
+            return lq, gt
+        swap = (torch.rand(lq.shape[0], device=lq.device) < self.swap_prob).view(-1, *([1] * (lq.dim() - 1)))
+        return torch.where(swap, gt, lq), torch.where(swap, lq, gt)
+
     def training_step(self, batch: dict) -> dict[str, float]:
-        lq, gt = batch["lq"], batch["gt"]
-        if self.swap_prob and torch.rand(()) < self.swap_prob:
-            lq, gt = gt, lq
+        lq, gt = self.swapped(batch["lq"], batch["gt"])
         terms = self.losses(lq, gt)
         loss = terms["rec"] + terms["rep"] + self.regularisation * terms["reg"]
         self.optimize("l", loss)
@@ -165,12 +173,13 @@ class LatentRefusion(Refusion):
                  eps: float = 0.005, loss: Literal["l1", "l2"] = "l1", loss_weight: float = 1.0,
                  extra_losses: Optional[dict[str, component(LOSSES, LossWeight)]] = None,
                  sampler: str = "sde", sample_steps: Optional[int] = None, eta: float = 1.0,
-                 clip_denoised: bool = False, condition_keys: Optional[list[str]] = None):
+                 clip_denoised: bool = False, condition_keys: Optional[list[str]] = None,
+                 last_step_noise: bool = True):
         if clip_denoised:
             raise OptionsError("method.clip_denoised clamps x0 estimates to [0, 1]; latent Refusion's states are "
                                "latents, not images: leave it false")
         super().__init__(network, max_sigma, T, schedule, eps, loss, loss_weight, extra_losses, sampler,
-                         sample_steps, eta, clip_denoised, 1, condition_keys)
+                         sample_steps, eta, clip_denoised, 1, condition_keys, last_step_noise)
         model = ARCHS.build(compression, "method.compression")
         self.pretrained["l"] = load_compression(model, compression_path)
         self.networks["l"] = model.requires_grad_(False).eval()

@@ -36,20 +36,48 @@ below).  What is implemented, per image and per channel:
 
 Everything is computed in float32 with autocast disabled.
 
-Differences from the published code (``shermanlian/spatial-entropy-loss``,
-``codes/config/low-light/models/modules/kde_utils.py`` and
-``entropy-sde/codes/config/low-light/models/modules/loss.py``, read, not copied):
+``variant: release`` is the published estimator instead (for reproducing the paper's training; the
+release's low-light ``entropy-refusion.yml`` uses its Hellinger form with 32 bins and h = 0.5), written
+from the formulas of ``kde_utils.py``, not copied.  Per image, channel and pixel ``n``, with ``t = (L - 1)
+clamp(x, 0, 1)``:
+
+* neighbour value ``m = conv(t, R)``: the 3x3 ring (centre weight 0) with zero padding, its weights
+  normalised over the ring *and all C channels* together, i.e. the neighbour mean divided by C (kept as
+  published: the released weights were trained with it);
+* per-pixel 2-D density on the ``L x L`` bin centres ``(i, j)``: ``K2_ij = K((i - t) / h) K((j - m) / h)``
+  with the published kernel ``K(v) = s(v) (1 - s(v))`` (``s`` the sigmoid, evaluated as published, so it
+  underflows to 0 far from the bins), divided by ``0.5 h``, then averaged over a ``w x w`` box for each
+  window ``w`` (default 1, 3, 5; zero padding, the padded area counted in the mean);
+* distance per pixel between the prediction's density ``p`` and the target's ``q``: Hellinger
+  ``(1 / sqrt 2) sqrt(sum_ij (sqrt p_ij - sqrt q_ij)^2)`` or the relative entropy
+  ``sum_ij q_ij (log(q_ij + 1e-10) - log(p_ij + 1e-10))``; the loss is the mean over pixels, windows,
+  channels and batch (the published reduction).
+
+Its two defects are removed, and nothing else is changed: (1) the ring's weights are fixed (uniform:
+the published code's ``random_weight=False`` path) instead of a fresh standard-normal 3x3 draw on every
+call (the published loss is random: the same pair gives another value on every call); (2) every square
+root of the Hellinger form takes its argument clamped to at least 1e-12, so the gradient is finite
+where the published one is NaN (empty bins, identical pixels); values change by at most ~1e-6
+(identical images give 1e-6 / sqrt 2, not 0).  The ``L^2`` densities are computed in chunks of
+intensity bins under activation checkpointing (each chunk recomputed in backward), so memory stays at
+one chunk (about ``max(chunk_pixels, B C H W) x L`` floats per temporary) instead of the published
+``[B, L^2, C, H, 3 W]`` tensors.  Checked side by side against the published functions (run in a
+scratch folder with its Hellinger crash fixed and fixed weights): equal to ~1e-7.
+
+Differences of the default (``variant: osir``) from the published code (``shermanlian/spatial-entropy-loss``
+at 247d96f, ``codes/config/low-light/models/modules/kde_utils.py`` and ``loss.py``, read, not copied; the
+facts below measured by running its functions on skimage's astronaut at 64^2, float32 CPU):
 
 * Its Hellinger distance (the one its training configuration uses) crashes: ``torch.sqrt`` is called
   on the Python int 2 (TypeError).
 * With that fixed, its Hellinger loss has NaN gradients: its kernel ``s(v)(1 - s(v))`` is exactly 0 in
   float32 once ``1 - s(v)`` rounds to 0 (more than ~8.5 bins away at ``h = 0.5``), so most density
-  bins are exactly 0 (59% reported; 54-62% on a 64^2 natural image in a re-derivation of its
-  formulas) and ``sqrt`` has an infinite derivative there (0 * inf = NaN).  Here no bin is 0 after
-  smoothing and the kernel weights are computed without ``1 - s``.
-* Its relative-entropy variant is reported to give a NaN value (a float32 CPU re-derivation gave
-  finite values; not reproduced here).  Here the smoothed distributions are strictly positive, so
-  the value and the gradient are finite.
+  bins are exactly 0 (62% of them, 57-69% per window) and ``sqrt`` has an infinite derivative there
+  (0 * inf = NaN: every gradient entry was NaN).  Here no bin is 0 after smoothing and the kernel
+  weights are computed without ``1 - s``.
+* Its relative-entropy variant gave a finite value and gradient in that run (1.434 against the image
+  plus N(0, 0.1^2) noise).  Here the smoothed distributions are strictly positive, so the value and
+  the gradient are finite whatever the images.
 * Its neighbourhood kernel is normalised over all channels at once, so the neighbourhood "mean" is
   divided by the channel count (a third of the mean for RGB).  Here it is the mean.
 * It draws a fresh random 3x3 neighbour weight (standard normal, possibly negative; the paper's
@@ -57,8 +85,8 @@ Differences from the published code (``shermanlian/spatial-entropy-loss``,
   neighbourhood mean is a deterministic box mean.
 * Its per-pixel densities are divided by a constant (``0.5 h``, the 2-D kernel's integral ``h^2`` at
   ``h = 0.5``), not by the kernel mass on the bins; with mass falling outside [0, L - 1] and
-  zero-padded windows they sum to about 0.72-0.90 per pixel (reported; a re-derivation gives image
-  means of 0.77-0.93 and single pixels down to 0.34) instead of 1.  Here each pixel's weights sum to 1.
+  zero-padded windows they summed to 0.93 per pixel on average (0.95 / 0.93 / 0.91 for windows 1 / 3 /
+  5), single pixels down to 0.34, instead of 1.  Here each pixel's weights sum to 1.
 * Its windows 1, 3 and 5 aggregate the per-pixel densities over local windows (zero padded) with a
   fixed 3x3 neighbourhood, and the distance is taken per pixel and averaged; here, following the
   2-D-entropy definition, the windows set the neighbourhood of the mean and one histogram is
@@ -69,16 +97,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from osir.registry import LOSSES
 
 DISTANCES = ("hellinger", "kl")
+VARIANTS = ("osir", "release")
 EPS = 1e-8                 # histogram smoothing (both distances)
 _SQRT_EPS = 1e-12          # inside the Hellinger distance's outer square root
+_RELEASE_SQRT_MIN = 1e-12  # variant release: every square root's argument clamped to at least this
+_RELEASE_LOG_EPS = 1e-10   # variant release: the published constant inside the relative entropy's logs
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -305,6 +337,82 @@ def relative_entropy(p: torch.Tensor, q: torch.Tensor, eps: float = EPS) -> torc
     return (qs * (qs.log() - ps.log())).sum(dim=(-2, -1))
 
 
+# ----------------------------------------------------------------------------- variant: release
+def release_neighbour(t: torch.Tensor) -> torch.Tensor:
+    """The published neighbour value: the 3x3 ring (uniform, centre 0, zero padding) normalised over
+    the ring and all ``C`` channels together, i.e. the neighbour mean divided by ``C``."""
+    c = t.shape[1]
+    ring = torch.ones(c, 1, 3, 3, dtype=t.dtype, device=t.device)
+    ring[:, :, 1, 1] = 0
+    return F.conv2d(t, ring / ring.sum(), padding=1, groups=c)
+
+
+def _release_kernel(v: torch.Tensor) -> torch.Tensor:
+    """The published kernel ``s(v) (1 - s(v))`` as published (it underflows to exactly 0)."""
+    s = torch.sigmoid(v)
+    return s * (1 - s)
+
+
+def release_densities(x: torch.Tensor, bins: int = 32, bandwidth: float = 0.5, windows=(1, 3, 5),
+                      first_bin: int = 0, last_bin: Optional[int] = None) -> torch.Tensor:
+    """The published per-pixel 2-D densities for intensity bins ``first_bin .. last_bin - 1`` (all by
+    default): ``B x C x len(windows) x k x bins x H x W`` (intensity bin, then neighbour bin)."""
+    _check_image(x)
+    bins, h = _check_bins(bins), _check_bandwidth(bandwidth)
+    windows = tuple(_check_window(w, "windows") for w in windows)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        t = x.float().clamp(0, 1) * (bins - 1)
+        return torch.stack(_release_chunk(t, release_neighbour(t), bins, h, windows, first_bin,
+                                          bins if last_bin is None else last_bin), 2)
+
+
+def _release_chunk(t, m, bins: int, h: float, windows: tuple, first: int, last: int) -> list[torch.Tensor]:
+    """One ``B x C x k x L x H x W`` density tensor per window, for intensity bins ``first .. last - 1``."""
+    b, c, height, width = t.shape
+    ci = torch.arange(first, last, device=t.device, dtype=t.dtype).view(-1, 1, 1, 1)
+    cj = torch.arange(bins, device=t.device, dtype=t.dtype).view(-1, 1, 1)
+    kx = _release_kernel((ci - t.unsqueeze(2).unsqueeze(3)) / h)            # B C k 1 H W
+    km = _release_kernel((cj - m.unsqueeze(2)) / h).unsqueeze(2)            # B C 1 L H W
+    k2 = (kx * km).div_(0.5 * h).view(b, -1, height, width)
+    return [(k2 if w == 1 else F.avg_pool2d(k2, w, stride=1, padding=w // 2, count_include_pad=True))
+            .view(b, c, last - first, bins, height, width) for w in windows]
+
+
+def _release_partial(t_p, m_p, t_q, m_q, bins: int, h: float, windows: tuple, first: int, last: int,
+                     distance: str) -> torch.Tensor:
+    """Sum over intensity bins ``first .. last - 1`` and all neighbour bins of the per-pixel distance
+    terms: ``B x C x W x H x W``."""
+    sums = []
+    for p, q in zip(_release_chunk(t_p, m_p, bins, h, windows, first, last),
+                    _release_chunk(t_q, m_q, bins, h, windows, first, last)):
+        if distance == "hellinger":
+            terms = (p.clamp_min(_RELEASE_SQRT_MIN).sqrt() - q.clamp_min(_RELEASE_SQRT_MIN).sqrt()).square()
+        else:
+            terms = q * ((q + _RELEASE_LOG_EPS).log() - (p + _RELEASE_LOG_EPS).log())
+        sums.append(terms.sum((2, 3)))
+    return torch.stack(sums, 2)
+
+
+def release_loss(pred: torch.Tensor, target: torch.Tensor, bins: int = 32, bandwidth: float = 0.5,
+                 windows=(1, 3, 5), distance: str = "hellinger", chunk_pixels: int = 65536) -> torch.Tensor:
+    """The published spatial-entropy loss with fixed neighbour weights and clamped square roots (see
+    the module docstring, ``variant: release``)."""
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        t_p = pred.float().clamp(0, 1) * (bins - 1)
+        t_q = target.float().clamp(0, 1) * (bins - 1)
+        m_p, m_q = release_neighbour(t_p), release_neighbour(t_q)
+        step = max(1, chunk_pixels // t_p.numel())                      # intensity bins per chunk
+        grad = torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad)
+        total = 0
+        for first in range(0, bins, step):
+            args = (t_p, m_p, t_q, m_q, bins, bandwidth, windows, first, min(bins, first + step), distance)
+            total = total + (checkpoint(_release_partial, *args, use_reentrant=False) if grad
+                             else _release_partial(*args))
+        if distance == "hellinger":
+            total = total.clamp_min(_RELEASE_SQRT_MIN).sqrt() / math.sqrt(2)
+        return total.mean()
+
+
 @LOSSES.register()
 class SpatialEntropyLoss(torch.nn.Module):
     """Distance between the spatial (intensity x neighbourhood-mean) KDE histograms of prediction and
@@ -315,13 +423,19 @@ class SpatialEntropyLoss(torch.nn.Module):
         windows: odd neighbourhood sizes for the neighbourhood mean (1 = the pixel itself).
         distance: ``hellinger`` or ``kl`` (relative entropy of the target from the prediction).
         chunk_pixels: pixels (over batch x channels) expanded to bins at once; bounds the memory.
-        eps: histogram smoothing before the distance.
+        eps: histogram smoothing before the distance (variant osir).
+        variant: ``osir`` (one normalised joint histogram per image and channel, the default) or
+            ``release`` (the published per-pixel estimator, its two defects removed: fixed neighbour
+            weights, clamped square roots; ``windows`` are then its box sizes; see the module docstring).
     """
 
     def __init__(self, bins: int = 32, bandwidth: float = 0.5, windows: Sequence[int] = (1, 3, 5),
                  distance: Literal["hellinger", "kl"] = "hellinger", chunk_pixels: int = 65536,
-                 eps: float = EPS):
+                 eps: float = EPS, variant: Literal["osir", "release"] = "osir"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: {variant!r} is not one of {', '.join(map(repr, VARIANTS))}")
+        self.variant = variant
         self.bins, self.bandwidth = _check_bins(bins), _check_bandwidth(bandwidth)
         if isinstance(windows, int) or not isinstance(windows, Sequence) or len(windows) == 0:
             raise ValueError(f"windows: expected a non-empty list of odd window sizes (e.g. [1, 3, 5]); "
@@ -337,13 +451,16 @@ class SpatialEntropyLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (f"bins={self.bins}, bandwidth={self.bandwidth}, windows={self.windows}, "
-                f"distance={self.distance!r}")
+                f"distance={self.distance!r}, variant={self.variant!r}")
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_image(pred, "pred")
         _check_image(target, "target")
         if pred.shape != target.shape:
             raise ValueError(f"pred and target: shapes differ ({tuple(pred.shape)} vs {tuple(target.shape)})")
+        if self.variant == "release":
+            return release_loss(pred, target, self.bins, self.bandwidth, self.windows, self.distance,
+                                self.chunk_pixels)
         fn = hellinger_distance if self.distance == "hellinger" else relative_entropy
         with torch.autocast(device_type=pred.device.type, enabled=False):
             p = spatial_histograms(pred, self.bins, self.bandwidth, self.windows, self.chunk_pixels)
