@@ -4,8 +4,9 @@
     python benchmarks/osediff_latency.py --real-arch        # SD 2.1-base's architecture, random weights
 
 Cases: a 512 x 512 output (LQ 128 x 128) restored whole, the same with the LoRA merged
-(``method.merge_lora``), and a 2048 x 2048 output (LQ 512 x 512) with the method's tiling (VAE tiles
-of 64 latents, 512 px for SD's VAE, latent UNet tiles of 96 with overlap 32).  Each case runs in its own process so that its peak
+(``method.merge_lora``), and a 2048 x 2048 output (LQ 512 x 512) with the release's tiling thresholds
+(the method's defaults; on the tiny x2 VAE, whose whole-map mid-block attention would see a million tokens,
+a 512 x 512 output with small tiles instead).  Each case runs in its own process so that its peak
 memory is its own: the process's peak resident set on CPU, ``torch.cuda.max_memory_allocated`` on a
 GPU.  Speeds are reported as ratios against the whole 512 x 512 case of the same run (merged / unmerged;
 tiled 2048 per output pixel / whole 512 per output pixel).  On a GPU, ``--real-arch`` also runs bf16
@@ -29,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tests" / "fixtures" / "checkpoints" / "sd21_base_configs.json"
 CASES = {"512 whole": dict(lq=128, tiling=None), "512 whole, merged LoRA": dict(lq=128, tiling=None, merge=True),
-         "2048 tiled": dict(lq=512, tiling={"vae": "64 latents", "latent": 96, "latent_overlap": 32}),
+         "2048 tiled": dict(lq=512, tiling="release"),
          "512 bf16 merged compiled": dict(lq=128, tiling=None, merge=True, precision="bf16", compile=True, gpu=True),
          "train step 512 b1 ckpt": dict(lq=128, train=True, precision="bf16", gpu=True)}
 
@@ -56,17 +57,20 @@ def run_case(name: str, sd: str, repeats: int) -> dict:
     from osir.methods.osediff.method import OSEDiff
     case = CASES[name]
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    tiling = case.get("tiling")
-    if tiling:
+    tiling, lq_side = case.get("tiling"), case["lq"]
+    if tiling == "release":
         vae_config = json.loads((Path(sd) / "vae" / "config.json").read_text())
-        tiling = {**tiling, "vae": 64 * 2 ** (len(vae_config["block_out_channels"]) - 1)}
+        if 2 ** (len(vae_config["block_out_channels"]) - 1) == 8:
+            tiling = {}                      # SD's VAE: the release's thresholds (the method's defaults)
+        else:                                # the tiny VAE (x2): its whole-map attention limits the size
+            tiling, lq_side = {"vae_encoder": 256, "vae_decoder": 64, "latent": 32, "latent_overlap": 8}, 128
     method = OSEDiff(sd_path=sd, tiling=tiling, merge_lora=case.get("merge", False),
                      prompt={"type": "FixedPrompt", "prompt": "a photo"}, gradient_checkpointing=case.get("train", False))
     precision = case.get("precision", "no") if device.type == "cuda" else "no"
     method.setup(device, precision)
     for net in method.networks.values():
         net.to(device)
-    lq = torch.rand(1, 3, case["lq"], case["lq"], device=device)
+    lq = torch.rand(1, 3, lq_side, lq_side, device=device)
     batch = {"lq": lq, "lq_path": ["x.png"], "name": ["x"]}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

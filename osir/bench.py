@@ -229,8 +229,7 @@ def prepare_method(opt: dict, device: torch.device, mixed_precision: str):
     for net in method.networks.values():
         net.to(device)
     method.prepare_inference()
-    sources = {**method.pretrained, **opt["path"]["pretrained"]}
-    return method, [name for name in method.networks if name not in sources]
+    return method, method.networks_without_weights(opt["path"]["pretrained"])
 
 
 def warn(message: str) -> None:

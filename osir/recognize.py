@@ -406,7 +406,7 @@ def _osediff(payload, path: Path) -> Recognized:
     unet, vae = payload["state_dict_unet"], payload["state_dict_vae"]
     rank = int(payload.get("rank_unet") or next(v.shape[0] for k, v in unet.items() if ".lora_A." in k))
     hp = {"lora_rank": rank, "vae_lora_rank": int(payload.get("rank_vae") or rank),
-          **{f"{k.removesuffix('_modules')}_targets": len(payload[k]) for k in OSEDIFF_LISTS},
+          **{f"{k.removesuffix('_modules')}_targets": len(set(payload[k])) for k in OSEDIFF_LISTS},  # names repeat
           "trains_unet_conv_in": "conv_in.base_layer.weight" in unet}
     key = next((k for k in unet if ".attn2.to_k.lora_A." in k), None)
     if key:

@@ -51,10 +51,10 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
         net.to(device)
     method.prepare_inference()
     sources = {**method.pretrained, **opt["path"]["pretrained"]}
-    missing = [name for name in method.networks if name not in sources]
+    missing = method.networks_without_weights(opt["path"]["pretrained"])
     if missing:
-        print(f"warning: no weights for network(s) {', '.join(missing)} (path.pretrained): they keep their "
-              "initial weights", file=sys.stderr)
+        print(f"warning: network(s) {', '.join(missing)} got no trained weights (path.pretrained, or files the "
+              "method loads itself): they keep the weights they were built with", file=sys.stderr)
     metrics = MetricSuite(opt["metrics"], device)
     checkpoints = {name: {"path": str(path), "sha256": sha256(path)} for name, path in sources.items()}
     seed_list = [opt["seed"] + i for i in range(seeds)]

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from osir.engine.checkpoint import CheckpointError
 from osir.methods.osediff import dape
@@ -166,9 +166,11 @@ def test_tags_command_prints_each_images_tags(tmp_path, monkeypatch, capsys):
     assert [line.split("\t")[0] for line in lines] == ["img0.png", "img1.png"]
     extractor = PROMPTS.build({"type": "dape", "ram_path": str(tmp_path / "ram.pth"),
                                "dape_path": str(tmp_path / "dape.pth"), "swin": TINY_SWIN, "head": TINY_HEAD})
-    for line, name in zip(lines, ["img0.png", "img1.png"]):             # tags of the x4 image, as OSEDiff's
-        lr = torch.from_numpy(cv2.imread(str(folder / name))[..., ::-1].copy()).permute(2, 0, 1)[None] / 255.0
-        up = F.interpolate(lr, scale_factor=4, mode="bicubic", antialias=True).clamp(0, 1).mul(255).round() / 255
+    from PIL import Image
+    for line, name in zip(lines, ["img0.png", "img1.png"]):     # tags of the release script's SR input, by PIL:
+        lr = Image.open(folder / name).convert("RGB")          # 20 px < 512 / 4: enlarged to int(6.4 * 20) = 128,
+        up = lr.resize((128, 128), Image.BICUBIC).resize((512, 512), Image.BICUBIC)   # then bicubic x4
+        up = torch.from_numpy(np.asarray(up).copy()).permute(2, 0, 1)[None] / 255.0
         assert line.split("\t")[1] == extractor.tags(up)[0]
     assert dape.main([str(folder), "--ram", str(tmp_path / "ram.pth"), "--dape", str(tmp_path / "dape.pth"),
                       "--upscale", "1"]) == 0

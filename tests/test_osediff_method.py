@@ -17,7 +17,8 @@ def sd_folder(tmp_path_factory):
 
 def osediff_options(tmp_path, sd_folder, **overrides):
     opt = tiny_options(tmp_path, **{"train.total_iter": 2, "val.freq": 100, "train.ema": {}})
-    opt["method"] = {"type": "OSEDiff", "sd_path": str(sd_folder), "prompt": {"type": "FixedPrompt", "prompt": "a photo"}}
+    opt["method"] = {"type": "OSEDiff", "sd_path": str(sd_folder), "prompt": {"type": "FixedPrompt", "prompt": "a photo"},
+                     "train_prompt": None, "process_size": 32}      # LQs of 8 px and more are not enlarged
     opt["degradation"] = {"type": "RealESRGANDegradation", "preset": "osediff"}
     train = opt["datasets"]["train"]
     train.pop("degradation")
@@ -108,7 +109,7 @@ def test_vsd_gradient_matches_its_definition():
 
 
 def test_restoration_is_x4_in_0_1_and_refuses_missing_optimisers(tmp_path, sd_folder):
-    method = OSEDiff(sd_path=str(sd_folder))
+    method = OSEDiff(sd_path=str(sd_folder), process_size=48)     # no enlargement: a 48 x 80 SR input
     method.setup(torch.device("cpu"))
     with torch.no_grad():
         out = method.restore({"lq": torch.rand(1, 3, 12, 20), "lq_path": ["x.png"], "name": ["x"]},
@@ -125,7 +126,7 @@ def test_release_layout_round_trip_through_the_method(tmp_path, sd_folder):
     """export_release writes osediff.pkl's layout (conv_in from the generator's copy, no regulariser);
     a method loading it (release_path) restores exactly as the exporting one."""
     torch.manual_seed(0)
-    a = OSEDiff(sd_path=str(sd_folder))
+    a = OSEDiff(sd_path=str(sd_folder), process_size=32)
     with torch.no_grad():
         for name, p in a.networks["unet"].named_parameters():
             if "lora_B" in name or name.startswith("gen_conv_in.conv_in.base_layer"):
@@ -137,9 +138,17 @@ def test_release_layout_round_trip_through_the_method(tmp_path, sd_folder):
     payload = torch.load(tmp_path / "osediff.pkl", weights_only=True)
     assert "conv_in.base_layer.weight" in payload["state_dict_unet"]
     assert not any(".reg." in k or k.startswith("gen_conv_in") for k in payload["state_dict_unet"])
-    assert sorted(payload["unet_lora_encoder_modules"])[0] == "conv_in"
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from osir.methods.osediff.lora import unet_targets, vae_targets
+    plain = unet_targets(UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet"))
+    assert payload["unet_lora_encoder_modules"][0] == "conv_in"
+    assert [payload[f"unet_lora_{g}_modules"] for g in ("encoder", "decoder", "others")] == \
+        [plain[a] for a in ("default_encoder", "default_decoder", "default_others")]       # SD's module order
+    from osir.methods.osediff.lora import release_vae_list
+    vae = vae_targets(AutoencoderKL.from_pretrained(sd_folder, subfolder="vae"))
+    assert payload["vae_lora_encoder_modules"] == release_vae_list(vae) != vae                   # the release's repeats
     torch.manual_seed(1)
-    b = OSEDiff(sd_path=str(sd_folder), release_path=str(tmp_path / "osediff.pkl"))
+    b = OSEDiff(sd_path=str(sd_folder), release_path=str(tmp_path / "osediff.pkl"), process_size=32)
     batch = {"lq": torch.rand(1, 3, 8, 8), "lq_path": ["x"], "name": ["x"]}
     with torch.no_grad():
         out_a = a.restore(batch, generator=torch.Generator().manual_seed(3))
@@ -194,3 +203,96 @@ def test_each_pass_uses_exactly_its_own_adapters(sd_folder):
     assert torch.equal(after_gen["regulariser"], after_reg["regulariser"]) and torch.equal(after_gen["frozen"], base["frozen"])
     assert not torch.allclose(after_gen["generator"], after_reg["generator"])
     assert all(p.requires_grad == ("lora_" in n or n.startswith("gen_conv_in.")) for n, p in unet.named_parameters())
+
+
+def test_reg_adapters_release_trains_only_the_mid_block_lora_of_the_regulariser(sd_folder):
+    """reg_adapters: release reproduces the release's regulariser, where only the last-added adapter
+    (default_others: the mid-block) is active: only its LoRA shapes the regulariser's output and gets
+    gradient; 'all' (the default) trains the regulariser's LoRA everywhere, conv_in included."""
+    from diffusers import UNet2DConditionModel
+    from osir.methods.osediff.lora import unet_targets
+    mid = set(unet_targets(UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet"))["default_others"])
+    assert mid and all(n.startswith("mid_block.") for n in mid)
+    trained = {}
+    for mode in ("all", "release"):
+        torch.manual_seed(0)
+        method = OSEDiff(sd_path=str(sd_folder), reg_adapters=mode)
+        unet = method.networks["unet"]
+        with torch.no_grad():                # B = 0 at init: give A a gradient too
+            for name, p in unet.named_parameters():
+                if ".reg." in name and "lora_B" in name:
+                    p.normal_(0, 0.1)
+        z, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
+        text = method.encode_prompts(["a photo"])
+        with method.unet_as("regulariser") as net:
+            net(z, t, encoder_hidden_states=text).sample.square().mean().backward()
+        reg = {n: p for n, p in unet.named_parameters() if ".reg." in n}
+        trained[mode] = {n.split(".lora_")[0] for n, p in reg.items() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert {id(p) for p in reg.values()} == {id(p) for p in method.parameter_groups()["reg_lora"]}
+    assert trained["release"] == mid
+    assert trained["all"] > mid and "conv_in" in trained["all"] and any(n.startswith("up_blocks.") for n in trained["all"])
+
+
+def test_training_prompts_are_ram_tags_of_the_gt_and_an_lr_lq_is_resized_as_released(tmp_path, sd_folder):
+    """train_prompt {type: ram}: the prompts of a training step are RAM's tags of the batch's GT; an LQ
+    at LR size reaches the generator resized by one of the release's modes and rounded to 8 bits;
+    without ram_path training stops with an options error naming the key."""
+    import torch.nn.functional as F
+    from osir.registry import PROMPTS, OptionsError
+    from tests.test_dape import TINY_HEAD, TINY_SWIN, release_files
+    release_files(tmp_path)
+    spec = {"type": "ram", "ram_path": str(tmp_path / "ram.pth"), "swin": TINY_SWIN, "head": TINY_HEAD}
+    opt = osediff_options(tmp_path, sd_folder, name="ram")
+    opt["method"]["train_prompt"] = spec
+    opt.pop("degradation")
+    opt["datasets"]["train"]["degradation"] = {"type": "BicubicDownscale", "scale": 4}
+    opt["train"]["total_iter"] = 1
+    trainer = Trainer(load_options(write_yaml(tmp_path / "ram.yml", opt)))
+    method, seen = trainer.method, {"batch": [], "prompts": [], "up": []}
+    step, encode, generate = method.training_step, method.encode_prompts, method.generate
+    method.training_step = lambda batch: seen["batch"].append(batch) or step(batch)
+    method.encode_prompts = lambda prompts: seen["prompts"].append(list(prompts)) or encode(prompts)
+    method.generate = lambda up, text, generator=None: seen["up"].append(up.detach().clone()) or generate(up, text, generator)
+    trainer.train()
+    batch, up = seen["batch"][0], seen["up"][0]
+    assert batch["lq"].shape[-1] * 4 == batch["gt"].shape[-1] == up.shape[-1]
+    assert seen["prompts"][0] == PROMPTS.build(spec)({"gt": batch["gt"]})
+    assert seen["prompts"][0] != PROMPTS.build({**spec, "image": "lq"})({"lq": up})
+    for i in range(up.shape[0]):
+        candidates = [(F.interpolate(batch["lq"][i:i + 1], size=up.shape[-2:], mode=m) * 255).round().clamp(0, 255) / 255
+                      for m in ("area", "bilinear", "bicubic")]
+        assert sum(torch.equal(up[i:i + 1], c) for c in candidates) == 1
+    opt["method"]["train_prompt"] = {"type": "ram"}
+    with pytest.raises(OptionsError, match=r"method\.train_prompt\.ram_path: the training prompts are RAM's tags of "
+                                           r"the GT images \(as the release trains\)"):
+        Trainer(load_options(write_yaml(tmp_path / "no_ram.yml", {**opt, "name": "no_ram"})))
+
+
+def test_training_defaults_are_the_release_settings():
+    from pathlib import Path
+    from osir.options import load_options
+    method = load_options(Path(__file__).parents[1] / "options" / "osediff.yml")["method"]
+    assert method["train_prompt"]["type"] == "ram" and method["train_prompt"]["ram_path"].endswith("ram_swin_large_14m.pth")
+    assert method.get("train_prompt", {}).get("image", "gt") == "gt" and method["train_lq_resize"] == "release"
+    assert load_options(Path(__file__).parents[1] / "options" / "osediff.yml")["degradation"]["preset"] == "osediff"
+
+
+def test_test_script_warns_only_about_networks_without_trained_weights(tmp_path, sd_folder, capsys):
+    """test.py's warning is true: with the release file, the SD folder and the file feed every network
+    (no warning); without it the generator's UNet and VAE keep their untrained LoRA and are named, the
+    text encoder (SD's, used as it is) is not."""
+    from osir import test as test_script
+    a = OSEDiff(sd_path=str(sd_folder))
+    a.export_release(tmp_path / "osediff.pkl")
+    lq = write_images(tmp_path / "lq", 1, (16, 16))
+    for name, release in (("with", str(tmp_path / "osediff.pkl")), ("without", None)):
+        opt = {"name": name, "seed": 0, "method": {"type": "OSEDiff", "sd_path": str(sd_folder), "release_path": release,
+                                                   "process_size": 32},
+               "datasets": {"x": {"type": "SingleImageDataset", "dataroot_lq": str(lq)}},
+               "metrics": {}, "path": {"results_root": str(tmp_path / "results")}}
+        test_script.run(load_options(write_yaml(tmp_path / f"{name}.yml", opt)))
+        err = capsys.readouterr().err
+        if release:
+            assert "warning" not in err
+        else:
+            assert "warning: network(s) unet, vae got no trained weights" in err

@@ -44,3 +44,33 @@ def test_caption_prompt_from_a_local_blip_folder(tmp_path):
     assert captions == expected and len(captions) == 3 and all(c.endswith(", high quality") for c in captions)
     with pytest.raises(OptionsError, match=r"method\.prompt.*model_path: '.*nowhere' is not a transformers model folder"):
         PROMPTS.build({"type": "CaptionPrompt", "model_path": str(tmp_path / "nowhere")}, "method.prompt")
+
+
+def test_ram_prompt_gives_the_plain_ram_tags_of_the_chosen_image(tmp_path):
+    """OSEDiff's training prompts as the release computes them: RAM's tags (no DAPE file) of the GT,
+    joined by ', ' and nothing after them (the test-time prompt ends in ', <extra>,'); a tiny tagger
+    in the release layout is loaded through the real loader and compared with the tagger it was saved from."""
+    import torch
+    from osir.methods.osediff import dape
+    from osir.registry import OptionsError
+    from tests.test_dape import TINY_HEAD, TINY_SWIN, release_files
+    reference, _ = release_files(tmp_path)
+    reference.eval()
+    thresholds = torch.tensor([float(v) for v in dape.read_lines(dape.DATA / "ram_tag_list_threshold.txt")])
+    tag_list = dape.read_lines(dape.DATA / "ram_tag_list.txt")
+    torch.manual_seed(0)
+    gt, lq = torch.rand(2, 3, 40, 40), torch.rand(2, 3, 40, 40)
+    with torch.no_grad():
+        expected = [", ".join(tag_list[i] for i in torch.nonzero(row).flatten().tolist())
+                    for row in torch.sigmoid(reference(reference.preprocess(gt))) > thresholds]
+    spec = {"type": "ram", "ram_path": str(tmp_path / "ram.pth"), "swin": TINY_SWIN, "head": TINY_HEAD}
+    prompts = PROMPTS.build(spec, "method.train_prompt")({"gt": gt, "lq": lq})
+    assert prompts == expected and any(prompts) and not any(p.endswith(",") for p in prompts)
+    assert PROMPTS.build({**spec, "image": "lq"})({"gt": gt, "lq": lq}) != prompts
+    with pytest.raises(DataError, match=r"RAM prompts tag the batch's 'gt' image, which this batch does not hold"):
+        PROMPTS.build(spec)({"lq": lq})
+    with pytest.raises(OptionsError, match=r"method\.train_prompt: ram_path: RAM's tags need the RAM weights "
+                                           r"\(ram_swin_large_14m\.pth\); none given"):
+        PROMPTS.build({"type": "ram"}, "method.train_prompt")
+    with pytest.raises(OptionsError, match=r"method\.train_prompt: ram_path: file not found: '.*nowhere\.pth'"):
+        PROMPTS.build({"type": "ram", "ram_path": str(tmp_path / "nowhere.pth")}, "method.train_prompt")

@@ -15,7 +15,7 @@ Super-Resolution with Pure Synthetic Data", ICCVW 2021, Sec. 3), split in two ha
 
 Every probability and range is an option; ``preset`` picks Real-ESRGAN's ``x4plus`` defaults or
 OSEDiff's (the same probabilities, no USM sharpening, every choice per image, the LQ resized back
-to the GT size with a drawn mode and rounded to 8 bits).  The extra
+to the GT size with a drawn mode and then rounded to 8 bits, as the release's data code does).  The extra
 probabilities ``blur_prob``, ``noise_prob``/``noise_prob2`` and ``jpeg_prob``/``jpeg_prob2``
 (1 in both presets, so always applied as in the paper) let a stage be switched off.
 """
@@ -46,7 +46,7 @@ MODES = ["area", "bilinear", "bicubic"]
 KERNEL_SIZE = 21
 
 _X4PLUS = dict(
-    scale=4, use_usm=True, resize_lq_to_gt=False,
+    scale=4, use_usm=True, resize_lq_to_gt=False, round_before_resize_back=False,
     kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], sinc_prob=0.1, blur_sigma=[0.2, 3.0],
     betag_range=[0.5, 4.0], betap_range=[1.0, 2.0],
     kernel_prob2=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], sinc_prob2=0.1, blur_sigma2=[0.2, 1.5],
@@ -60,7 +60,8 @@ _X4PLUS = dict(
 )
 _X4PLUS["per_image"] = False
 # OSEDiff's data code: the same probabilities, no USM, every choice per image, the LQ resized back to the
-# GT size with a mode drawn from area / bilinear / bicubic and rounded to 8 bits after that resize
+# GT size with a mode drawn from area / bilinear / bicubic and rounded to 8 bits once, after that resize
+# (round_before_resize_back: true also rounds it before, as osir did earlier)
 PRESETS = {"realesrgan_x4": _X4PLUS,
            "osediff": {**_X4PLUS, "use_usm": False, "resize_lq_to_gt": True, "per_image": True}}
 
@@ -243,10 +244,11 @@ class RealESRGANDegradation:
             out = self._jpeg(resize_sinc(out), p, 2)
         else:
             out = resize_sinc(self._jpeg(out, p, 2))
-        lq = (out.clamp(0, 1) * 255.0).round() / 255.0
         if o["resize_lq_to_gt"]:
-            lq = F.interpolate(lq, size=(h, w), mode=MODES[int(p["back_mode"][0])])
-            lq = (lq.clamp(0, 1) * 255.0).round() / 255.0          # back on the 8-bit grid
+            if o["round_before_resize_back"]:
+                out = (out.clamp(0, 1) * 255.0).round() / 255.0
+            out = F.interpolate(out, size=(h, w), mode=MODES[int(p["back_mode"][0])])
+        lq = (out.clamp(0, 1) * 255.0).round() / 255.0
         return lq, target
 
     @torch.no_grad()

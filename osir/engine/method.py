@@ -17,7 +17,9 @@ step, and restores images with ``restore(batch)``.  What it may declare, and the
 * ``evaluate(dataset, batch_size)``: its own validation (e.g. retrieval accuracy) instead of
   restoring and scoring with the metric suite; ``save_evaluation(folder)``: test.py's hook to write
   what it found beyond numbers (a confusion matrix);
-* ``self.pretrained``: components the method loaded itself from local paths (for provenance);
+* ``self.pretrained``: components the method loaded itself from local paths (for provenance), and
+  ``self.pretrained_networks``: for a record that is not named after one network (a Stable Diffusion
+  folder, a release file holding several), the networks it gave weights to;
 * ``prepare_training()``: called by the trainer after ``setup``, before the experiment folder is
   touched: load training-only parts (loss networks) and check their files;
 * ``prepare_inference()``: called by test.py (never during training) once the weights are loaded,
@@ -60,6 +62,7 @@ class Method:
     def __init__(self):
         self.networks: dict[str, nn.Module] = {}
         self.pretrained: dict[str, str] = {}          # network -> local file or folder the method loaded
+        self.pretrained_networks: dict[str, tuple[str, ...]] = {}   # record of self.pretrained -> networks it fed
         self.accelerator = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.grad_clip: float | None = None
@@ -68,6 +71,14 @@ class Method:
         self._device = None
         self.mixed_precision = "no"
         self.output_notes: dict[str, list[str]] = {}          # set by restore, read after each batch
+
+    def networks_without_weights(self, files: dict[str, str]) -> list[str]:
+        """Networks that got weights neither from ``files`` (path.pretrained: network -> file) nor from
+        what the method loaded itself (``self.pretrained`` named after the network, or a record whose
+        ``self.pretrained_networks`` entry lists it)."""
+        fed = set(files) | set(self.pretrained)
+        fed |= {n for key in self.pretrained for n in self.pretrained_networks.get(key, ())}
+        return [name for name in self.networks if name not in fed]
 
     # -- declarations (override as needed) ---------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -31,11 +31,15 @@ def _binomial_blur(x: torch.Tensor, dilation: int) -> torch.Tensor:
 
 
 def wavelet_split(x: torch.Tensor, levels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """(high-frequency details, low-frequency residual); they sum to ``x``."""
-    low = x
+    """(high-frequency details, low-frequency residual); they sum to ``x``.  The details are summed
+    level by level, as the release computes them: the same float rounding, which matters once the
+    result is truncated to 8 bits."""
+    low, high = x, torch.zeros_like(x)
     for i in range(levels):
-        low = _binomial_blur(low, 2 ** i)
-    return x - low, low
+        blurred = _binomial_blur(low, 2 ** i)
+        high = high + (low - blurred)
+        low = blurred
+    return high, low
 
 
 def wavelet(out: torch.Tensor, lq: torch.Tensor, levels: int = 5) -> torch.Tensor:

@@ -278,15 +278,16 @@ def main(argv=None) -> int:
     """python -m osir.methods.osediff.dape LR_DIR --ram FILE [--dape FILE]: print each image's tags."""
     from osir import cli
     from osir.data.io import img2tensor, list_images, read_image
-    from osir.methods.osediff.components import upsample_like_pil
+    from osir.methods.osediff.components import release_sr_input, to_uint8
     parser = argparse.ArgumentParser(prog="python -m osir.methods.osediff.dape", description="Print DAPE / RAM tags.")
     parser.add_argument("folder")
     parser.add_argument("--ram", required=True, help="ram_swin_large_14m.pth")
     parser.add_argument("--dape", help="DAPE.pth (without it: plain RAM tags)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--upscale", type=int, default=4,
-                        help="tag the image upsampled by this factor with PIL's bicubic, as OSEDiff's test script "
-                             "tags its x4 input (default 4; 1: the image as it is)")
+                        help="tag the SR input OSEDiff's test script makes of the image at this scale (PIL: "
+                             "small images enlarged, bicubic xN, LANCZOS to multiples of 8; default 4; 1: the "
+                             "image as it is)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -294,7 +295,8 @@ def main(argv=None) -> int:
         extractor = DAPEPrompt(args.ram, args.dape, precision=args.precision)
         for path in list_images(args.folder):
             lq = img2tensor(read_image(path))[None].to(device)
-            lq = upsample_like_pil(lq, (lq.shape[-2] * args.upscale, lq.shape[-1] * args.upscale))
+            if args.upscale != 1:
+                lq = release_sr_input(to_uint8(lq), args.upscale).float() / 255
             print(f"{path.name}\t{extractor.tags(lq)[0]}")
         return 0
     return cli.run("osir.dape", body)

@@ -17,6 +17,10 @@ _TARGET_NAMES = {"conv", "conv1", "conv2", "conv_shortcut", "conv_in", "conv_out
                  "to_q", "to_k", "to_v"}
 #: dotted endings of the targeted layers
 _TARGET_ENDINGS = ("to_out.0", "ff.net.0.proj", "ff.net.2")
+#: the transformer layers among them (the UNet's; SD's VAE has none)
+_TRANSFORMER_TARGETS = ("proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+#: the name patterns that select the VAE's targets: the 10 of osir's patterns a VAE layer can carry
+VAE_PATTERNS = tuple(sorted((_TARGET_NAMES | set(_TARGET_ENDINGS)) - set(_TRANSFORMER_TARGETS)))
 UNET_ADAPTERS = ("default_encoder", "default_decoder", "default_others")
 VAE_ADAPTER = "default_encoder"
 
@@ -31,6 +35,20 @@ def vae_targets(vae: nn.Module) -> list[str]:
     """LoRA targets of the VAE: its encoder's layers and quant_conv (the decoder stays frozen as is)."""
     return [n for n, m in vae.named_modules()
             if (n.startswith("encoder.") and _is_target(n, m)) or (n == "quant_conv" and isinstance(m, nn.Conv2d))]
+
+
+def release_vae_list(modules: list[str]) -> list[str]:
+    """``vae_lora_encoder_modules`` as the release's ``osediff.pkl`` holds it, for the VAE targets
+    ``modules`` (in module order): the release lists a module once for every pattern of
+    ``VAE_PATTERNS`` its name contains (``encoder.conv_in`` holds 'conv_in' and 'conv': twice) and
+    ``quant_conv``, which it selects by a separate test made once per pattern, once for every pattern:
+    65 entries for SD 2.1-base's 32 modules.  peft builds one LoRA layer per distinct name, so the
+    repeats change nothing but the list."""
+    out = []
+    for name in modules:
+        count = len(VAE_PATTERNS) if name == "quant_conv" else sum(p in name for p in VAE_PATTERNS)
+        out += [name] * max(count, 1)
+    return out
 
 
 def unet_targets(unet: nn.Module) -> dict[str, list[str]]:

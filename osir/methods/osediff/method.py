@@ -30,8 +30,11 @@ from torch import nn
 
 from osir.engine.method import Method
 from osir.methods.osediff.color import correct_colour
-from osir.methods.osediff.components import ONE_STEP_T, alpha_bar, load_sd, one_step_latent, upsample_like_pil
-from osir.inference.tiling import restore_tiled
+from osir.methods.osediff import tiled_vae
+from osir.methods.osediff.components import (ONE_STEP_T, alpha_bar, load_sd, one_step_latent, pil_resize,
+                                             release_sr_input, resize_like_release_training, to_uint8,
+                                             truncate_uint8, upsample_like_pil)
+from osir.methods.osediff.latent_tiles import predict_tiled
 from osir.methods.osediff.lora import (UNET_ADAPTERS, VAE_ADAPTER, add_lora, merge_and_unload, unet_targets,
                                        vae_targets)
 from osir.options import component
@@ -60,13 +63,33 @@ class OSEDiff(Method):
         negative_prompt: for the guided frozen score.
         color_correction: 'adain' (the paper code's default), 'wavelet' or 'none'.
         gradient_checkpointing: on the UNet during training.
-        tiling: inference on large images: the VAE encodes and decodes tiles of ``vae`` pixels
-            (diffusers' VAE tiling, 1/4 overlap, blended) and the UNet runs on latent tiles of ``latent``
-            with ``latent_overlap`` (blended by osir's tiling); ``null``: whole images.  Training never tiles.
+        tiling: inference on large images, with the release's thresholds as defaults: the VAE encoder
+            runs whole up to ``vae_encoder`` pixels a side (1088: the release's 1024-pixel tiles + 2 x 32
+            padding), the decoder up to ``vae_decoder`` latents (246 = 224 + 2 x 11); larger maps run in
+            tiles of about that side whose GroupNorms share the whole image's statistics (``tiled_vae``:
+            the whole-image result, exactly).  The UNet runs whole up to ``latent``^2 latents (96^2),
+            else on square tiles of ``latent`` overlapping by ``latent_overlap`` (32) with the release's
+            Gaussian weights (``latent_tiles``).  ``null``: always whole.  Training never tiles.
+        process_size: the release test script's ``--process_size`` (512): at inference an LQ whose
+            short side is under ``process_size // scale`` is enlarged to it first (``restore``).
         merge_lora: at inference (test.py), merge the generator's LoRA into the base weights and drop
             the regulariser: the same output, without LoRA's extra matmuls.
         release_path: the official ``osediff.pkl`` (or one ``python -m osir.methods.osediff.export`` wrote)
             to load into the generator.
+        train_prompt: the prompt extractor of training batches (built when training starts; it sees
+            the batch with ``lq`` upsampled to the GT's size).  The default ``{type: ram}`` with
+            ``ram_path: ram_swin_large_14m.pth`` gives RAM's tags of each GT image, as the release
+            trains (no DAPE); without ``ram_path`` training stops with an options error naming the
+            key.  ``null``: ``prompt`` on the upsampled LQ, as at inference.
+        train_lq_resize: how a training LQ smaller than its GT is brought to the GT's size: 'release'
+            (``F.interpolate`` in a mode drawn per image from area / bilinear / bicubic, then rounded to
+            8 bits: the release's data code) or 'pil_bicubic' (PIL's bicubic, the test script's
+            resize).  The osediff degradation preset hands over LQ already resized back by the
+            release's rule.
+        reg_adapters: the regulariser's LoRA: 'all' (the UNet's every target, the paper's intent) or
+            'release' (the mid-block targets only: in the release, diffusers' ``add_adapter`` leaves
+            only the adapter added last, ``default_others``, active in the regulariser UNet and its
+            training never activates the others, so only the mid-block LoRA acts and trains).
     """
 
     def __init__(self, sd_path: str, build_tiny: bool = False, scale: int = 4, lora_rank: int = 4,
@@ -77,14 +100,22 @@ class OSEDiff(Method):
                  negative_prompt: str = NEGATIVE_PROMPT,
                  color_correction: Literal["adain", "wavelet", "none"] = "adain",
                  gradient_checkpointing: bool = False, release_path: Optional[str] = None,
-                 tiling: Optional[dict] = {"vae": 512, "latent": 96, "latent_overlap": 32},  # noqa: B006
-                 merge_lora: bool = False):
+                 tiling: Optional[dict] = {"vae_encoder": 1088, "vae_decoder": 246, "latent": 96,  # noqa: B006
+                                           "latent_overlap": 32},
+                 process_size: int = 512,
+                 merge_lora: bool = False,
+                 train_prompt: Optional[component(PROMPTS)] = {"type": "ram"},  # noqa: B006
+                 train_lq_resize: Literal["release", "pil_bicubic"] = "release",
+                 reg_adapters: Literal["all", "release"] = "all"):
         super().__init__()
         if build_tiny and not Path(sd_path).exists():
             from osir.methods.osediff.tiny import build_tiny_sd
             build_tiny_sd(sd_path)
         parts = load_sd(sd_path)
         self.pretrained["sd"] = sd_path
+        # SD's text encoder is used as it is; its UNet and VAE are only the base of the generator, whose
+        # trained LoRA and conv_in come from release_path or path.pretrained (else test.py warns)
+        self.pretrained_networks["sd"] = ("text_encoder",)
         self.tokenizer, self.scheduler = parts["tokenizer"], parts["scheduler"]
         unet, vae, text_encoder = parts["unet"], parts["vae"], parts["text_encoder"]
         for net in (unet, vae, text_encoder):
@@ -95,7 +126,8 @@ class OSEDiff(Method):
         gen_conv_in.conv_in = copy.deepcopy(unet.conv_in)           # SD's conv_in, before any LoRA
         add_lora(gen_conv_in, {"default_encoder": ["conv_in"]}, lora_rank, lora_alpha)
         generator = {a: [m for m in targets[a] if m != "conv_in"] for a in UNET_ADAPTERS}
-        regulariser = {REG_ADAPTER: [m for a in UNET_ADAPTERS for m in targets[a]]}
+        regulariser = {REG_ADAPTER: targets["default_others"] if reg_adapters == "release"
+                       else [m for a in UNET_ADAPTERS for m in targets[a]]}
         add_lora(unet, {**generator, **regulariser}, lora_rank, lora_alpha)
         unet.gen_conv_in = gen_conv_in                               # attached after: no regulariser LoRA on it
         gen_conv_in.conv_in.base_layer.requires_grad_(True)
@@ -114,15 +146,21 @@ class OSEDiff(Method):
             raise OptionsError(f"method.vsd_t_range: expected [low, high] within [0, 1000], got {list(vsd_t_range)}")
         self.cfg_scale, self.vsd_t_range = cfg_scale, tuple(vsd_t_range)
         self.prompt = PROMPTS.build(prompt, "method.prompt")
+        self._train_prompt_spec, self.train_prompt, self.train_lq_resize = train_prompt, None, train_lq_resize
         self.negative_prompt, self.color_correction = negative_prompt, color_correction
         self.gradient_checkpointing = gradient_checkpointing
-        self.tiling = _check_tiling(tiling, self.vae_factor, self.unet_factor)
+        self.tiling = _check_tiling(tiling)
+        if isinstance(process_size, bool) or not isinstance(process_size, int) or process_size < scale:
+            raise OptionsError(f"method.process_size: expected an integer of at least scale ({scale}), got "
+                               f"{process_size!r}")
+        self.process_size = process_size
         self.tiles_internally = self.tiling is not None
         self.merge_lora, self.merged = merge_lora, False
         self.lora_rank = lora_rank
         if release_path is not None:
             self.load_release(release_path)
             self.pretrained["release"] = release_path
+            self.pretrained_networks["release"] = ("unet", "vae")
 
     # -- declarations ---------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -145,7 +183,15 @@ class OSEDiff(Method):
             self.networks["unet"].enable_gradient_checkpointing()
 
     def prepare_training(self) -> None:
-        """The LPIPS loss network from its local files (training only: test.py never needs them)."""
+        """The training prompts' extractor and the LPIPS loss network from their local files (training
+        only: test.py never needs them)."""
+        spec = self._train_prompt_spec
+        if spec is not None and self.train_prompt is None:
+            if spec.get("type") == "ram" and not spec.get("ram_path"):
+                raise OptionsError("method.train_prompt.ram_path: the training prompts are RAM's tags of the GT "
+                                   "images (as the release trains) and need RAM's ram_swin_large_14m.pth; give its "
+                                   "path, or set method.train_prompt: null to train with method.prompt")
+            self.train_prompt = PROMPTS.build(spec, "method.train_prompt")
         if self.weights["lpips"] == 0 or self.lpips is not None:
             return
         if None in self._lpips_paths:
@@ -221,8 +267,9 @@ class OSEDiff(Method):
             return self.networks["text_encoder"](ids)[0]
 
     def upscale(self, lq: torch.Tensor, size=None) -> torch.Tensor:
-        """The LQ bicubic-upsampled to ``size`` (default: ``scale`` x) as the release's test script does
-        it with PIL (``upsample_like_pil``)."""
+        """The LQ of a training batch bicubic-upsampled to ``size`` (default: ``scale`` x) in torch, within
+        one grey level of PIL's (``upsample_like_pil``).  ``restore`` uses PIL itself
+        (``release_sr_input``)."""
         return upsample_like_pil(lq, size or (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale))
 
     def prompts_for(self, batch: dict, up: torch.Tensor) -> list[str]:
@@ -236,19 +283,26 @@ class OSEDiff(Method):
 
     def generate(self, up: torch.Tensor, text: torch.Tensor, generator=None):
         """(image in [-1, 1], its latent z_H): the one-step restoration of the upsampled LQ ``up``;
-        tiled (VAE and latent UNet) without gradients when the image exceeds the tiles."""
+        tiled (VAE and latent UNet, ``tiling``) without gradients when the image exceeds the thresholds."""
         z_lq = self.encode(up, generator)
         z = self.one_step(z_lq, text)
         return self.decode(z), z
 
     def _tiled(self) -> bool:
+        """Tiling applies: set, and no gradients (inference)."""
         return self.tiling is not None and not torch.is_grad_enabled()
 
     def encode(self, up: torch.Tensor, generator=None) -> torch.Tensor:
-        """z_L: the (LoRA) VAE encoder's scaled latent of the upsampled LQ in [0, 1]."""
-        codec = self.networks["vae"] if torch.is_grad_enabled() else self.net("vae")   # DDP-wrapped when training
-        with self.autocast(), self._vae_tiling(self._tiled()):
-            return codec(up.clamp(0, 1) * 2 - 1, generator)
+        """z_L: the (LoRA) VAE encoder's scaled latent of the upsampled LQ in [0, 1]; at inference in
+        shared-statistics tiles above ``tiling.vae_encoder`` pixels a side."""
+        x = up.clamp(0, 1) * 2 - 1
+        with self.autocast():
+            if self._tiled():
+                vae = self.net("vae").vae
+                posterior = tiled_vae.encode(vae, x, self.tiling["vae_encoder"])
+                return posterior.sample(generator) * vae.config.scaling_factor
+            codec = self.networks["vae"] if torch.is_grad_enabled() else self.net("vae")   # DDP-wrapped when training
+            return codec(x, generator)
 
     def one_step(self, z_lq: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """z_H from the generator UNet's noise prediction at t = 999 (on blended latent tiles when tiled)."""
@@ -258,32 +312,22 @@ class OSEDiff(Method):
             def predict_noise(latent: torch.Tensor) -> torch.Tensor:
                 return unet(latent, t, encoder_hidden_states=text).sample
             if self._tiled():
-                noise = restore_tiled(predict_noise, z_lq, self.tiling["latent"], self.tiling["latent_overlap"],
-                                      multiple=self.unet_factor)
+                noise = predict_tiled(predict_noise, z_lq, self.tiling["latent"], self.tiling["latent_overlap"])
             else:
                 noise = predict_noise(z_lq)
         return one_step_latent(z_lq.float(), noise.float(), self.alpha_bar_999)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The frozen VAE decoder's image in [-1, 1]."""
+        """The frozen VAE decoder's image in [-1, 1]; at inference in shared-statistics tiles above
+        ``tiling.vae_decoder`` latents a side."""
         vae = self.net("vae").vae
-        with self.autocast(), self._vae_tiling(self._tiled()):
-            return vae.decode((z / vae.config.scaling_factor).to(self.weight_dtype)).sample.float().clamp(-1, 1)
-
-    @contextmanager
-    def _vae_tiling(self, on: bool):
-        """diffusers' VAE tiling with tiles of ``tiling.vae`` pixels while ``on``."""
-        vae = self.net("vae").vae
-        if not on:
-            yield
-            return
-        vae.enable_tiling()
-        vae.tile_sample_min_size = self.tiling["vae"]
-        vae.tile_latent_min_size = self.tiling["vae"] // self.vae_factor
-        try:
-            yield
-        finally:
-            vae.disable_tiling()
+        z = (z / vae.config.scaling_factor).to(self.weight_dtype)
+        with self.autocast():
+            if self._tiled():
+                image = tiled_vae.decode(vae, z, self.tiling["vae_decoder"])
+            else:
+                image = vae.decode(z).sample
+        return image.float().clamp(-1, 1)
 
     def _x0(self, z_t, eps, t):
         ab = self.scheduler.alphas_cumprod.to(z_t.device)[t].view(-1, 1, 1, 1).float()
@@ -307,8 +351,14 @@ class OSEDiff(Method):
 
     def training_step(self, batch: dict) -> dict[str, float]:
         gt = batch["gt"]
-        up = self.upscale(batch["lq"], gt.shape[-2:])
-        prompts = self.prompts_for(batch, up)
+        if self.train_lq_resize == "release":
+            up = resize_like_release_training(batch["lq"], gt.shape[-2:])
+        else:
+            up = upsample_like_pil(batch["lq"], gt.shape[-2:])
+        if self.train_prompt is not None:
+            prompts = self.train_prompt({**batch, "lq": up})
+        else:
+            prompts = self.prompts_for(batch, up)
         text = self.encode_prompts(prompts)
         negative = self.encode_prompts([self.negative_prompt] * len(prompts))
         image, z = self.generate(up, text)
@@ -339,11 +389,27 @@ class OSEDiff(Method):
         return logs
 
     def restore(self, batch: dict, generator=None) -> torch.Tensor:
-        up = self.upscale(batch["lq"])
+        """The release's test script on the 8-bit LQ: its SR input (``release_sr_input``: PIL, an LQ
+        with a side under ``process_size // scale`` enlarged first, sides cut down to multiples of 8 by
+        LANCZOS), which the prompt extractor reads too; the one step; the output truncated to 8 bits
+        as ``ToPILImage`` does, colour-corrected against the SR input and truncated again.  Where the
+        release's size is not ``scale`` x the LQ (an enlarged LQ; x4 of an odd side), PIL's bicubic
+        resizes the output to ``scale`` x the LQ (the release's script keeps its own size: its resize
+        back is never assigned).  Returns the 8-bit values / 255, so osir's rounding writers save
+        exactly these bytes.  An LQ the inference layer padded is cut back to ``lq_size`` first."""
+        h, w = batch.get("lq_size", batch["lq"].shape[-2:])
+        lq = batch["lq"][..., :h, :w]
+        batch = {**{k: v for k, v in batch.items() if k != "lq_size"}, "lq": lq}
+        up = release_sr_input(to_uint8(lq), self.scale, self.process_size).float().div(255).to(lq.device)
         prompts = self.prompts_for(batch, up)
         self.output_notes = {"prompt": prompts}
         image, _ = self.generate(up, self.encode_prompts(prompts), generator=generator)
-        return correct_colour(image * 0.5 + 0.5, up, self.color_correction).clamp(0, 1)
+        out = truncate_uint8(image * 0.5 + 0.5)
+        if self.color_correction != "none":
+            out = truncate_uint8(correct_colour(out.float().div(255), up, self.color_correction))
+        if tuple(out.shape[-2:]) != (h * self.scale, w * self.scale):
+            out = pil_resize(out, (h * self.scale, w * self.scale), "bicubic")
+        return out.float().div(255)
 
     def prepare_inference(self) -> None:
         """With ``merge_lora``: fold the generator's LoRA (and its conv_in) into the UNet's and the
@@ -358,20 +424,26 @@ class OSEDiff(Method):
         merge_and_unload(vae, (VAE_ADAPTER,))
         self.merged = True
 
-def _check_tiling(tiling: Optional[dict], vae_factor: int, unet_factor: int) -> Optional[dict]:
+#: the release test script's tiling: VAE tiles of 1024 pixels (encoder) and 224 latents (decoder) plus
+#: 32 / 11 of padding on each side (the image runs whole up to tile + 2 x padding), latent UNet tiles of 96
+#: overlapping by 32
+RELEASE_TILING = {"vae_encoder": 1024 + 2 * 32, "vae_decoder": 224 + 2 * 11, "latent": 96, "latent_overlap": 32}
+
+
+def _check_tiling(tiling: Optional[dict]) -> Optional[dict]:
     if tiling is None:
         return None
-    allowed = {"vae", "latent", "latent_overlap"}
-    unknown = set(tiling) - allowed
+    unknown = set(tiling) - set(RELEASE_TILING)
     if unknown:
-        raise OptionsError(f"method.tiling: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    out = {"vae": 512, "latent": 96, "latent_overlap": 32, **tiling}
-    if out["vae"] % (vae_factor * 8) or out["vae"] <= 0:
-        raise OptionsError(f"method.tiling.vae: {out['vae']} pixels is not a positive multiple of "
-                           f"{vae_factor * 8} (8 x the VAE's downsampling factor {vae_factor})")
-    if out["latent"] % unet_factor or out["latent"] <= 0 or not 0 <= out["latent_overlap"] < out["latent"]:
-        raise OptionsError(f"method.tiling: latent {out['latent']} must be a positive multiple of the UNet's "
-                           f"factor {unet_factor} and latent_overlap {out['latent_overlap']} in [0, latent)")
+        raise OptionsError(f"method.tiling: unknown key(s) {sorted(unknown)}; allowed: {sorted(RELEASE_TILING)}")
+    out = {**RELEASE_TILING, **tiling}
+    for key in ("vae_encoder", "vae_decoder", "latent"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] <= 0:
+            raise OptionsError(f"method.tiling.{key}: expected a positive integer, got {out[key]!r}")
+    if isinstance(out["latent_overlap"], bool) or not isinstance(out["latent_overlap"], int) \
+            or not 0 <= out["latent_overlap"] < out["latent"]:
+        raise OptionsError(f"method.tiling.latent_overlap: {out['latent_overlap']!r} must be an integer in "
+                           f"[0, latent = {out['latent']})")
     return out
 
 
@@ -396,33 +468,35 @@ class LatentCodec(nn.Module):
 
 
 class _ReleaseView(nn.Module):
-    """The shared UNet seen as the release's generator UNet: ``conv_in`` is the generator's copy and the
-    regulariser's LoRA is hidden (state_dict / named_modules / load_state_dict only)."""
+    """The shared UNet seen as the release's generator UNet: ``conv_in`` is the generator's copy, in
+    SD's ``conv_in`` place (so names and their order are the release's), and the regulariser's LoRA is
+    hidden (state_dict / named_modules / load_state_dict only)."""
 
     def __init__(self, unet: nn.Module):
         super().__init__()
         object.__setattr__(self, "unet", unet)
 
-    def _rename(self, key: str) -> str | None:
-        if key.startswith("gen_conv_in."):
-            return key[len("gen_conv_in."):]
-        if key.startswith("conv_in.") or f".{REG_ADAPTER}." in f".{key}.":
-            return None                    # SD's own conv_in (regulariser) and the regulariser's LoRA
-        return key
+    @staticmethod
+    def _hidden(key: str) -> bool:
+        """The generator's conv_in under its own name (shown in conv_in's place) and the regulariser's LoRA."""
+        return key.startswith("gen_conv_in.") or f".{REG_ADAPTER}." in f".{key}."
 
     def state_dict(self, *args, **kwargs):
-        out = {}
+        out, gen_conv_in = {}, self.unet.gen_conv_in.state_dict()
         for key, value in self.unet.state_dict().items():
-            name = self._rename(key)
-            if name is not None:
-                out[name] = value
+            if key.startswith("conv_in."):          # SD's own conv_in (the regulariser's): the generator's instead
+                out.update(gen_conv_in)
+            elif not self._hidden(key):
+                out[key] = value
         return out
 
     def named_modules(self, *args, **kwargs):
         for name, module in self.unet.named_modules():
-            new = self._rename(name + ".") if name else ""
-            if new is not None:
-                yield new.rstrip("."), module
+            if name == "conv_in":
+                yield from ((n, m) for n, m in self.unet.gen_conv_in.named_modules() if n.startswith("conv_in")
+                            and not self._hidden(n + "."))
+            elif not name.startswith("conv_in.") and not self._hidden(name + "."):
+                yield name, module
 
     def load_state_dict(self, state, strict: bool = True):
         mapped = {("gen_conv_in." + k if k.startswith("conv_in.") else k): v for k, v in state.items()}
