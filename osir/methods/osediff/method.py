@@ -1,6 +1,8 @@
 """OSEDiff (Wu et al., "One-Step Effective Diffusion Network for Real-World Image Super-Resolution",
-NeurIPS 2024): the LQ, bicubic-upsampled (PIL's kernel, 8-bit, as released; the prompt extractor reads
-this image) and scaled to [-1, 1], is encoded by SD 2.1-base's VAE encoder
+NeurIPS 2024): at inference the release's SR input of the 8-bit LQ (``release_sr_input``: small LQs
+enlarged with PIL bicubic, PIL bicubic x scale, LANCZOS to multiples of 8; the prompt extractor reads
+this image; training batches use the tensor path ``upsample_like_pil``), scaled to [-1, 1], is encoded
+by SD 2.1-base's VAE encoder
 (with LoRA); the UNet (with LoRA) predicts the noise once at t = 999 under a text prompt; the clean
 latent follows in closed form (``one_step_latent``) and the frozen VAE decoder decodes it.
 

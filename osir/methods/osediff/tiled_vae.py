@@ -20,6 +20,10 @@ pooled over the tiles.  No dependency offers that for diffusers' modules; this m
 * the mid-block attention runs on the whole map (at the latent resolution: 1/64 of the pixels for
   SD's VAE), as in the whole-image pass.
 
+Memory: the compute device holds one tile (plus the whole latent map for the attention, whose cost grows
+with the square of the latent area through diffusers' SDPA attention); ``store`` holds two or three whole
+activation maps (about 6 GB at a 2048 x 2048 output in fp32, 24 GB at 4096 x 4096).
+
 The release's version differs in three ways (osir's README lists them): its pooled variance is the
 mean of the per-tile variances (the spread between the tile means is left out), taken over tiles that
 include their padding; its padding (32 image pixels for the encoder, 11 latents for the decoder) is
