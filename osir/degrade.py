@@ -20,7 +20,7 @@ import yaml
 
 import osir
 from osir.cli import run
-from osir.data.io import img2tensor, list_images, read_image, write_image
+from osir.data.io import images_by_name, img2tensor, read_image, write_image
 from osir.options import component, read_yaml, validate
 from osir.registry import BATCH_DEGRADATIONS, OptionsError
 
@@ -37,8 +37,7 @@ def synthesise(spec: dict, input_dir: Path, output_dir: Path, base_seed: int, se
     # the resolved values, not only the preset's name: the card replays the same LQ after a preset changes
     resolved = {"type": spec["type"], **({"preset": stage.preset, **stage.opt} if hasattr(stage, "opt") else spec)}
     card = {"osir": osir.__version__, "degradation": resolved, "seed": base_seed, "images": {}}
-    for path in list_images(input_dir):
-        name = path.relative_to(input_dir).with_suffix("").as_posix()
+    for name, path in images_by_name(input_dir).items():     # a.png + a.jpg would write one GT/a.png: an error
         seed = (seeds or {}).get(name, image_seed(base_seed, name))
         gt = img2tensor(read_image(path))[None]
         h, w = gt.shape[-2:]

@@ -3,7 +3,10 @@
 One definition gives validation, defaults and documentation: the top-level sections are the
 dataclasses below, and every ``type:`` section is checked against the signature (names, type
 hints, defaults) of the registered class it names.  Validation runs before any work starts and
-fails with the key path and the nearest valid key.  Leaf type checks use pydantic.
+fails with the key path and the nearest valid key.  Leaf type checks use pydantic, and so do the
+ranges declared with the types (``PositiveInt`` frequencies, batch sizes and iteration counts,
+``NonNegativeInt`` workers and overlaps, ``Seed``): ``val.freq: 0`` is an options error naming the
+key, before any work starts.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import reprlib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +25,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
 import yaml
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from osir.registry import (BATCH_DEGRADATIONS, DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
                            Registry, nearest)
@@ -40,11 +46,14 @@ def component(registry: Registry, extra: Any = None):
 
 
 # ----------------------------------------------------------------------------- schema
+#: a random seed numpy accepts (numpy's seeds are 32-bit, non-negative)
+Seed = Annotated[int, pydantic.Field(ge=0, lt=2 ** 32)]
+
 @dataclass
 class LoaderOptions:
     """Data-loader settings that sit next to a dataset's own arguments."""
-    batch_size: int = 1          # per process
-    num_workers: int = 0         # per process
+    batch_size: PositiveInt = 1          # per process
+    num_workers: NonNegativeInt = 0      # per process
     shuffle: bool = True         # training loaders only
 
 
@@ -58,7 +67,7 @@ class OptimizerExtra:
 @dataclass
 class EMAOptions:
     decay: float = 0.999
-    update_every: int = 1        # iterations between EMA updates
+    update_every: PositiveInt = 1        # iterations between EMA updates
 
 
 @dataclass
@@ -70,12 +79,12 @@ class DDPOptions:
 
 @dataclass
 class TrainOptions:
-    total_iter: int                                                  # optimiser updates
+    total_iter: PositiveInt                                          # optimiser updates
     optimizers: dict[str, component(OPTIMIZERS, OptimizerExtra)] = field(default_factory=dict)  # name -> optimiser
     scheduler: Optional[component(SCHEDULERS)] = None                # one per optimiser, same settings
     ema: dict[str, Optional[EMAOptions]] = field(default_factory=dict)   # network -> EMA of its trained tensors
-    grad_clip: Optional[float] = None                                # max gradient norm, per optimiser
-    grad_accum_steps: int = 1
+    grad_clip: Optional[PositiveFloat] = None                        # max gradient norm, per optimiser
+    grad_accum_steps: PositiveInt = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     force_cpu: bool = False                                          # train on the CPU even with a GPU
     channels_last: bool = False                                      # networks in channels_last memory format
@@ -85,18 +94,18 @@ class TrainOptions:
 
 @dataclass
 class ValOptions:
-    freq: int = 5000             # validate every N iterations (and at the end)
+    freq: PositiveInt = 5000     # validate every N iterations (and at the end)
     use_ema: bool = True         # validate with the EMA weights of networks that have them (false: raw weights)
     save_images: bool = True
-    max_images: Optional[int] = None
+    max_images: Optional[PositiveInt] = None   # null: all
 
 
 @dataclass
 class LoggerOptions:
-    print_freq: int = 100
-    checkpoint_freq: int = 5000
+    print_freq: PositiveInt = 100
+    checkpoint_freq: PositiveInt = 5000
     tensorboard: bool = True
-    keep_checkpoints: Optional[int] = None   # keep only the newest N (null: all)
+    keep_checkpoints: Optional[PositiveInt] = None   # keep only the newest N (null: all)
     progress_bar: bool = True
 
 
@@ -112,8 +121,8 @@ class PathOptions:
 
 @dataclass
 class TileOptions:
-    size: Optional[int] = None   # restore images larger than this (LQ pixels) tile by tile
-    overlap: int = 32
+    size: Optional[PositiveInt] = None   # restore images larger than this (LQ pixels) tile by tile
+    overlap: NonNegativeInt = 32
 
 
 @dataclass
@@ -125,7 +134,7 @@ class InferenceOptions:
 class Options:
     name: str
     method: component(METHODS)
-    seed: int = 0
+    seed: Seed = 0
     imports: list[str] = field(default_factory=list)       # extra modules that register entries
     datasets: dict[str, Optional[component(DATASETS, LoaderOptions)]] = field(default_factory=dict)  # null: drop
     degradation: Optional[component(BATCH_DEGRADATIONS)] = None    # applied to training batches on the device
@@ -198,7 +207,8 @@ def _plain(value):
 
 def _check_mapping(value, params, path, allow_extra=False, skip=()):
     if not isinstance(value, dict):
-        raise OptionsError(f"{path or 'options'}: expected a mapping, got {type(value).__name__} {value!r}")
+        raise OptionsError(f"{path or 'options'}: expected a mapping, got {type(value).__name__} "
+                           f"{short_repr(value)}")
     out = {}
     for key, item in value.items():
         if key in skip:
@@ -229,11 +239,21 @@ def validate(value, annotation, path: str = ""):
     if origin is Annotated:
         base, *meta = typing.get_args(annotation)
         marker = next((m for m in meta if isinstance(m, Component)), None)
-        if marker is None:
-            return validate(value, base, path)
+        if marker is None:       # a constrained type (PositiveInt, ...): the base's check, then the constraint
+            checked = validate(value, base, path)
+            adapter = _adapter(annotation)
+            if adapter is not None:
+                try:
+                    adapter.validate_python(checked)
+                except pydantic.ValidationError as err:
+                    raise OptionsError(f"{path}: {_short(err.errors()[0]['msg'])}, got {short_repr(checked)}") from None
+            return checked
         if not isinstance(value, dict) or "type" not in value:
             raise OptionsError(f"{path}: expected a mapping with 'type: <{marker.registry.kind}>'; "
                                f"registered: {', '.join(marker.registry.names())}")
+        if not isinstance(value["type"], str):
+            raise OptionsError(f"{_join(path, 'type')}: expected a {marker.registry.kind} name, got "
+                               f"{short_repr(value['type'])}")
         entry = marker.registry.get(value["type"], _join(path, "type"))
         params, var_kw = _params_of(entry)
         params = {k: v for k, v in params.items() if k not in marker.registry.provided}
@@ -265,7 +285,7 @@ def validate(value, annotation, path: str = ""):
             converted = adapter.validate_python(value)
         except pydantic.ValidationError as err:
             first = err.errors()[0]
-            raise OptionsError(f"{path}: {value!r} is not a valid {_type_name(annotation)} "
+            raise OptionsError(f"{path}: {short_repr(value)} is not a valid {_type_name(annotation)} "
                                f"({first['msg']})") from None
         if isinstance(converted, tuple):
             converted = list(converted)
@@ -287,6 +307,22 @@ def _checkable(annotation):
     return annotation if _adapter(annotation) is not None else None
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 4, 40, 40
+
+
+def short_repr(value, limit: int = 80) -> str:
+    """A repr of ``value`` for an error message, at most ``limit`` characters (reprlib's nesting and
+    length limits first: a huge value is never expanded in full)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short(msg: str) -> str:
+    """pydantic's 'Input should be greater than 0' as 'must be greater than 0'."""
+    return msg.replace("Input should be", "must be", 1)
+
+
 def _type_name(annotation) -> str:
     if typing.get_origin(annotation) is Literal:
         return "value; allowed: " + ", ".join(repr(a) for a in typing.get_args(annotation))
@@ -294,6 +330,87 @@ def _type_name(annotation) -> str:
 
 
 # ----------------------------------------------------------------------------- loading
+#: the most nodes (scalars, lists, mappings) that aliases (``*name``) may add to one YAML text: far
+#: more than any options file needs, far less than an alias bomb (nine nested lists of nine aliases
+#: expand to 9**9 values from a few hundred bytes)
+MAX_ALIAS_NODES = 100_000
+
+
+class _OptionsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two checks it lacks (hand-written: PyYAML has no option for either).
+
+    While composing, every alias adds the size of the node it repeats (counted once per node, shared
+    sub-nodes by identity); beyond ``MAX_ALIAS_NODES`` in all, or an alias inside its own anchor (a
+    recursive structure), the text is refused with the alias's line.  While constructing, a key
+    repeated in one mapping is recorded in ``duplicates`` (the last one wins, as in PyYAML)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.alias_nodes, self._sizes, self._open, self.duplicates = 0, {}, [], []
+
+    def _size(self, node) -> int:
+        size = self._sizes.get(id(node))
+        if size is None:
+            children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else
+                        node.value if isinstance(node, yaml.SequenceNode) else [])
+            size = self._sizes[id(node)] = 1 + sum(self._size(n) for n in children)
+        return size
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            if event.anchor in self._open:
+                raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is inside its own anchor "
+                                                  "(a recursive structure)", event.start_mark)
+            if event.anchor in self.anchors:
+                self.alias_nodes += self._size(self.anchors[event.anchor])
+                if self.alias_nodes > MAX_ALIAS_NODES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"aliases expand to more than {MAX_ALIAS_NODES} values (an alias bomb?)",
+                        event.start_mark)
+        return super().compose_node(parent, index)
+
+    def compose_sequence_node(self, anchor):
+        self._open.append(anchor)
+        try:
+            return super().compose_sequence_node(anchor)
+        finally:
+            self._open.pop()
+
+    def compose_mapping_node(self, anchor):
+        self._open.append(anchor)
+        try:
+            return super().compose_mapping_node(anchor)
+        finally:
+            self._open.pop()
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines = {}
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = (key_node.tag, key_node.value)
+                    if key in lines:
+                        self.duplicates.append((key_node.value, lines[key], key_node.start_mark.line + 1))
+                    lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(stream, source: str):
+    """The data of a YAML text or file object, read safely (no tags beyond plain data) and with
+    ``_OptionsLoader``'s checks; a repeated key prints one warning line naming it and ``source``.
+    Raises ``yaml.YAMLError``."""
+    loader = _OptionsLoader(stream)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    for key, first, last in loader.duplicates:
+        print(f"warning: {source}: key '{key[:60]}' appears twice in one mapping "
+              f"(lines {first} and {last}); the last one (line {last}) is used", file=sys.stderr)
+    return data
+
+
 def _deep_merge(base: dict, child: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in child.items():
@@ -315,7 +432,7 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
         raise OptionsError(f"options file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f) or {}
+            data = parse_yaml(f, str(path)) or {}
         except yaml.YAMLError as err:
             raise OptionsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
@@ -339,7 +456,7 @@ def apply_overrides(opt: dict, overrides: list[str]) -> dict:
         if not key or any(not part for part in key.split(".")):
             raise OptionsError(f"--set: bad key path '{key}' in '{item}'")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = parse_yaml(raw, f"--set {key}") if raw.strip() else None
         except yaml.YAMLError as err:
             raise OptionsError(f"--set {key}: cannot parse value '{raw}': {err}") from None
         node = opt

@@ -23,7 +23,10 @@ Padding and tiling follow the method's own declarations (``osir.inference.tiling
 * a folder is read recursively; outputs keep the sub-folders and names (only the extension changes,
   with ``--ext``); files without an image extension are skipped with one note each; a file that cannot
   be decoded is reported (named) and skipped, the run goes on and exits with code 1 at the end (0 when
-  every image was restored; user errors: 2);
+  every image was restored; user errors: 2); a floating-point input holding NaN or Inf is reported and
+  skipped the same way; inputs are read upright by their EXIF orientation (as viewers show them);
+* a restored image holding NaN or Inf stops the run (exit code 2) before it is written, naming the image
+  and the network whose weights are the likely cause (``check_finite_output``);
 * grey inputs are restored as RGB and written back grey (BT.601 luma); an alpha channel is kept,
   resized (bilinear) to the output size, where the output format has one (png, tif, webp) and dropped
   with a note otherwise; 16-bit inputs are restored from all 16 bits and written 16-bit where the
@@ -50,7 +53,7 @@ import numpy as np
 import torch
 
 from osir import cli
-from osir.data.io import IMAGE_EXTENSIONS, DataError, ImageReadError
+from osir.data.io import IMAGE_EXTENSIONS, DataError, ImageReadError, decode_raw
 from osir.recognize import TILES   # the tiling the options files set for inference, by method
 from osir.registry import OptionsError, nearest
 
@@ -307,6 +310,28 @@ def _device(device: str) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- the restorer
+def check_finite_output(method, out: torch.Tensor, names: list[str], sources: dict) -> None:
+    """``DataError`` when a restored batch holds NaN or Inf (clamping keeps NaN: the image would be written
+    black): names the first such image and the network whose weights are the likely cause, the one with
+    non-finite parameters if there is one, else every network with the files its weights came from."""
+    finite = torch.isfinite(out.detach()).flatten(1).all(1)
+    if bool(finite.all()):
+        return
+    index = int((~finite).nonzero()[0])
+    name = names[index] if index < len(names) else f"image {index}"
+    count = int((~torch.isfinite(out[index].detach())).sum())
+    networks = getattr(method, "networks", {})
+    where = lambda n: f" from '{sources[n]}'" if n in sources else ""  # noqa: E731
+    broken = [n for n, net in networks.items()
+              if any(not bool(torch.isfinite(p).all()) for p in net.parameters())]
+    if broken:
+        cause = "; ".join(f"network '{n}' has NaN/Inf weights{where(n)}" for n in broken)
+    else:
+        cause = ("the weights of network " + ", ".join(f"'{n}'{where(n)}" for n in networks)
+                 + " are the likely cause (values overflowing on this input)")
+    raise DataError(f"restoring '{name}' with {type(method).__name__} gave {count} NaN/Inf value(s): {cause}")
+
+
 class Restorer:
     """A method built for inference on one device: ``restore(image)`` takes HxWx3 RGB (uint8, uint16
     or float in [0, 1]; HxW / HxWx1 grey is repeated, a 4th alpha channel ignored) and returns float32
@@ -325,6 +350,8 @@ class Restorer:
         self.steps = len(method.timesteps) - 1 if self.is_diffusion else None
         self.sampler = opt["method"].get("sampler") if self.is_diffusion else None
         self.note = ""          # what was recognised in the weights
+        #: network -> the file its weights came from (named when an output is not finite)
+        self.sources = {**method.pretrained, **opt["path"]["pretrained"]}
 
     def __repr__(self) -> str:
         return (f"Restorer({self.name!r}, method={self.method}, scale={self.scale}, device={self.device}, "
@@ -340,6 +367,8 @@ class Restorer:
             image = image.astype(np.float32) / 65535.0
         elif np.issubdtype(image.dtype, np.floating):
             image = image.astype(np.float32)
+            if not np.isfinite(image).all():
+                raise DataError("image holds NaN/Inf values; osir restores finite images only")
         else:
             raise DataError(f"image has unsupported pixel type {image.dtype}; expected uint8, uint16 or float")
         if image.ndim == 2:
@@ -382,10 +411,12 @@ class Restorer:
                 if sampler != self.opt["method"].get("sampler"):
                     method.sampler_extras = {}        # eta / clip_denoised belong to the configured posterior sampler
             generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
+            shown = list(paths or names or ["the image"] * lq.shape[0])        # named if an output is not finite
             with torch.no_grad():
                 names = list(names or [f"image{i}" for i in range(lq.shape[0])])
                 batch = {"lq": lq.to(self.device), "name": names, "lq_path": list(paths or names)}
                 out = restore_image(method, batch, self.tile, self.overlap, generator)
+            check_finite_output(method, out, shown, self.sources)
             return out.float().clamp(0, 1)
         finally:
             if saved is not None:
@@ -452,6 +483,7 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
             raise OptionsError(f"'{weights}' holds network '{rec.network}', which {opt['method']['type']} does not have; "
                                f"networks: {', '.join(method.networks)}")
         load_network(method.networks[rec.network], str(weights), strict=True, state=rec.state_dict)
+        opt["path"]["pretrained"][rec.network] = str(weights)     # the file named when an output is not finite
     method.setup(dev, PRECISIONS[precision])
     for net in method.networks.values():
         net.to(dev).eval().requires_grad_(False)
@@ -481,14 +513,13 @@ class Loaded:
 
 
 def read_input(path: Path) -> Loaded:
-    """Decode an image (OpenCV, all bit depths); ``ImageReadError`` naming the file when it cannot be."""
+    """Decode an image (OpenCV, all bit depths), upright by its EXIF orientation; ``ImageReadError`` naming
+    the file when it cannot be decoded or holds NaN/Inf (``osir.data.io.decode_raw``)."""
     try:
-        data = np.frombuffer(path.read_bytes(), np.uint8)
+        data = path.read_bytes()
     except OSError as err:
         raise ImageReadError(f"cannot read image '{path}': {err.strerror or err}") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise ImageReadError(f"cannot decode image '{path}' (corrupt or not an image)")
+    img = decode_raw(data, str(path))
     if img.dtype == np.uint8:
         img, deep = img.astype(np.float32) / 255.0, False
     elif img.dtype == np.uint16:

@@ -3,8 +3,9 @@
     python osir/test.py -opt options/test/a.yml [options/test/b.yml ...] [--seeds K] [--set key.path=value ...]
 
 Writes ``results/<name>/<set>/{<image>.png, metrics.csv, metrics.json}`` (images under their path
-relative to the test set's folder) and prints one summary table per options file (and, with
-several, one line per run and set at the end); ``--set`` applies to every file.  Each result
+relative to the test set's folder; an earlier run's ``results/<name>`` is first moved to
+``results/<name>_archived_<time>``, and a line says so) and prints one summary table per options
+file (and, with several, one line per run and set at the end); ``--set`` applies to every file.  Each result
 records the metric settings, osir/pyiqa versions, the sha256 of every weights file or folder, the
 seeds and the test set's identity (``dataset_hash``: see ``osir.metrics.results.DatasetHash``), so
 ``python -m osir.compare`` can put runs side by side.  ``--seeds K`` restores each test set with
@@ -38,7 +39,7 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
     """Restore and score every test set of ``opt`` with the seeds ``opt['seed'] + 0..seeds-1``;
     returns {set name: summary} (the content of its metrics.json)."""
     from osir.data.io import write_image
-    from osir.engine.checkpoint import sha256
+    from osir.engine.checkpoint import archive_folder, sha256
     from osir.engine.trainer import build_dataset, build_method
     from osir.engine.validation import evaluation_mode, iterate
     from osir.metrics.results import DatasetHash, format_table, provenance, write_results
@@ -58,13 +59,19 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
     metrics = MetricSuite(opt["metrics"], device)
     checkpoints = {name: {"path": str(path), "sha256": sha256(path)} for name, path in sources.items()}
     seed_list = [opt["seed"] + i for i in range(seeds)]
+    datasets = {name: build_dataset(spec, f"datasets.{name}") for name, spec in opt["datasets"].items()
+                if name != "train"}
+    # a fresh results folder, once everything it needs was built: an earlier run's images and scores
+    # never sit beside this run's (the earlier folder is moved aside, as a training run does)
+    results = Path(opt["path"]["results_root"]) / opt["name"]
+    archived = archive_folder(results)
+    if archived is not None:
+        print(f"results folder '{results}' held an earlier run: moved it to '{archived}'", file=sys.stderr)
     summaries = {}
     with evaluation_mode(method):
-        for set_name, spec in opt["datasets"].items():
-            if set_name == "train":
-                continue
-            dataset = build_dataset(spec, f"datasets.{set_name}")
-            out_dir = Path(opt["path"]["results_root"]) / opt["name"] / set_name
+        for set_name, dataset in datasets.items():
+            spec = opt["datasets"][set_name]
+            out_dir = results / set_name
             info = provenance(metrics.settings(), seed=opt["seed"], seeds=seed_list, checkpoints=checkpoints,
                               method=opt["method"], tile=opt["tile"], dataset=spec)
             custom = method.evaluate(dataset, spec["batch_size"])
@@ -81,7 +88,7 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
                 rows = per_seed[seed] = []
                 for item, restored, scores, _ in iterate(method, dataset, metrics, device, tile=opt["tile"],
                                                          seed=seed, batch_size=spec["batch_size"],
-                                                         num_workers=spec["num_workers"]):
+                                                         num_workers=spec["num_workers"], sources=sources):
                     if k == 0:           # images and the set's identity from the first seed's pass
                         write_image(out_dir / f"{item['name']}.png", restored[0])
                         identity.add(item["name"], item["lq"], item.get("gt"))

@@ -199,7 +199,7 @@ def test_auto_resume_refuses_rather_than_archives_when_no_state_fits(tmp_path):
 
 
 def test_ema_update_every_zero_is_an_options_error_before_any_work(tmp_path):
-    with pytest.raises(OptionsError, match=r"train\.ema\.g: update_every must be at least 1, got 0"):
+    with pytest.raises(OptionsError, match=r"train\.ema\.g\.update_every: must be greater than 0, got 0"):
         trainer_for(tmp_path, tiny_options(tmp_path), overrides=["train.ema.g.update_every=0"])
     assert not (tmp_path / "experiments").exists()
 

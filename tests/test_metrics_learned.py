@@ -189,6 +189,19 @@ def test_clipiqa_and_clipiqa_plus_from_local_clip(clip_rn50, tmp_path):
         MetricSuite({"clipiqa": {"type": "clipiqa"}}, weights_dir=str(tmp_path))
 
 
+def test_clipiqa_plus_with_a_real_backbone_refuses_a_pickled_prompt_file(clip_rn50, tmp_path):
+    """With a backbone that builds, the learned-prompt file is the one read: a pickle in it that
+    would create a file when unpickled (``weights_only=False``) is refused, naming it, and never runs."""
+    from osir.engine.checkpoint import CheckpointError
+    from tests.test_metrics_weights_only import MARKER, plant
+    evil = plant(tmp_path / "CLIP-IQA+_learned_prompts-603f3273.pth", tmp_path / MARKER)
+    with pytest.raises(CheckpointError, match=r"refused '.*CLIP-IQA\+_learned_prompts-603f3273\.pth': "
+                                              r"not a weights-only file \(it would call"):
+        MetricSuite({"clipiqa+": {"type": "clipiqa", "variant": "clipiqa+", "backbone_path": str(clip_rn50),
+                                  "pretrained_model_path": str(evil)}})
+    assert not (tmp_path / MARKER).exists()
+
+
 def test_missing_weights_skip_with_the_file_name_and_never_download(tmp_path, capsys):
     empty = tmp_path / "weights"
     empty.mkdir()

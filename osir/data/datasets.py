@@ -4,7 +4,8 @@
 An item is addressed by an index or by ``(index, seed)``: the seed drives the crop, the
 augmentation and any synthetic degradation (independent streams, ``sample_rng``), so a sample is
 replayable from its seed.  ``name`` is the image's path relative to its folder, without suffix
-(outputs are written under it, so two ``x.png`` in different sub-folders stay apart).  Bytes are
+(outputs are written under it, so two ``x.png`` in different sub-folders stay apart; ``x.png`` and ``x.jpg``
+in one folder are an error naming both).  Bytes are
 read through basicsr's FileClient (``io_backend: disk`` or ``lmdb``).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset
 from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
 from basicsr.utils import FileClient
 
-from osir.data.io import DataError, ImageReadError, decode_image, img2tensor, list_images
+from osir.data.io import DataError, ImageReadError, decode_image, images_by_name, img2tensor
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
 from osir.options import component
@@ -31,7 +32,14 @@ def _lmdb_keys(root: str) -> list[str]:
     if not meta.is_file():
         raise DataError(f"LMDB '{root}' has no meta_info.txt (write it with basicsr's make_lmdb_from_imgs)")
     # basicsr's meta_info lines: "<key>.png (h,w,c) <compression>"
-    return [line.split(" ")[0].rsplit(".", 1)[0] for line in meta.read_text().splitlines() if line.strip()]
+    keys: dict[str, str] = {}
+    for entry in (line.split(" ")[0] for line in meta.read_text().splitlines() if line.strip()):
+        key = entry.rsplit(".", 1)[0]
+        if key in keys:
+            raise DataError(f"LMDB '{root}': '{keys[key]}' and '{entry}' have the same name '{key}' (images are "
+                            "matched by name without the extension)")
+        keys[key] = entry
+    return list(keys)
 
 
 def skimage_photo(name: str) -> np.ndarray:
@@ -55,8 +63,7 @@ class _ImageFolderSource:
         if io_backend == "skimage":
             self.items = {name.strip(): name.strip() for name in self.root.split(",") if name.strip()}
         elif io_backend == "disk":
-            files = list_images(root)
-            self.items = {p.relative_to(root).with_suffix("").as_posix(): str(p) for p in files}
+            self.items = {name: str(p) for name, p in images_by_name(root).items()}   # a.png + a.jpg: an error
         else:
             self.items = {key: key for key in _lmdb_keys(root)}
 

@@ -4,14 +4,19 @@ Network weights are safetensors; training states (optimisers, schedulers, iterat
 list of weight files that belong to the state) are torch files read back with
 ``weights_only=True``, so loading executes no pickled code.  Every write goes to a temporary file
 in the same folder, is fsync'ed and renamed into place (and the folder fsync'ed), so a crash
-mid-write never leaves a truncated checkpoint under the final name.
+mid-write never leaves a truncated checkpoint under the final name; the file gets the permissions
+of any file the user creates (``0o666`` less the umask), not the temporary file's ``0o600``.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
+import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,14 +28,29 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the network; the message says what differs."""
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (with the permissions
+    ``open`` would give it: ``mkstemp`` creates the temporary file readable by its owner only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,6 +62,22 @@ def atomic_write(path: str | Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def archive_folder(folder: str | Path) -> Path | None:
+    """Move an existing ``folder`` aside to ``<name>_archived_<YYYYmmdd_HHMMSS>`` (``_2``, ``_3``, ...
+    when that exists too) and return the new path; None when ``folder`` does not exist.  A training
+    run starting afresh does this with its experiment folder, ``osir test`` with its results folder."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    base = folder.with_name(f"{folder.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+    target, n = base, 1
+    while target.exists():
+        n += 1
+        target = base.with_name(f"{base.name}_{n}")
+    shutil.move(str(folder), str(target))
+    return target
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -68,6 +104,42 @@ def save_network(module: nn.Module, path: str | Path) -> None:
 STATE_DICT_WRAPPERS = ("params_ema", "params", "state_dict")
 
 
+def pickled_code_refusal(path, err: BaseException) -> str | None:
+    """One line for a file that torch's weights-only unpickler refused because its pickle calls a
+    function or class beyond tensors (possibly code), or None when ``err`` is another failure (a
+    corrupt or truncated file)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    if found is None:
+        return None
+    return (f"refused '{path}': not a weights-only file (it would call {found.group(1)}); osir runs no pickled "
+            f"code: convert the file where you trust it (load it with torch, save its tensors with safetensors)")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def torch_load_reason(err: BaseException) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in one short clause: torch's
+    own reason without its terminal colour codes and without its general advice (re-running with
+    ``weights_only=False``, which would run the file's pickled code; filing an issue)."""
+    text = " ".join(_ANSI.sub("", str(err)).split())
+    found = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
+    if found:
+        return (f"torch's weights-only reader refused its pickle ({found.group(1).strip()[:100]}); osir does not "
+                f"load pickled code: convert the file where you trust it (load it with torch, save its tensors "
+                f"with safetensors)")
+    first = re.split(r"(?<=\.) ", text, maxsplit=1)[0][:160]
+    return first if isinstance(err, RuntimeError) and first else f"{type(err).__name__}: {first}".rstrip(": ")
+
+
+def _torch_load(path):
+    """``torch.load(weights_only=True)`` on the CPU, without torch's multi-line warning about a pickle
+    protocol it did not write (the refusal that follows says what is wrong)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_weights_file(path: str | Path):
     """The payload of a safetensors file or of a torch file read with ``weights_only=True`` (no pickled code
     runs); ``path`` must exist.  An unreadable file is a ``CheckpointError`` naming it."""
@@ -78,9 +150,13 @@ def read_weights_file(path: str | Path):
         except Exception as err:   # SafetensorError: truncated or not safetensors
             raise CheckpointError(f"cannot read '{path}' as safetensors: {err}") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path)
+    except CheckpointError:      # refused inside osir.engine.weights.weights_only_loads: already one line
+        raise
     except Exception as err:
-        raise CheckpointError(f"cannot read '{path}' as a weights-only torch file: {err}") from None
+        raise CheckpointError(pickled_code_refusal(path, err)
+                              or f"cannot read '{path}' as a weights-only torch file: "
+                                 f"{torch_load_reason(err)}") from None
 
 
 def unwrap_state_dict(payload) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
@@ -150,9 +226,13 @@ def load_torch_file(path: str | Path, what: str):
     if not path.is_file():
         raise CheckpointError(f"{what} not found: '{path}'")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path)
+    except CheckpointError:
+        raise
     except Exception as err:
-        raise CheckpointError(f"cannot read {what} '{path}' as a weights-only torch file: {err}") from None
+        raise CheckpointError(pickled_code_refusal(path, err)
+                              or f"cannot read {what} '{path}' as a weights-only torch file: "
+                                 f"{torch_load_reason(err)}") from None
 
 
 def load_training_state(path: str | Path) -> dict:

@@ -13,7 +13,6 @@ run repeats exactly the losses of an uninterrupted one without restoring generat
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -218,8 +217,7 @@ class Trainer:
         # -- the experiment folder
         if acc.is_main_process:
             if resume is None and self.exp_dir.exists():
-                archived = self.exp_dir.with_name(f"{name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
-                shutil.move(str(self.exp_dir), str(archived))
+                ckpt.archive_folder(self.exp_dir)
             for sub in ("models", "training_states", "visualization"):
                 (self.exp_dir / sub).mkdir(parents=True, exist_ok=True)
             dump_options(opt, self.exp_dir / "options.yml")

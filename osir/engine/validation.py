@@ -45,9 +45,11 @@ def _collate(items: list[dict]) -> dict:
 
 
 def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=None, tile=None, seed: int = 0,
-            batch_size: int = 1, num_workers: int = 0):
+            batch_size: int = 1, num_workers: int = 0, sources: dict | None = None):
     """Yield (item, restored, scores, input_scores) per image of ``dataset``, restored in batches of
-    ``batch_size``; ``item`` holds the image's own entries (``name``, paths, ...)."""
+    ``batch_size``; ``item`` holds the image's own entries (``name``, paths, ...).  A NaN/Inf output is a
+    ``DataError`` naming the image and the network (``sources``: network -> its weights file)."""
+    from osir.restore import check_finite_output
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     subset = torch.utils.data.Subset(dataset, range(count)) if count < len(dataset) else dataset
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
@@ -57,7 +59,10 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         generator = torch.Generator(device=device).manual_seed(seed + first)
         method.output_notes = {}
-        restored = restore_image(method, batch, tile.get("size"), tile.get("overlap", 32), generator).float().clamp(0, 1)
+        restored = restore_image(method, batch, tile.get("size"), tile.get("overlap", 32), generator).float()
+        check_finite_output(method, restored, list(batch.get("lq_path") or batch["name"]),
+                            {**getattr(method, "pretrained", {}), **(sources or {})})
+        restored = restored.clamp(0, 1)
         batch = {**batch, **method.output_notes}     # per-image notes of the method, e.g. its prompts
         gt = batch.get("gt")
         names = batch.get("lq_path")

@@ -2,7 +2,8 @@
 
     python -m osir.metrics --restored results/ --gt HR/ [-opt metrics.yml] [--weights-dir DIR] [--output DIR]
 
-Images are matched by file name; without ``-opt`` the suite is PSNR/SSIM on the Y channel and
+Images are matched by file name without the extension (two files of one name in a folder, ``a.png``
+and ``a.jpg``, are an error naming both); without ``-opt`` the suite is PSNR/SSIM on the Y channel and
 NIQE (all offline).  ``-opt`` takes any options file with a ``metrics:`` section (``_base_``
 includes resolved, as for train/test).  ``--weights-dir`` is the folder of weight files for every
 learned metric that names none of its own (see ``osir.metrics.suite``); a metric whose files are
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from osir.cli import run
-from osir.data.io import DataError, img2tensor, list_images, read_image
+from osir.data.io import DataError, images_by_name, img2tensor, read_image
 from osir.metrics.results import DatasetHash, format_table, provenance, write_results
 from osir.metrics.suite import MetricSuite
 from osir.options import OptionsError, component, read_yaml, validate
@@ -34,10 +35,9 @@ def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None
     ``suite``: the suite built from ``metrics`` when the caller has one already; ``identity``
     collects the scored GT images (the test set's ``dataset_hash``)."""
     suite = suite if suite is not None else MetricSuite(metrics)
-    gts = {p.relative_to(gt_dir).with_suffix("").as_posix(): p for p in list_images(gt_dir)} if gt_dir else {}
+    gts = images_by_name(gt_dir) if gt_dir else {}       # two files of one name (a.png, a.jpg): an error
     rows, seen = [], set()
-    for path in list_images(restored_dir):
-        name = path.relative_to(restored_dir).with_suffix("").as_posix()
+    for name, path in images_by_name(restored_dir).items():
         restored = img2tensor(read_image(path))[None]
         gt = None
         if gt_dir:

@@ -17,6 +17,13 @@ subfolders a torch-hub cache uses (``pyiqa/``, ``checkpoints/``, ``clip/``), so 
 skipped with one line on stderr naming the file and the option to set (``strict=True`` makes that
 an error), and while a metric is built every download route of pyiqa, torch hub, CLIP and the
 Hugging Face hub is refused.  NIQE needs no file: its pristine-model parameters ship inside basicsr.
+
+Every weights file is read as weights only: osir's own reads through
+``osir.engine.checkpoint.read_weights_file``, and the reads of pyiqa, torchvision and torch hub
+(which pass ``weights_only=False``) inside ``osir.engine.weights.weights_only_loads``; a file that
+holds pickled objects beyond tensors is refused in one line naming it, and nothing in it runs.
+OpenAI CLIP's TorchScript backbones are read by ``torch.jit.load``, whose unpickler knows only
+tensors and TorchScript types.
 """
 from __future__ import annotations
 
@@ -35,7 +42,8 @@ import numpy as np
 import torch
 
 from osir.data.io import DataError
-from osir.engine.weights import local_torchvision_weights
+from osir.engine.checkpoint import CheckpointError, read_weights_file
+from osir.engine.weights import local_torchvision_weights, weights_only_loads
 from osir.registry import METRICS
 
 
@@ -130,7 +138,8 @@ def offline(weights_dir: str | None = None):
     torchvision (``hub/checkpoints``) and CLIP (``hub/clip``) look, so any pyiqa metric finds them
     under their download names; the user's own cache is neither read nor written.  pyiqa's
     progress lines ("Loading pretrained model ...", "Downloading: ..." before a refusal) are
-    silenced: the files used are in the settings."""
+    silenced: the files used are in the settings.  Every ``torch.load`` in the block reads weights
+    only (``weights_only_loads``)."""
     import urllib.request
 
     import huggingface_hub.constants as hf_constants
@@ -143,7 +152,8 @@ def offline(weights_dir: str | None = None):
              (urllib.request, "urlopen"), (hf_constants, "HF_HUB_OFFLINE"), (pyiqa_download, "DEFAULT_CACHE_DIR")]
     saved = [(mod, attr, getattr(mod, attr)) for mod, attr in saved]
     old_hub = torch.hub.get_dir()
-    with tempfile.TemporaryDirectory(prefix="osir-hub-") as hub, contextlib.redirect_stdout(io.StringIO()):
+    with tempfile.TemporaryDirectory(prefix="osir-hub-") as hub, contextlib.redirect_stdout(io.StringIO()), \
+            weights_only_loads():
         try:
             pyiqa_download.download_url_to_file = refuse
             torch.hub.download_url_to_file = refuse
@@ -265,7 +275,7 @@ def read_state(path: str, arch: str, required: tuple[str, ...] = ()) -> dict:
     training output), ``module.`` prefixes dropped as pyiqa does.  ``required`` keys must be in it
     (a non-strict load would otherwise accept a wrong file silently)."""
     from pyiqa.archs.arch_util import clean_state_dict
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_weights_file(path)
     if isinstance(state, dict) and "params" in state and isinstance(state["params"], dict):
         state = state["params"]
     if not isinstance(state, dict):
@@ -425,9 +435,11 @@ class MANIQAMetric(PyiqaMetric):
         self.settings.update(variant=variant, pretrained_model_path=files["pretrained_model_path"])
 
     def _create(self):
+        path = self.settings["pretrained_model_path"]
+        state = read_state(path, "MANIQA")          # read (weights only) before the network is built
         with _timm_without_pretrained():
             metric = super()._create()
-        load_state(metric.net, self.settings["pretrained_model_path"])
+        load_state(metric.net, path, state)
         return metric
 
 
@@ -518,21 +530,33 @@ class CLIPIQAMetric(PyiqaMetric):
             raise DataError(f"'{path}' is not a TorchScript archive: pyiqa's CLIP loader reads OpenAI's CLIP files "
                             f"({self.settings['backbone']}: '{url_name(_clip_url(self.settings['backbone']))}') as "
                             f"distributed, TorchScript")
-        metric = super()._create()
-        net = metric.net
         variant = self.settings["variant"]
+        trained = None                   # read (weights only) before the network is built
+        if variant == "clipiqa+":        # pyiqa stores only the learned context for the RN50 clipiqa+
+            trained = read_weights_file(self.settings["pretrained_model_path"])
+        elif variant != "clipiqa":
+            trained = read_state(self.settings["pretrained_model_path"], "CLIPIQA")
+        try:
+            metric = super()._create()
+        except (RuntimeError, EOFError, CheckpointError):  # pyiqa's CLIP loader: torch.jit.load, then torch.load
+            try:                                   # the TorchScript reader's reason, not the fallback's
+                torch.jit.load(path, map_location="cpu")
+            except RuntimeError as err:
+                raise CheckpointError(f"cannot read '{path}' as a TorchScript archive (OpenAI CLIP's format): "
+                                      f"{(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+            raise
+        net = metric.net
         if variant == "clipiqa":
             if not torch.equal(net.prompt_pairs, arch.clip.tokenize(CLIPIQA_PROMPTS)):
                 raise RuntimeError("pyiqa's CLIP-IQA prompts differ from osir's record of them (CLIPIQA_PROMPTS)")
             net.prompt_pairs = arch.clip.tokenize(self.settings["prompts"])
-        elif variant == "clipiqa+":      # pyiqa stores only the learned context for the RN50 clipiqa+
-            ctx = torch.load(self.settings["pretrained_model_path"], map_location="cpu", weights_only=False)
-            if not torch.is_tensor(ctx) or ctx.shape != net.prompt_learner.ctx.shape:
+        elif variant == "clipiqa+":
+            if not torch.is_tensor(trained) or trained.shape != net.prompt_learner.ctx.shape:
                 raise DataError(f"'{self.settings['pretrained_model_path']}' is not a CLIP-IQA+ prompt context "
                                 f"(a {tuple(net.prompt_learner.ctx.shape)} tensor)")
-            net.prompt_learner.ctx.data = ctx.to(net.prompt_learner.ctx)
+            net.prompt_learner.ctx.data = trained.to(net.prompt_learner.ctx)
         else:
-            load_state(net, self.settings["pretrained_model_path"])
+            load_state(net, self.settings["pretrained_model_path"], trained)
         return metric
 
 
