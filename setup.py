@@ -75,7 +75,7 @@ setup(
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
         "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",
                                                                           "CaptionPrompt")]
-                        + ["dape = osir.methods.osediff.dape"],
+                        + [f"{name} = osir.methods.osediff.dape" for name in ("dape", "ram")],
         "osir.schedulers": [f"{name} = osir.engine.optim" for name in
                             ("MultiStepLR", "CosineAnnealingLR", "WarmupConstant", "WarmupCosine")],
     },

@@ -160,7 +160,7 @@ def test_osir_restore_skips_a_nan_input_naming_it_and_restores_the_rest(tmp_path
 
 
 def test_a_network_with_nan_weights_is_named_when_its_output_is_not_finite():
-    from osir.restore import check_finite_output
+    from osir.inference import check_finite_output
     net = torch.nn.Conv2d(3, 3, 1)
     with torch.no_grad():
         net.weight[0, 0] = float("nan")

@@ -4,7 +4,7 @@ Written here because they are a few lines each."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from osir.data.io import DataError
 from osir.registry import PROMPTS
@@ -79,35 +79,3 @@ class CaptionPrompt:
         captions = self.processor.batch_decode(ids, skip_special_tokens=True)
         return [f"{self.prefix}{c.strip()}{self.suffix}" for c in captions]
 
-
-@PROMPTS.register(name="ram")
-class RAMPrompt:
-    """Recognize Anything's tags (Zhang et al. 2023; the plain RAM release ``ram_swin_large_14m.pth``,
-    no DAPE LoRA) of one image of the batch, joined by ", " and nothing else: OSEDiff's training prompts,
-    which the release computes from each GT image.  The tagger is osir's DAPE tagger
-    (``osir.methods.osediff.dape``) loaded without a DAPE file.
-
-    Args:
-        ram_path: ``ram_swin_large_14m.pth``; required (an options error names the key without it).
-        image: the batch entry tagged: 'gt' (training, the release's choice) or 'lq'.
-        precision: 'fp32', 'bf16' or 'fp16' for the tagger (the release's training runs it in fp16).
-        swin, head: the tagger's architecture (default RAM's Swin-L 384; tests use tiny ones).
-    """
-
-    def __init__(self, ram_path: Optional[str] = None, image: Literal["gt", "lq"] = "gt", precision: str = "fp32",
-                 swin: Optional[dict] = None, head: Optional[dict] = None):
-        if ram_path is None:
-            raise ValueError("ram_path: RAM's tags need the RAM weights (ram_swin_large_14m.pth); none given")
-        if not Path(ram_path).is_file():
-            raise ValueError(f"ram_path: file not found: '{ram_path}' (RAM's ram_swin_large_14m.pth)")
-        if image not in ("gt", "lq"):
-            raise ValueError(f"image: expected 'gt' or 'lq', got {image!r}")
-        from osir.methods.osediff.dape import DAPEPrompt
-        self.tagger = DAPEPrompt(ram_path, None, precision=precision, swin=swin, head=head)
-        self.image = image
-
-    def __call__(self, batch: dict) -> list[str]:
-        if self.image not in batch:
-            raise DataError(f"RAM prompts tag the batch's '{self.image}' image, which this batch does not hold "
-                            f"(it has {', '.join(sorted(batch))})")
-        return self.tagger.tags(batch[self.image])

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from osir.data.io import DataError, write_image
-from osir.inference import restore_image
+from osir.inference import check_finite_output, restore_image
 from osir.metrics.suite import MetricSuite
 
 
@@ -49,7 +49,6 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
     """Yield (item, restored, scores, input_scores) per image of ``dataset``, restored in batches of
     ``batch_size``; ``item`` holds the image's own entries (``name``, paths, ...).  A NaN/Inf output is a
     ``DataError`` naming the image and the network (``sources``: network -> its weights file)."""
-    from osir.restore import check_finite_output
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     subset = torch.utils.data.Subset(dataset, range(count)) if count < len(dataset) else dataset
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
