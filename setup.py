@@ -13,7 +13,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["osir", "osir.*"]),
-    package_data={"osir.methods.osediff": ["ram_data/*.txt"]},   # RAM's tag list and thresholds (Apache-2.0)
+    package_data={"osir.methods.osediff": ["ram_data/*.txt"],   # RAM's tag list and thresholds (Apache-2.0)
+                  "osir.methods": ["*/releases/*.yml"]},        # each method's release options (method cards)
     install_requires=[
         "torch>=2.6,<=2.14.1",          # torch.accelerator
         "torchvision>=0.21,<=0.29.1",
@@ -50,14 +51,14 @@ setup(
             "osir-test=osir.test:main",
             "osir-score=osir.metrics.__main__:main",
         ],
-        "osir.methods": ["IRSDE = osir.methods.irsde", "RealESRGAN = osir.methods.realesrgan",
+        "osir.methods": ["IRSDE = osir.methods.irsde.method", "RealESRGAN = osir.methods.realesrgan.method",
                          "OSEDiff = osir.methods.osediff.method"]
                         + [f"{name} = osir.methods.refusion.method" for name in
                            ("Refusion", "RefusionCompression", "LatentRefusion")]
                         + ["DACLIP = osir.methods.daclip.method", "DACLIPUIR = osir.methods.daclip.method"],
-        "osir.archs": ["ConditionalUNet = osir.methods.irsde", "RRDBNet = osir.methods.realesrgan",
-                       "UNetDiscriminatorSN = osir.methods.realesrgan",
-                       "ConditionalNAFNet = osir.methods.refusion", "CompressionUNet = osir.methods.refusion",
+        "osir.archs": ["ConditionalUNet = osir.methods.irsde.arch", "RRDBNet = osir.methods.realesrgan.method",
+                       "UNetDiscriminatorSN = osir.methods.realesrgan.method",
+                       "ConditionalNAFNet = osir.methods.refusion.arch", "CompressionUNet = osir.methods.refusion.arch",
                        "DACLIPUNet = osir.methods.daclip.unet"],
         "osir.datasets": [f"{name} = osir.data.datasets" for name in
                           ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")]
@@ -71,6 +72,8 @@ setup(
                                      "WildDegradation = osir.degradations.wild"],
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "dists", "musiq", "maniqa",
                                                                     "clipiqa", "pyiqa", "niqe")] + ["fid = osir.metrics.fid"],
+        "osir.cards": [f"{name} = osir.methods.{name}.card" for name in
+                       ("daclip", "irsde", "osediff", "realesrgan", "refusion")],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
         "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",

@@ -504,7 +504,8 @@ def stage_osediff_tiled(ctx: Context) -> None:
             def run():
                 counter = CallCounter(method)
                 try:
-                    result = _osediff_measure(ctx, method, batch, split=False, repeats=ctx.plan.tiled_repeats)
+                    result = _osediff_measure(ctx, counter.counted, batch, split=False,   # restores counted
+                                              repeats=ctx.plan.tiled_repeats)
                     result["details"]["unet_calls"] = counter.calls["unet"] / max(1, counter.restores)
                 finally:
                     counter.remove()
@@ -589,7 +590,7 @@ def _sde_stage(ctx: Context, key: str) -> None:
 
                 def restore():
                     generator.manual_seed(0)
-                    return restore_image(method, batch, generator=generator)
+                    return restore_image(counter.counted, batch, generator=generator)   # restores counted
                 try:
                     with evaluation_mode(method):
                         seconds, runs, out = ctx.timed(restore, warmup=min(1, ctx.plan.warmup),

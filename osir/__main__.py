@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from osir.registry import nearest
+from osir.registry import missing_package, nearest
 
 #: sub-command -> (module whose main(argv) runs it, one line for ``osir --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,7 +51,14 @@ def main(argv=None) -> int:
         print(f"osir: unknown command '{command}'{nearest(command, COMMANDS)}; commands: {', '.join(COMMANDS)} "
               "(osir --help)", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+    except ModuleNotFoundError as err:      # e.g. osir web without gradio: one line with the pip command
+        line = missing_package(err)
+        if line is None:
+            raise
+        print(f"osir {command}: error: osir {command} {line}", file=sys.stderr)
+        return 2
     return module.main(rest) or 0
 
 

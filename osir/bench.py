@@ -1,56 +1,14 @@
 """Benchmarks of restoration methods: quality against network evaluations and time (``steps``), and
 the cost of a method (``efficiency``).
 
-    python -m osir.bench steps -opt options/test/irsde.yml --steps 100 50 20 10 5 \\
-        [--samplers posterior sde ode] [--set key.path=value ...] [--output DIR] [--device cuda] [--warmup 1] \\
-        [--threads N]
-    python -m osir.bench efficiency -opt options/test/a.yml options/test/b.yml --sizes 512 1024 2048 \\
-        [--tile 512] [--overlap 32] [--device cpu] [--precisions fp32 bf16] [--repeats 1] [--warmup 1] \\
-        [--timeout S] [--memory-limit MiB] [--threads N] [--set key.path=value ...] [--output DIR]
+    python -m osir.bench steps -opt options/test/irsde.yml --steps 100 50 20 10 5 [--samplers posterior ode]
+    python -m osir.bench efficiency -opt options/test/a.yml options/test/b.yml --sizes 512 1024 2048 [--tile 512]
 
-``steps``: for a diffusion method (options with ``method.sample_steps`` and ``method.sampler``: IR-SDE,
-Refusion, DA-CLIP-IR), each sampler x number of steps restores the options' test sets through test.py's
-code path (the options loaded with ``method.sampler=S``, ``method.sample_steps=N`` on top of ``--set``,
-the method built and its weights loaded as test.py does, ``osir.engine.validation.iterate``) and records
-the mean of every metric of the options (per test set and over all images; a set metric such as FID,
-where the metric suite has one, on the restored images written to a temporary folder), the NFE (the noise network's
-forward calls per restoration, counted by a forward hook on the method's networks, not assumed from the
-steps), and the seconds per image (wall clock of the restoration only: ``restore_image`` incl. padding and
-tiles, not data loading or scoring; after ``--warmup`` untimed images). Other methods (OSEDiff,
-Real-ESRGAN) give one point (OSEDiff: NFE 1; a method that tiles internally, OSEDiff on large images,
-evaluates its network once per latent tile, and its NFE counts them). The posterior sampler's extras
-``eta`` / ``clip_denoised`` do not apply to the sde / ode samplers: for those the point runs with the
-defaults (eta 1, no clamp) and says so in its ``notes``. Writes ``<output>/<name>_steps.json`` and
-``<name>_steps.png`` (each metric against NFE and against seconds per image, one line per sampler; default
-output: ``<path.results_root>/bench``) and prints a table.
-
-``efficiency``: per options file, the parameters of ``method.networks`` as built (total and trainable, per
-network and overall, each tensor counted once; before ``prepare_inference``, so e.g. OSEDiff's LoRA is
-unmerged), and for each LQ size (square, random content; the output is ``scale`` x the size) whole and,
-with ``--tile``, tiled (``tile.overlap`` of the options unless ``--overlap``; a method that tiles
-internally, OSEDiff, keeps its ``method.tiling`` there and runs whole images with it off): the latency
-(median of ``--repeats`` restorations after ``--warmup``), the peak memory, the NFE and tiles, and the
-MACs per image (``torch.utils.flop_counter.FlopCounterMode``, MACs = FLOPs / 2; it counts matrix products,
-convolutions and attention, not element-wise ops). For a diffusion method the MACs are counted on a
-one-step restoration (the noise network's share measured inside its forward calls) and scaled to the
-options' NFE: ``macs_per_image = macs_other + nfe x macs_per_nfe``, with ``macs_per_nfe`` the noise
-network's MACs for one evaluation of the whole image (all its tiles). Every measurement runs in a fresh
-subprocess: on a CPU the peak memory is the subprocess's peak resident set size
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``; it includes Python, torch and the weights, so
-``baseline_memory_mib``, the peak before the first restoration, is reported too; tracemalloc would miss
-torch's allocations, which bypass Python's allocator); on a GPU ``torch.cuda.max_memory_allocated`` (the
-tensors torch allocated, after ``reset_peak_memory_stats``), in fp32 and in bf16 (autocast, as test.py's
-``inference.mixed_precision``). A size that does not fit (MemoryError, an out-of-memory RuntimeError, or
-the subprocess killed) is reported as ``out of memory``, one over ``--timeout`` as ``timed out``. Latency,
-MACs and memory do not depend on the weights' values: weight files that are missing (in
-``path.pretrained``, ``method.release_path``, ``method.daclip_path``, ``method.compression_path`` or the
-prompt extractor's files) are dropped with a warning and the networks keep random initial weights (a
-DA-CLIP from open_clip's config of ``method.clip_model``; an empty prompt instead of a prompt extractor
-without its files, which is then not measured; a training-only perceptual loss without its VGG file is
-turned off); each method's ``notes`` say what was replaced. Writes ``<output>/efficiency.json`` and
-``efficiency.md`` and prints a table.
-
-Errors in the options or the arguments are one line and exit code 2 (``osir.cli.run``).
+What each sub-command measures, its options and its outputs: ``docs/bench.md``.  The bench names no method:
+a method's card (``osir.core.card``) declares its noise network and the stand-ins for its missing weight
+files; restorations are counted and timed through a wrapper handed to the inference layer (nothing of a
+method or module is replaced).  Hand-written: the counting (torch's forward hooks and ``FlopCounterMode``)
+and the reports.  Errors in the options or the arguments are one line and exit code 2 (``osir.cli.run``).
 """
 from __future__ import annotations
 
@@ -63,13 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from osir import cli
+from osir.inference.load import pick_device
 from osir.registry import OptionsError
 
 PROG = "osir.bench"
@@ -109,23 +66,47 @@ def count_macs(fn, *args, **kwargs):
     return out, counter.macs
 
 
+class CountedMethod:
+    """A method seen through a ``CallCounter``: ``restore`` counts the call (one per tile and batch) and its
+    samples, then calls the method's own; every other attribute is read from, and written to, the method.
+    Handed to ``osir.inference.restore_image`` in the method's place, so the method itself is not changed."""
+
+    def __init__(self, method, counter: CallCounter):
+        object.__setattr__(self, "_method", method)
+        object.__setattr__(self, "_counter", counter)
+
+    def __getattr__(self, name):
+        if name in ("_method", "_counter"):         # not yet set (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self._method, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._method, name, value)
+
+    def restore(self, batch: dict, *args, **kwargs):
+        self._counter.restores += 1
+        self._counter.restore_samples += int(batch["lq"].shape[0])
+        return self._method.restore(batch, *args, **kwargs)
+
+
 class CallCounter:
-    """Forward calls of each network of a method (a forward pre-hook on each) with the samples they
-    carried (the batch size of the first tensor argument), and the ``restore`` calls of the method
-    (one per tile and per batch) with their samples."""
+    """Forward calls of each network of a method (a forward pre-hook on each, removed by ``remove`` or on
+    leaving a ``with`` block) with the samples they carried (the batch size of the first tensor argument),
+    and the ``restore`` calls (one per tile and per batch) with their samples of the restorations that go
+    through ``counted`` (a ``CountedMethod``)."""
 
     def __init__(self, method):
         self.method = method
+        self.counted = CountedMethod(method, self)
         self.handles = [net.register_forward_pre_hook(self._hook(name), with_kwargs=True)
                         for name, net in method.networks.items()]
         self.reset()
-        original = method.restore
 
-        def restore(batch, *args, **kwargs):
-            self.restores += 1
-            self.restore_samples += int(batch["lq"].shape[0])
-            return original(batch, *args, **kwargs)
-        method.restore = restore          # an instance attribute in front of the class's method
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
     def _hook(self, name):
         def hook(module, args, kwargs):
@@ -142,24 +123,66 @@ class CallCounter:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
-        self.method.__dict__.pop("restore", None)
+        self.handles = []
 
     def nfe(self, name: str) -> float | None:
         """Evaluations of network ``name`` per image and restore call (per tile when tiled)."""
         return self.samples[name] / self.restore_samples if self.restore_samples else None
 
 
-def noise_network(method, counter: CallCounter | None = None) -> str:
-    """The network whose evaluations make the NFE: the SDE methods' ``g``, OSEDiff's ``unet``, a
-    method's only network, else the one called most."""
+class TimedRestore:
+    """``osir.inference.restore_image`` through ``counter.counted``, timed (synchronised on an accelerator):
+    the ``restore`` that ``osir.engine.validation.iterate`` is given; ``seconds`` and ``calls`` add up."""
+
+    def __init__(self, counter: CallCounter, device: torch.device):
+        self.counter, self.device = counter, device
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def __call__(self, method, batch: dict, *args, **kwargs) -> torch.Tensor:
+        from osir.inference import restore_image
+        if method is not self.counter.method:
+            raise ValueError("TimedRestore: restoring with a method it does not count")
+        synchronize(self.device)
+        start = time.perf_counter()
+        out = restore_image(self.counter.counted, batch, *args, **kwargs)
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def card_of(opt: dict):
+    """The card of the options' method type (``osir.core.card.card_of_method``), or None."""
+    from osir.core.card import card_of_method
+    return card_of_method(opt["method"]["type"])
+
+
+def noise_network(method, counter: CallCounter | None = None, card=None) -> str:
+    """The network whose evaluations make the NFE: the one the method's card declares
+    (``MethodCard.noise_network``), else the method's only network, else the one called most."""
     nets = method.networks
-    if "g" in nets and hasattr(method, "sde"):
-        return "g"
-    if "unet" in nets:
-        return "unet"
+    declared = getattr(card, "noise_network", None)
+    if declared in nets:
+        return declared
     if len(nets) == 1 or counter is None:
         return next(iter(nets))
     return max(nets, key=lambda n: counter.samples[n])
+
+
+def configured_steps(method) -> int | None:
+    """The sampling steps the method is configured for (its ``timesteps`` list), None for a method that
+    does not sample in steps."""
+    timesteps = getattr(method, "timesteps", None)
+    return len(timesteps) - 1 if isinstance(timesteps, list) else None
+
+
+def one_step_macs(method, card) -> bool:
+    """Whether MACs are counted on a one-step restoration (``restore(..., steps=1)``, a per-call setting)
+    and scaled: the card says ``restore`` takes a step count, and the method is configured for more."""
+    return bool(card is not None and card.sampling.steps) and (configured_steps(method) or 0) > 1
 
 
 def count_parameters(method) -> dict:
@@ -182,53 +205,12 @@ def synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize(device)
 
 
-@contextmanager
-def timed_restores(device: torch.device):
-    """Time every ``restore_image`` call that ``osir.engine.validation.iterate`` makes (synchronised
-    on an accelerator); yields the running total (``seconds``, ``calls``)."""
-    from osir.engine import validation
-    original = validation.restore_image
-    timer = types.SimpleNamespace(seconds=0.0, calls=0)
-
-    def timed(*args, **kwargs):
-        synchronize(device)
-        start = time.perf_counter()
-        out = original(*args, **kwargs)
-        synchronize(device)
-        timer.seconds += time.perf_counter() - start
-        timer.calls += 1
-        return out
-    validation.restore_image = timed
-    try:
-        yield timer
-    finally:
-        validation.restore_image = original
-
-
 # ----------------------------------------------------------------------------- shared
-def pick_device(name: str | None = None) -> torch.device:
-    """``name``, or test.py's choice (the current accelerator, else the CPU)."""
-    if not name:
-        return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise OptionsError(f"--device: {err}") from None
-    if device.type != "cpu" and not (torch.accelerator.is_available()
-                                     and torch.accelerator.current_accelerator().type == device.type):
-        raise OptionsError(f"--device {name}: no such device on this machine")
-    return device
-
-
 def prepare_method(opt: dict, device: torch.device, mixed_precision: str):
-    """The method as test.py prepares it (weights of path.pretrained loaded, on ``device``, inference
-    preparations done) and the networks that got no weights file."""
-    from osir.engine.trainer import build_method
-    method = build_method(opt)
-    method.setup(device, mixed_precision)
-    for net in method.networks.values():
-        net.to(device)
-    method.prepare_inference()
+    """The method as test.py prepares it (``osir.inference.load``: weights of path.pretrained loaded, on
+    ``device``, inference preparations done) and the networks that got no weights file."""
+    from osir.inference.load import build_method, prepare_for_inference
+    method = prepare_for_inference(build_method(opt), device, mixed_precision, frozen=False)
     return method, method.networks_without_weights(opt["path"]["pretrained"])
 
 
@@ -310,10 +292,10 @@ def run_steps(path, args, device: torch.device) -> dict:
             if index == 0:
                 warn(f"no weights for network(s) {', '.join(missing)} (path.pretrained): they keep their "
                      "initial weights")
-        counter = CallCounter(method)
         per_set, rows = {}, []
         set_level = bool(getattr(metrics, "set_metrics", None))
-        with evaluation_mode(method), timed_restores(device) as timer:
+        with evaluation_mode(method), CallCounter(method) as counter:
+            timer = TimedRestore(counter, device)       # handed to iterate: restore_image, counted and timed
             wall = 0.0
             for set_name, dataset in datasets.items():
                 spec = opt["datasets"][set_name]
@@ -321,12 +303,12 @@ def run_steps(path, args, device: torch.device) -> dict:
                     raise OptionsError(f"method: {opt['method']['type']} evaluates itself (no restoration to "
                                        "benchmark)")
                 loader = {"tile": opt["tile"], "seed": opt["seed"], "batch_size": spec["batch_size"],
-                          "num_workers": spec["num_workers"]}
+                          "num_workers": spec["num_workers"], "restore": timer}
                 if index == 0 and set_name == next(iter(datasets)) and args.warmup > 0:
                     for _ in iterate(method, dataset, None, device, max_images=args.warmup, **loader):
                         pass
                     counter.reset()
-                    timer.seconds, timer.calls = 0.0, 0
+                    timer.reset()
                 start = time.perf_counter()
                 with tempfile.TemporaryDirectory() as written:
                     scores = []
@@ -337,8 +319,7 @@ def run_steps(path, args, device: torch.device) -> dict:
                     per_set[set_name] = {**_means(scores), **_set_scores(metrics, set_level, written, spec)}
                 wall += time.perf_counter() - start
                 rows += scores
-        counter.remove()
-        noise = noise_network(method, counter)
+        noise = noise_network(method, counter, card_of(opt))
         images = len(rows)
         point = {"sampler": sampler if sampler is not None else opt["method"]["type"], "steps": steps,
                  "nfe": counter.nfe(noise), "noise_network": noise,
@@ -455,9 +436,11 @@ def steps_command(args) -> int:
 
 # ----------------------------------------------------------------------------- efficiency
 def efficiency_options(path, overrides: list[str], scratch: Path) -> tuple[dict, list[str]]:
-    """The options with missing weight files replaced by random initial weights, and what was replaced."""
+    """The options with missing weight files replaced, and what was replaced: files of ``path.pretrained``
+    that do not exist are dropped (random initial weights), then the method's own files by its card's
+    ``standin`` (``MethodCard.standin``, which changes the ``method`` section and says what it did)."""
+    from osir.core.card import resolve
     from osir.options import load_options
-    from osir.registry import ARCHS
     opt = load_options(path, overrides)
     notes = []
     pretrained = opt["path"]["pretrained"]
@@ -465,40 +448,9 @@ def efficiency_options(path, overrides: list[str], scratch: Path) -> tuple[dict,
         if not Path(file).exists():
             del pretrained[name]
             notes.append(f"path.pretrained.{name}: '{file}' not found: random initial weights")
-    m = opt["method"]
-    if isinstance(m.get("release_path"), str) and not Path(m["release_path"]).exists():
-        notes.append(f"method.release_path: '{m['release_path']}' not found: random initial weights")
-        m["release_path"] = None
-    if isinstance(m.get("daclip_path"), str) and not Path(m["daclip_path"]).exists():
-        notes.append(f"method.daclip_path: '{m['daclip_path']}' not found: random DA-CLIP weights")
-        m["daclip_path"] = None
-        if m.get("clip_config") is None and m.get("use_daclip", True):
-            import open_clip
-            config = open_clip.get_model_config(m.get("clip_model", "ViT-B-32"))
-            if config is not None:
-                m["clip_config"] = config
-                notes[-1] += f" (open_clip's {m.get('clip_model', 'ViT-B-32')} architecture)"
-    if "compression_path" in m and "compression" in m and \
-            not (isinstance(m["compression_path"], str) and Path(m["compression_path"]).is_file()):
-        from safetensors.torch import save_file
-        torch.manual_seed(opt["seed"])
-        model = ARCHS.build(m["compression"], "method.compression")
-        scratch.mkdir(parents=True, exist_ok=True)
-        file = scratch / "random_compression.safetensors"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(file))
-        notes.append(f"method.compression_path: '{m['compression_path']}' not found: random compression model")
-        m["compression_path"] = str(file)
-    if isinstance(m.get("vgg_path"), str) and not Path(m["vgg_path"]).exists() and m.get("perceptual_weight"):
-        notes.append(f"method.vgg_path: '{m['vgg_path']}' not found: perceptual loss off (training only)")
-        m["perceptual_weight"] = 0.0
-    prompt = m.get("prompt")
-    if isinstance(prompt, dict):
-        gone = [f"{k} '{v}'" for k, v in prompt.items() if k.endswith("_path") and isinstance(v, str)
-                and not Path(v).exists()]
-        if gone:
-            m["prompt"] = {"type": "EmptyPrompt"}
-            notes.append(f"method.prompt ({prompt.get('type')}): {', '.join(gone)} not found: an empty prompt "
-                         "instead (the prompt extractor is not measured)")
+    card = card_of(opt)
+    if card is not None and card.standin:
+        notes += resolve(card.standin)(opt["method"], Path(scratch), opt["seed"])
     return opt, notes
 
 
@@ -533,15 +485,16 @@ def measure(spec: dict) -> dict:
             importlib.import_module(module)
         torch.manual_seed(opt["seed"])
         method, _ = prepare_method(opt, device, _PRECISION[spec["precision"]])
+        card = card_of(opt)
         lq = torch.rand(1, 3, spec["size"], spec["size"], generator=torch.Generator().manual_seed(0)).to(device)
         batch = {"lq": lq, "lq_path": ["random.png"], "name": ["random"]}     # as a dataset's batch holds them
-        counter = CallCounter(method)
         generator = torch.Generator(device=device)
+        counter = CallCounter(method)
 
-        def restore():
+        def restore(**settings):          # settings: per-call sampling settings (steps=1 for the MACs)
             generator.manual_seed(opt["seed"])
-            return restore_image(method, batch, tile, spec["overlap"], generator)
-        with evaluation_mode(method):
+            return restore_image(counter.counted, batch, tile, spec["overlap"], generator, **settings)
+        with evaluation_mode(method), counter:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             result["baseline_memory_mib"] = _memory_mib(device, peak=device.type != "cuda")
@@ -557,15 +510,14 @@ def measure(spec: dict) -> dict:
                 times.append(time.perf_counter() - start)
             result["peak_memory_mib"] = _memory_mib(device, peak=True)
             result["restore_memory_mib"] = result["peak_memory_mib"] - result["baseline_memory_mib"]
-            noise = noise_network(method, counter)
+            noise = noise_network(method, counter, card)
             result.update(seconds=statistics.median(times), seconds_runs=times, output_size=list(out.shape[-2:]),
                           noise_network=noise, nfe=counter.nfe(noise), tiles=counter.restore_samples / spec["repeats"],
                           network_calls={k: v / spec["repeats"] for k, v in counter.samples.items()})
             del out
             if spec["count_macs"]:
                 result.update(_macs(method, restore, counter, noise, counter.samples[noise] / spec["repeats"],
-                                    result["nfe"]))
-        counter.remove()
+                                    result["nfe"], one_step_macs(method, card)))
         result["status"] = "ok"
     except Exception as err:          # noqa: BLE001  (one measurement failing is a row of the table)
         oom = is_out_of_memory(err)
@@ -577,33 +529,32 @@ def measure(spec: dict) -> dict:
     return result
 
 
-def _macs(method, restore, counter: CallCounter, noise: str, calls_per_image: float, nfe: float | None) -> dict:
-    """MACs of restoring the image; for a method with ``timesteps``, counted on a one-step restoration
-    (the noise network's share measured inside its forward calls) and scaled to ``calls_per_image``, the
-    noise-network calls of the full restoration (every step's evaluation costs the same)."""
+def _macs(method, restore, counter: CallCounter, noise: str, calls_per_image: float, nfe: float | None,
+          one_step: bool) -> dict:
+    """MACs of restoring the image; with ``one_step``, counted on a one-step restoration (``restore(steps=1)``,
+    the sampler's per-call setting; the noise network's share measured inside its forward calls) and scaled
+    to ``calls_per_image``, the noise-network calls of the full restoration (every step's evaluation costs
+    the same)."""
     net = method.networks[noise]
-    saved = getattr(method, "timesteps", None)
-    shortened = isinstance(saved, list) and len(saved) > 2
     inside, start = [0], [0]
     with MacCounter() as macs:
         pre = net.register_forward_pre_hook(lambda *a: start.__setitem__(0, macs.flops))
         post = net.register_forward_hook(lambda *a: inside.__setitem__(0, inside[0] + macs.flops - start[0]))
         try:
-            if shortened:
-                method.timesteps = [saved[0], 0]
             counter.reset()
-            restore()
+            if one_step:
+                restore(steps=1)
+            else:
+                restore()
         finally:
             pre.remove()
             post.remove()
-            if shortened:
-                method.timesteps = saved
     total, noise_flops, calls = macs.flops, inside[0], counter.samples[noise]
-    noise_total = noise_flops * (calls_per_image / calls) if shortened and calls else noise_flops
+    noise_total = noise_flops * (calls_per_image / calls) if one_step and calls else noise_flops
     other = total - noise_flops
     return {"macs": int((other + noise_total) // 2), "macs_other": int(other // 2),
             "macs_per_nfe": int(noise_total / nfe // 2) if nfe else None,
-            "macs_counted_on": "a one-step restoration, scaled to the NFE" if shortened else "the restoration"}
+            "macs_counted_on": "a one-step restoration, scaled to the NFE" if one_step else "the restoration"}
 
 
 def run_measurement(spec: dict, timeout: float | None, memory_limit_mib: float | None) -> dict:
@@ -643,7 +594,7 @@ def _measure_child(spec_file: str) -> int:
 
 
 def efficiency_command(args) -> int:
-    from osir.engine.trainer import build_method
+    from osir.inference.load import build_method
     device = pick_device(args.device)
     set_threads(args.threads)
     precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
@@ -681,9 +632,8 @@ def efficiency_command(args) -> int:
                 warn(f"{opt['name']}: cannot build the method: {entry['error']}")
                 continue
             entry["parameters"] = count_parameters(method)
-            entry.update(scale=method.scale, noise_network=noise_network(method),
-                         tiles_internally=method.tiles_internally,
-                         sample_steps=len(method.timesteps) - 1 if hasattr(method, "timesteps") else None)
+            entry.update(scale=method.scale, noise_network=noise_network(method, card=card_of(opt)),
+                         tiles_internally=method.tiles_internally, sample_steps=configured_steps(method))
             del method
             overlap = args.overlap if args.overlap is not None else opt["tile"]["overlap"]
             entry["measurements"] = []
@@ -763,6 +713,7 @@ def efficiency_markdown(result: dict) -> str:
 # ----------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
+                                     epilog="docs/bench.md: what each sub-command measures, its options and its outputs.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{steps,efficiency}")
     steps = sub.add_parser("steps", help="quality vs NFE vs latency of the samplers")

@@ -1,6 +1,8 @@
 """How every command (train, test, metrics, degrade) reports a user error: one line on stderr
 naming the file or key, exit code 2, no traceback.  Errors raised inside a DataLoader worker reach
-the main process with the worker's traceback in their message; only its last line is kept."""
+the main process with the worker's traceback in their message; only its last line is kept.  A
+missing third-party package (``ModuleNotFoundError``) is one line too, naming the osir module that
+imports it and the pip command (``osir.registry.missing_package``)."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +10,7 @@ from typing import Callable
 
 from osir.data.io import DataError
 from osir.engine.checkpoint import CheckpointError
-from osir.registry import OptionsError
+from osir.registry import OptionsError, missing_package
 
 #: what a user can cause with bad options, files or data, or the file system (a missing, existing or
 #: unwritable path): everything else is a bug and keeps its traceback
@@ -25,10 +27,27 @@ def one_line(err: BaseException) -> str:
     return " ".join(line.strip() for line in lines) or type(err).__name__
 
 
+def _importer(err: BaseException) -> str:
+    """The innermost osir module in ``err``'s traceback (the one whose import statement failed)."""
+    name, tb = "osir", err.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module == "osir" or module.startswith("osir."):
+            name = module
+        tb = tb.tb_next
+    return name
+
+
 def run(prog: str, body: Callable[[], int]) -> int:
-    """``body()``'s exit code, or 2 with one line for a user error."""
+    """``body()``'s exit code, or 2 with one line for a user error or a missing package."""
     try:
         return body()
+    except ModuleNotFoundError as err:
+        line = missing_package(err)
+        if line is None:            # one of osir's own modules: a bug, with its traceback
+            raise
+        print(f"{prog}: error: {_importer(err)} {line}", file=sys.stderr)
+        return 2
     except USER_ERRORS as err:
         kind = ("options error" if isinstance(err, OptionsError) else
                 "checkpoint error" if isinstance(err, CheckpointError) else "error")

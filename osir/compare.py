@@ -272,7 +272,8 @@ def _crop_box(crop, h: int, w: int) -> tuple[int, int, int]:
 def _write_png(path: Path, img: np.ndarray) -> None:
     import cv2
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (np.clip(img, 0, 1) * 255.0).round().astype(np.uint8)[:, :, ::-1]
+    from osir.data.io import to_uint8
+    data = to_uint8(img)[:, :, ::-1]
     if not cv2.imwrite(str(path), data):
         raise OSError(f"cannot write image '{path}'")
 

@@ -1,32 +1,11 @@
 """ONNX export of osir's feed-forward networks, checked against PyTorch with onnxruntime, optional int8.
 
-    osir export onnx --weights W.pth [--model realesrgan] -o model.onnx [--int8] [--opset N] [--check-size 64]
-    python -m osir.export onnx ...
+    osir export onnx --weights W.pth [--model NAME] -o model.onnx [--int8] [--opset N] [--check-size 64]
 
-Exported: RRDBNet (Real-ESRGAN / Real-ESRNet, input ``lq``, output ``sr``), the noise networks with their
-time input (IR-SDE's ``ConditionalUNet`` and Refusion's ``ConditionalNAFNet``: inputs ``x_t``, ``mu`` (the
-condition: the LQ image or latent), ``t`` (float, one step per batch element, as the samplers call them),
-plus ``lens_info`` (B x 3) for the bokeh NAFNet; output ``noise``) and latent Refusion's ``CompressionUNet``
-as two files, ``<stem>.encoder.onnx`` (``image`` -> ``latent``, ``skip0``..) and ``<stem>.decoder.onnx``
-(``latent``, ``skip0``.. -> ``image`` at the padded size, a multiple of 2^levels: crop it to the LQ's size).
-The compression model is two graphs, not one, because latent Refusion runs the whole reverse SDE between
-them and decodes the *sampled* latent with the LQ's skips; a single graph could only rebuild its own input.
-
-Batch, height and width are dynamic.  The graphs come from ``torch.export`` (the dynamo exporter, torch's
-default since 2.9; the TorchScript exporter is deprecated) with ``dynamic_shapes``.  The U-Net and the
-compression encoder pad their input to a multiple of 2^depth inside ``forward`` behind a Python ``if``, which
-export would fix to the branch of the example size; the exported module pads first (the same reflect pad, to
-a size the network then sees as a multiple), so the graph is one for every size of at least 2^depth (below
-that PyTorch switches to replicate padding).  After export every graph is run with onnxruntime at two sizes
-other than the export size (``--check-size`` and an odd one) and compared with PyTorch; above ``--tolerance``
-the file is removed and the command fails naming the difference.
-
-``--int8`` (RRDBNet): static QDQ quantisation with onnxruntime (int8 per-channel weights, uint8 activations,
-min-max calibration on images: ``--calibration DIR``, default a few of scikit-image's photos downscaled by
-the network's scale, as an SR network's inputs are).  Static, not dynamic: dynamic quantisation turns Conv
-into ConvInteger and quantises activations at run time, which was slower than fp32 on CPU for these conv nets
-when tried, while QDQ runs fused int8 kernels (2.2x the fp32 graph's speed in benchmarks/onnx_int8.py).  Every file gets a model card
-(``osir.model_card``).
+What is exported comes from the method cards (``exports``, ``not_exportable``, ``export_names``; this module
+names no method).  The manual (dynamic shapes, the onnxruntime check, int8 and its measured speed-up, model
+cards) is ``docs/export.md``; ``--help`` lists the choices.  Exporting and quantising are torch's and
+onnxruntime's; hand-written here: the check sizes, the comparison with PyTorch, the calibration images.
 """
 from __future__ import annotations
 
@@ -34,45 +13,21 @@ import argparse
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from osir import cli
 from osir.engine.checkpoint import CheckpointError
+from osir.inference.onnx_graphs import GraphSpec, round_up
 from osir.registry import OptionsError
 
 __all__ = ["MODELS", "ExportCheckError", "GraphSpec", "graphs_for", "export_onnx", "quantize_int8", "network_from_weights", "main"]
 
-RRDB_RELEASE = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4}
-NAFNET_RELEASE = {"img_channel": 3, "width": 64, "enc_blk_nums": [1, 1, 1, 28], "middle_blk_num": 1,
-                  "dec_blk_nums": [1, 1, 1, 1]}
-COMPRESSION_RELEASE = {"in_ch": 3, "out_ch": 3, "ch": 8, "ch_mult": [4, 8, 8, 16], "embed_dim": 8}
-
-#: ``--model`` name -> (osir method, arch, the release's hyper-parameters, used when the weights are not recognised)
-MODELS = {
-    "realesrgan": ("RealESRGAN", "RRDBNet", RRDB_RELEASE),
-    "realesrnet": ("RealESRGAN", "RRDBNet", RRDB_RELEASE),
-    "irsde": ("IRSDE", "ConditionalUNet", {"nf": 64, "depth": 4}),
-    "refusion": ("Refusion", "ConditionalNAFNet", NAFNET_RELEASE),
-    "refusion-latent": ("LatentRefusion", "ConditionalNAFNet", {**NAFNET_RELEASE, "img_channel": 8, "global_skip": True}),
-    "refusion-compression": ("RefusionCompression", "CompressionUNet", COMPRESSION_RELEASE),
-}
-#: what is not one feed-forward network, and why
-NOT_EXPORTABLE = {
-    "OSEDiff": "OSEDiff is Stable Diffusion 2.1 (VAE, LoRA U-Net, text encoder and prompt tagger), not one "
-               "feed-forward osir network",
-    "DACLIP": "the DA-CLIP ViT is an image/text encoder pair, not a restoration network",
-    "DACLIPUIR": "DA-CLIP universal IR's noise network needs the DA-CLIP encoder's degradation and content "
-                 "embeddings at every step",
-}
-NOT_EXPORTABLE_NAMES = {"osediff": "OSEDiff", "daclip": "DACLIP", "daclip-uir": "DACLIPUIR", "wild-ir": "DACLIPUIR"}
-ARCH_OF_MODULE = {"DACLIPUNet": "DACLIPUIR"}
 #: scikit-image photos used for int8 calibration by default (the SR demo's training photos, none held out)
 CALIBRATION_PHOTOS = ("chelsea", "rocket", "immunohistochemistry", "camera", "brick", "grass")
 #: onnxruntime's graphs are fp32: differences above this between onnxruntime and PyTorch mean a wrong graph
@@ -83,181 +38,61 @@ class ExportCheckError(CheckpointError):
     """The exported graph does not reproduce PyTorch within the tolerance (or does not run)."""
 
 
-# ----------------------------------------------------------------------------- what is exported
-def _round_up(n, m: int):
-    return (n + m - 1) // m * m          # symbolic-friendly: export then knows the result is a multiple of m
+class ModelEntry(NamedTuple):
+    """What a ``--model`` name gives: the method, the architecture and the release's hyper-parameters."""
+    method: str
+    arch: str
+    hyper_parameters: dict
 
 
-def _pad_to(x: torch.Tensor, m: int) -> torch.Tensor:
-    """Reflect-pad bottom / right to a multiple of ``m``, written so that the padded size is provably a
-    multiple (the networks' own ``if any(pad)`` then folds away at export instead of fixing a branch)."""
-    h, w = x.shape[-2:]
-    return F.pad(x, (0, _round_up(w, m) - w, 0, _round_up(h, m) - h), mode="reflect")
+# ----------------------------------------------------------------------------- what the cards export
+def _cards():
+    """The cards, feed-forward methods first (their whole model is the exported graph), then by name."""
+    from osir.core.card import cards
+    return sorted(cards(), key=lambda card: card.sampling.iterative)
 
 
-class _PaddedUNet(nn.Module):
-    """ConditionalUNet with its reflect padding done before it (the same values for sizes >= 2^depth)."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x_t, mu, t):
-        h, w = x_t.shape[-2:]
-        m = self.net.size_multiple
-        return self.net(_pad_to(x_t, m), _pad_to(mu, m), t)[..., :h, :w]
+def _exports() -> dict[str, tuple[str, str]]:
+    """Architecture -> (card name, ``module:function`` of its graphs), over every card."""
+    out: dict[str, tuple[str, str]] = {}
+    for card in _cards():
+        for arch, reference in card.exports.items():
+            if arch in out:
+                raise KeyError(f"architecture '{arch}' is exported by the cards '{out[arch][0]}' and '{card.name}'")
+            out[arch] = (card.name, reference)
+    return out
 
 
-class _NAFNet(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x_t, mu, t, lens_info=None):
-        return self.net(x_t, mu, t, lens_info) if lens_info is not None else self.net(x_t, mu, t)
-
-
-class _Encoder(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image):
-        z, skips = self.net.encode(_pad_to(image, self.net.pad_multiple))
-        return (z, *skips)
+def _not_exportable(*names: Optional[str]) -> Optional[str]:
+    """Why the first of ``names`` (methods or architectures) that a card declares not exportable is not, or None."""
+    for name in names:
+        for card in _cards():
+            if name and name in card.not_exportable:
+                return card.not_exportable[name]
+    return None
 
 
-class _Decoder(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, latent, *skips):
-        return self.net.decode(latent, list(skips))
+def _exportable_archs() -> str:
+    return ", ".join(f"{arch} ({card})" for arch, (card, _) in _exports().items())
 
 
-@dataclass
-class GraphSpec:
-    """One ONNX graph: the module to export, its inputs for an image of b x h x w, names, shapes."""
-
-    suffix: str                                   # "" or ".encoder" / ".decoder" (added to the output's stem)
-    module: nn.Module
-    inputs: Callable[[int, int, int, torch.Generator], tuple]   # (batch, height, width, generator) -> tensors
-    input_names: list[str]
-    output_names: list[str]
-    dynamic_shapes: Callable[[], tuple]
-    multiple: int = 1                             # image height / width must be a multiple of this
-    min_size: int = 1                             # ... and at least this
-    role: str = ""
-    io: dict = field(default_factory=dict)        # name -> shape description, for the card
-
-    def reference(self, inputs: tuple) -> list[np.ndarray]:
-        with torch.no_grad():
-            out = self.module(*inputs)
-        return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
-
-
-def _image(b, c, h, w, gen):
-    return torch.rand(b, c, h, w, generator=gen)
-
-
-def _dims():
-    from torch.export import Dim
-    return Dim("batch"), Dim("height"), Dim("width")
-
-
-def graphs_for(net: nn.Module, arch: Optional[str] = None) -> list[GraphSpec]:
-    """The graph(s) that export ``net``; an ``OptionsError`` for networks that are not exportable."""
-    from osir.methods.irsde.arch import ConditionalUNet
-    from osir.methods.realesrgan import RRDBNet
-    from osir.methods.refusion.arch import CompressionUNet, ConditionalNAFNet
+def graphs_for(net: nn.Module, arch: Optional[str] = None, method: Optional[str] = None) -> list[GraphSpec]:
+    """The graph(s) that export ``net``: the function named by the card that exports its class (or the
+    nearest base class, or ``arch``); an ``OptionsError`` for networks that are not exportable, with the
+    reason of the card that says so (for the class, a base class nearer than an exported one, ``arch`` or
+    ``method``)."""
+    from osir.core.card import resolve
     net = net.eval()
-    name = type(net).__name__
-    if isinstance(net, RRDBNet):
-        c, scale = net.conv_first.in_channels, net.scale
-        c //= {1: 16, 2: 4}.get(scale, 1)            # scale 1 / 2: pixel-unshuffled input
-        multiple = {1: 4, 2: 2}.get(scale, 1)
-
-        def shapes():
-            from torch.export import Dim
-            b, h, w = _dims()
-            if multiple > 1:
-                h, w = multiple * Dim("height_over_%d" % multiple), multiple * Dim("width_over_%d" % multiple)
-            return ({0: b, 2: h, 3: w},)
-        return [GraphSpec("", net, lambda b, h, w, g: (_image(b, c, h, w, g),), ["lq"], ["sr"], shapes,
-                          multiple=multiple, role="super-resolution x%d" % scale,
-                          io={"lq": f"batch x {c} x H x W", "sr": f"batch x {net.conv_last.out_channels} x "
-                              f"{scale}H x {scale}W"})]
-    if isinstance(net, ConditionalUNet):
-        c = net.init_conv.in_channels // 2
-        m = net.size_multiple
-
-        def shapes():
-            b, h, w = _dims()
-            return ({0: b, 2: h, 3: w}, {0: b, 2: h, 3: w}, {0: b})
-        return [GraphSpec("", _PaddedUNet(net), lambda b, h, w, g: (_image(b, c, h, w, g), _image(b, c, h, w, g),
-                                                                     _steps(b, g)),
-                          ["x_t", "mu", "t"], ["noise"], shapes, min_size=m, role="IR-SDE noise network",
-                          io={"x_t": f"batch x {c} x H x W", "mu": f"batch x {c} x H x W (the LQ)",
-                              "t": "batch (float time step)", "noise": f"batch x {c} x H x W"})]
-    if isinstance(net, ConditionalNAFNet):
-        c = net.intro.in_channels // 2
-        names = ["x_t", "mu", "t"] + (["lens_info"] if net.use_lens else [])
-
-        def inputs(b, h, w, g):
-            base = (_image(b, c, h, w, g), _image(b, c, h, w, g), _steps(b, g))
-            return base + ((torch.rand(b, 3, generator=g) * 4,) if net.use_lens else ())
-
-        def shapes():
-            b, h, w = _dims()
-            return ({0: b, 2: h, 3: w}, {0: b, 2: h, 3: w}, {0: b}) + (({0: b},) if net.use_lens else ())
-        io = {"x_t": f"batch x {c} x H x W", "mu": f"batch x {c} x H x W (the condition)",
-              "t": "batch (float time step)", "noise": f"batch x {c} x H x W"}
-        if net.use_lens:
-            io["lens_info"] = "batch x 3 (source lens, target lens, disparity)"
-        return [GraphSpec("", _NAFNet(net), inputs, names, ["noise"], shapes, role="Refusion noise network", io=io)]
-    if isinstance(net, CompressionUNet):
-        c = net.init_conv.in_channels
-        levels, m = len(net.encoder), net.pad_multiple
-        skip_names = [f"skip{i}" for i in range(2 * levels + 1)]     # h0 (the first conv), two per level
-        encoder = _Encoder(net)
-
-        def enc_shapes():
-            b, h, w = _dims()
-            return ({0: b, 2: h, 3: w},)
-
-        def dec_inputs(b, h, w, g):
-            with torch.no_grad():
-                return encoder(_image(b, c, h, w, g))
-
-        def dec_shapes():
-            from torch.export import Dim
-            b, h, w = Dim("batch"), Dim("latent_height"), Dim("latent_width")
-            down = levels - 1                      # skips of level i are 2^(levels-1-i) times the latent
-            lv = [0] + [i // 2 for i in range(2 * levels)]                 # skip0 = h0 is at level 0
-            skips = [{0: b, 2: 2 ** (down - i) * h if down - i else h,
-                      3: 2 ** (down - i) * w if down - i else w} for i in lv]
-            return ({0: b, 2: h, 3: w}, tuple(skips))          # forward(latent, *skips)
-        latent = f"batch x {net.latent_conv.out_channels} x ceil(H/{m})*{m // net.downscale} x ..."
-        return [GraphSpec(".encoder", encoder, lambda b, h, w, g: (_image(b, c, h, w, g),), ["image"],
-                          ["latent"] + skip_names, enc_shapes, min_size=m, role="latent Refusion compression encoder",
-                          io={"image": f"batch x {c} x H x W", "latent": latent,
-                              "skip0..": f"the first conv's output, then the encoder features of levels "
-                                         f"0..{levels - 1} (two per level)"}),
-                GraphSpec(".decoder", _Decoder(net), dec_inputs, ["latent"] + skip_names, ["image"], dec_shapes,
-                          min_size=m, role="latent Refusion compression decoder",
-                          io={"latent": latent, "skip0..": "the encoder's features (of the LQ)",
-                              "image": f"batch x {net.final_conv.out_channels} x ceil(H/{m})*{m} x ceil(W/{m})*{m} "
-                                       "(crop to H x W)"})]
-    method = ARCH_OF_MODULE.get(name)
-    why = NOT_EXPORTABLE.get(method, f"{name} is not one of osir's feed-forward networks")
-    raise OptionsError(f"{arch or name} cannot be exported to ONNX: {why}; exportable: RRDBNet (realesrgan, "
-                       "realesrnet), ConditionalUNet (irsde), ConditionalNAFNet (refusion, refusion-latent), "
-                       "CompressionUNet (refusion-compression)")
-
-
-def _steps(b: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(1, 100, (b,), generator=gen).float()
+    exports, name = _exports(), type(net).__name__
+    why = None
+    for key in [cls.__name__ for cls in type(net).__mro__] + [arch]:
+        why = _not_exportable(key)
+        if why:
+            break
+        if key in exports:
+            return list(resolve(exports[key][1])(net))
+    why = why or _not_exportable(method) or f"{name} is not one of osir's feed-forward networks"
+    raise OptionsError(f"{arch or name} cannot be exported to ONNX: {why}; exportable: {_exportable_archs()}")
 
 
 # ----------------------------------------------------------------------------- export and check
@@ -267,7 +102,7 @@ def _sizes(spec: GraphSpec, check_size: int) -> tuple[tuple[int, int], list[tupl
     if check_size < low or check_size % m:
         raise OptionsError(f"--check-size {check_size}: this network needs sizes of at least {low}"
                            + (f" and a multiple of {m}" if m > 1 else ""))
-    export = (_round_up(max(low, 16) + 8, m), _round_up(max(low, 16), m))       # e.g. 24 x 16
+    export = (round_up(max(low, 16) + 8, m), round_up(max(low, 16), m))       # e.g. 24 x 16
     odd = (check_size + 3 * m, max(low, check_size - 5 * m))                     # not a multiple of 2^depth
     checks = [(1, check_size, check_size), (2, *odd)]
     if export in [c[1:] for c in checks]:
@@ -405,17 +240,21 @@ def export_onnx(net: nn.Module, out: str | Path, *, method: str, hyper_parameter
                 source: Optional[str | Path] = None, options: Optional[dict] = None, opset: Optional[int] = None, check_size: int = 64,
                 tolerance: float = DEFAULT_TOLERANCE, int8: bool = False, calibration: Optional[str | Path] = None,
                 int8_metrics: Optional[dict] = None, log: Callable[[str], None] = print) -> list[dict]:
-    """Export ``net`` to ``out`` (and ``<stem>.encoder/.decoder.onnx`` for the compression model), check it with
-    onnxruntime, write model cards; with ``int8`` also ``<stem>.int8.onnx``.  Returns one record per file."""
+    """Export ``net`` to ``out`` (``<stem><suffix>.onnx`` per graph where it is several, e.g. ``.encoder`` /
+    ``.decoder``), check it with onnxruntime, write model cards; with ``int8`` also ``<stem>.int8.onnx``.
+    Returns one record per file."""
     from osir.model_card import write_model_card
     out = Path(out)
     if out.suffix != ".onnx":
         raise OptionsError(f"-o {out}: the output must end in .onnx")
-    specs = graphs_for(net, arch)
+    for package in ("onnx", "onnxscript", "onnxruntime"):   # a missing one is reported before a file is written
+        __import__(package)
+    specs = graphs_for(net, arch, method)
     arch = arch or type(net).__name__
-    if int8 and arch != "RRDBNet":
-        raise OptionsError(f"--int8 is for the SR networks (RRDBNet); {arch} is exported in fp32 only (its time "
-                           "input and iterated use make post-training int8 a different problem)")
+    scale = specs[0].calibration_scale
+    if int8 and scale is None:
+        raise OptionsError(f"--int8 is for the super-resolution graphs (calibrated on downscaled photos); {arch} is "
+                           "exported in fp32 only (its method's onnx.py says why)")
     records = []
     for spec in specs:
         path = out.with_name(out.stem + spec.suffix + ".onnx")
@@ -441,7 +280,7 @@ def export_onnx(net: nn.Module, out: str | Path, *, method: str, hyper_parameter
     if int8:
         spec, fp32 = specs[0], records[0]["path"]
         int8_path = out.with_name(out.stem + ".int8.onnx")
-        images = calibration_images(calibration, net.scale)
+        images = calibration_images(calibration, scale)
         quantize_int8(fp32, int8_path, images, spec.input_names[0])
         x = smooth_image(check_size, check_size)[None].transpose(0, 3, 1, 2).copy()
         ref = session(fp32).run(None, {spec.input_names[0]: x})[0]
@@ -455,7 +294,7 @@ def export_onnx(net: nn.Module, out: str | Path, *, method: str, hyper_parameter
                                 quantization={"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                                               "weights": "int8 per channel", "activations": "uint8",
                                               "calibration": str(calibration) if calibration else
-                                              "scikit-image " + ",".join(CALIBRATION_PHOTOS) + f" (/{net.scale} bicubic)",
+                                              "scikit-image " + ",".join(CALIBRATION_PHOTOS) + f" (/{scale} bicubic)",
                                               "calibration_images": len(images), "method": "MinMax"},
                                 fp32_file=fp32.name, inputs=spec.input_names, outputs=spec.output_names,
                                 int8_vs_fp32={"max_abs_difference": diff, "psnr": agreement,
@@ -464,20 +303,129 @@ def export_onnx(net: nn.Module, out: str | Path, *, method: str, hyper_parameter
     return records
 
 
-# ----------------------------------------------------------------------------- weights -> network
-def _model_entry(model: str) -> tuple[str, str, dict]:
-    name = model.lower()
-    if name in NOT_EXPORTABLE_NAMES or name.split("-")[0] in NOT_EXPORTABLE_NAMES:
-        method = NOT_EXPORTABLE_NAMES.get(name) or NOT_EXPORTABLE_NAMES[name.split("-")[0]]
-        raise OptionsError(f"--model {model}: cannot be exported to ONNX: {NOT_EXPORTABLE[method]}; exportable: "
-                           f"{', '.join(MODELS)}")
-    entry = MODELS.get(name) or MODELS.get(name.split("-")[0])
-    if entry is None:
-        from osir.registry import nearest
-        raise OptionsError(f"--model {model}: unknown{nearest(name, list(MODELS))}; exportable: {', '.join(MODELS)}")
+# ----------------------------------------------------------------------------- --model names
+def _model_names() -> dict[str, tuple]:
+    """Every ``--model`` name -> (card, release, network key, method or None): the cards' ``export_names``
+    first, then the release names."""
+    out: dict[str, tuple] = {}
+    for card in _cards():
+        for short in card.export_names:
+            release = card.release(short.release)
+            if release is None:
+                raise KeyError(f"card '{card.name}': export name '{short.name}' names no release '{short.release}'")
+            out.setdefault(short.name, (card, release, short.network, short.method))
+    for card in _cards():
+        for release in card.releases:
+            out.setdefault(release.name, (card, release, "network", None))
+    return out
+
+
+_RELEASE_METHODS: dict[tuple[str, str], dict] = {}
+
+
+def _release_method(card, release) -> dict:
+    """The ``method`` section of ``release``'s options (read once per process)."""
+    from osir.core.card import release_options
+    key = (card.package, release.options)
+    if key not in _RELEASE_METHODS:
+        _RELEASE_METHODS[key] = release_options(card, release).get("method") or {}
+    return _RELEASE_METHODS[key]
+
+
+def _release_network(card, release, key: str, method: Optional[str]) -> tuple[Optional[ModelEntry], Optional[str]]:
+    """(the method, architecture and hyper-parameters at ``method.<key>`` of ``release``'s options, None),
+    or (None, why that release is not exported)."""
+    options = _release_method(card, release)
+    method = method or options.get("type")
+    spec = options.get(key)
+    arch = spec.get("type") if isinstance(spec, dict) else None
+    why = _not_exportable(method, arch)
+    if why is None and arch is None:
+        why = f"the release '{release.name}' names no network at method.{key}"
+    elif why is None and arch not in _exports():
+        why = f"no method card exports {arch}"
+    if why:
+        return None, why
+    return ModelEntry(method, arch, {k: v for k, v in spec.items() if k != "type"}), None
+
+
+def _entry(model: str, card, release, key: str, method: Optional[str]) -> ModelEntry:
+    entry, why = _release_network(card, release, key, method)
+    if why:
+        raise OptionsError(f"--model {model}: cannot be exported to ONNX: {why}; exportable: {_exportable_models()}")
     return entry
 
 
+def export_models() -> dict[str, ModelEntry]:
+    """The exportable ``--model`` names (``MODELS``): short names first, then release names."""
+    out = {}
+    for name, found in _model_names().items():
+        entry, _ = _release_network(*found)
+        if entry is not None:
+            out[name] = entry
+    return out
+
+
+def _exportable_models() -> str:
+    names = list(export_models())
+    short = [n for n in names if n in {s.name for card in _cards() for s in card.export_names}]
+    releases = [n for n in names if n not in short]
+    return ", ".join(short) + (f"; or a release: {', '.join(releases)}" if releases else "")
+
+
+class _Models(Mapping):
+    """``MODELS``: ``export_models()`` read when used (importing this module reads no release file)."""
+
+    def __getitem__(self, name: str) -> ModelEntry:
+        return export_models()[name]
+
+    def __iter__(self):
+        return iter(export_models())
+
+    def __len__(self) -> int:
+        return len(export_models())
+
+    def __repr__(self) -> str:
+        return repr(export_models())
+
+
+#: ``--model`` name -> (method, arch, the release's hyper-parameters, used when the weights are not recognised)
+MODELS: Mapping[str, ModelEntry] = _Models()
+
+
+def _lookup(name: str) -> Optional[tuple]:
+    """(card, release, network key, method) for a ``--model`` name: a release or export name, or a card's
+    name (its first release, unless the card's first method is not exportable: then an ``OptionsError``)."""
+    names = _model_names()
+    if name in names:
+        return names[name]
+    for card in _cards():
+        if card.name == name:
+            why = _not_exportable(*card.methods[:1])
+            if why or not card.releases:
+                raise OptionsError(f"--model {name}: cannot be exported to ONNX: "
+                                   f"{why or 'the card declares no release'}; exportable: {_exportable_models()}")
+            return card, card.releases[0], "network", None
+    return None
+
+
+def _model_entry(model: str) -> ModelEntry:
+    """The entry of a ``--model`` name; a name that is not one, ``<name>-<anything>`` (e.g. ``realesrgan-x8``)
+    is read as ``<name>``."""
+    name = model.lower()
+    for candidate in dict.fromkeys((name, name.split("-")[0])):
+        try:
+            found = _lookup(candidate)
+        except OptionsError as err:
+            raise OptionsError(str(err).replace(f"--model {candidate}:", f"--model {model}:", 1)) from None
+        if found is not None:
+            return _entry(model, *found)
+    from osir.registry import nearest
+    raise OptionsError(f"--model {model}: unknown{nearest(name, list(_model_names()))}; exportable: "
+                       f"{_exportable_models()}")
+
+
+# ----------------------------------------------------------------------------- weights -> network
 class LoadedNetwork(NamedTuple):
     network: nn.Module
     method: str
@@ -501,12 +449,13 @@ def network_from_weights(weights: str | Path, model: Optional[str] = None,
     except CheckpointError as err:
         found, failure = None, err
     if found is not None:
-        if found.method in NOT_EXPORTABLE or found.arch is None or found.arch == "DACLIPUNet":
-            why = NOT_EXPORTABLE.get(found.method, f"it holds {found.method} weights, not one feed-forward network")
+        why = _not_exportable(found.method, found.arch)
+        if why or found.arch is None or found.arch not in _exports():
+            why = why or f"it holds {found.method} weights, not one feed-forward network"
             raise OptionsError(f"'{weights}' ({found.method}, {found.arch or 'not one network'}) cannot be exported "
-                               f"to ONNX: {why}; exportable: {', '.join(MODELS)}")
-        if entry is not None and entry[1] != found.arch:
-            raise OptionsError(f"--model {model} expects {entry[1]} weights, but '{weights}' holds {found.arch} "
+                               f"to ONNX: {why}; exportable: {_exportable_models()}")
+        if entry is not None and entry.arch != found.arch:
+            raise OptionsError(f"--model {model} expects {entry.arch} weights, but '{weights}' holds {found.arch} "
                                f"({found.method}); leave --model out or name the right one")
         method, arch, run_options = found.method, found.arch, found.run_options   # the file's method, not the name's
         if not overrides:
@@ -516,7 +465,7 @@ def network_from_weights(weights: str | Path, model: Optional[str] = None,
         (method, arch, defaults), run_options = entry, None
         hp, state = {**defaults, **overrides}, read_state_dict(weights)
     else:
-        raise CheckpointError(f"{failure} (name the architecture with --model: {', '.join(MODELS)})") from None
+        raise CheckpointError(f"{failure} (name the architecture with --model: {_exportable_models()})") from None
     net = ARCHS.build({"type": arch, **hp}, f"--model {model or arch}")
     diff = describe_mismatch(net.state_dict(), state)
     if diff:
@@ -537,14 +486,31 @@ def _parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
+def _help() -> str:
+    """The ``onnx`` sub-command's epilog: what the installed cards export, and what the command does."""
+    import textwrap
+    fill = lambda text: textwrap.fill(text, 110, initial_indent="  ", subsequent_indent="  ",  # noqa: E731
+                                      break_on_hyphens=False)
+    return "\n".join([
+        "exportable architectures (from the method cards):", fill(_exportable_archs()),
+        "--model names:", fill(_exportable_models()),
+        "", "Batch, height and width are dynamic (torch.export + the dynamo ONNX exporter). Every graph is run with",
+        "onnxruntime at --check-size and an odd size and compared with PyTorch; above --tolerance the file is",
+        "removed and the command fails. --int8 (SR networks): static QDQ, int8 per-channel weights, uint8",
+        "activations, min-max calibration on --calibration DIR (default: scikit-image photos downscaled by the",
+        "scale). Every file gets a model card <stem>.card.yaml.", "", "manual: docs/export.md"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="osir export", description="Export a feed-forward network to ONNX.")
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     p = sub.add_parser("onnx", help="ONNX graph with dynamic batch / height / width, checked with onnxruntime",
-                       description="Export to ONNX, check against PyTorch with onnxruntime, write a model card.")
+                       description="Export to ONNX, check against PyTorch with onnxruntime, write a model card.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_help())
     p.add_argument("--weights", required=True, help="weights file (official release or osir's own)")
-    p.add_argument("--model", help=f"architecture when the weights do not say: {', '.join(MODELS)} "
-                                   "(checked against the recognised one otherwise)")
+    p.add_argument("--model", help="architecture when the weights do not say, a release (osir restore "
+                                   "--list-models) or a short name (e.g. the method's); checked against the "
+                                   "recognised one otherwise")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="hyper-parameters of the network (e.g. num_block=6), over the recognised / release ones")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")

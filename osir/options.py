@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import importlib
+import importlib.util
 import inspect
 import reprlib
 import sys
@@ -423,8 +424,29 @@ def _deep_merge(base: dict, child: dict) -> dict:
     return out
 
 
+PACKAGE_SCHEME = "pkg://"
+
+
+def _base_path(including: Path, base) -> Path:
+    """A ``_base_`` entry: a path relative to the including file, or ``pkg://<package>/<file>`` for a file
+    shipped inside an installed package (a method's release options: ``pkg://osir.methods.irsde/releases/x.yml``)."""
+    if not isinstance(base, str):
+        raise OptionsError(f"{including}: _base_ entries are file paths, got {short_repr(base)}")
+    if not base.startswith(PACKAGE_SCHEME):
+        return including.parent / base
+    package, _, inner = base[len(PACKAGE_SCHEME):].partition("/")
+    try:       # the package's folder, without running its __init__ (a method package imports torch)
+        spec = importlib.util.find_spec(package) if package else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise OptionsError(f"{including}: _base_ '{base}': no installed package '{package}'")
+    return Path(next(iter(spec.submodule_search_locations))) / inner
+
+
 def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
-    """Read a YAML options file, resolving ``_base_`` (a path relative to the file) recursively."""
+    """Read a YAML options file, resolving ``_base_`` (a path relative to the file, or ``pkg://``: see
+    ``_base_path``) recursively."""
     path = Path(path).resolve()
     if path in _seen:
         raise OptionsError(f"{path}: _base_ includes itself ({' -> '.join(map(str, _seen))})")
@@ -442,7 +464,7 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
         return data
     merged: dict = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        merged = _deep_merge(merged, read_yaml(path.parent / base, _seen + (path,)))
+        merged = _deep_merge(merged, read_yaml(_base_path(path, base), _seen + (path,)))
     return _deep_merge(merged, data)
 
 

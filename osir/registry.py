@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
@@ -66,9 +67,8 @@ class Registry:
                 if missing == module.split(".")[0]:   # the entry point's own package is gone: stale metadata
                     raise OptionsError(f"{key_path}: {self.kind} '{name}' is registered by '{module}', which cannot "
                                        f"be imported ({err}); reinstall the package that declares it") from None
-                raise OptionsError(
-                    f"{key_path}: {self.kind} '{name}' needs the package '{missing}', which is not installed "
-                    f"(pip install {PIP_NAMES.get(missing, missing)})") from None
+                raise OptionsError(f"{key_path}: {self.kind} '{name}' "
+                                   f"{missing_package(err) or f'cannot be imported ({err})'}") from None
             if name not in self._entries:
                 raise KeyError(f"importing '{module}' did not register {self.kind} '{name}'")
         if name not in self._entries:
@@ -103,9 +103,31 @@ class Registry:
         return f"Registry({self.kind}: {', '.join(self.names())})"
 
 
-#: import name -> pip name, for the "not installed" message
+#: import name -> pip name, for the "not installed" message (where they differ)
 PIP_NAMES = {"open_clip": "open-clip-torch", "cv2": "opencv-python-headless", "skimage": "scikit-image",
-             "lion_pytorch": "lion-pytorch", "yaml": "pyyaml"}
+             "lion_pytorch": "lion-pytorch", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn",
+             "clip": "openai-clip", "pkg_resources": "setuptools", "google": "protobuf"}
+
+
+def missing_package(err: ModuleNotFoundError) -> str | None:
+    """'needs the package 'X', which is not installed (pip install Y)' for an optional dependency that is
+    missing, with the pip name of ``PIP_NAMES``; None when the missing module is osir's own (a bug, not
+    something to install) or unnamed.  Every command reports a missing package with it (``osir.cli.run``,
+    ``osir <command>`` importing the command's module, the registries' lazy imports)."""
+    missing = (err.name or "").split(".")[0]
+    if not missing or missing == "osir":
+        return None
+    pip = PIP_NAMES.get(missing, missing)
+    if "." in err.name:
+        try:
+            installed = importlib.util.find_spec(missing) is not None
+        except (ImportError, ValueError):
+            installed = False
+        if installed:       # the package is there, without this module: another version of it
+            return (f"needs the module '{err.name}', which the installed '{missing}' does not have "
+                    f"(another version: pip install --upgrade {pip})")
+    return f"needs the package '{missing}', which is not installed (pip install {pip})"
+
 
 ARCHS = Registry("arch", "archs")
 METHODS = Registry("method", "methods")
@@ -118,8 +140,9 @@ SAMPLERS = Registry("sampler", "samplers")
 OPTIMIZERS = Registry("optimizer", "optimizers", provided=("params",))
 SCHEDULERS = Registry("scheduler", "schedulers", provided=("optimizer",))
 PROMPTS = Registry("prompt extractor", "prompts")     # text prompts per image (OSEDiff, DAPE)
+CARDS = Registry("method card", "cards")              # osir.core.card.MethodCard per method folder
 ALL = (ARCHS, METHODS, DATASETS, DEGRADATIONS, BATCH_DEGRADATIONS, LOSSES, METRICS, SAMPLERS, OPTIMIZERS,
-       SCHEDULERS, PROMPTS)
+       SCHEDULERS, PROMPTS, CARDS)
 
 
 _discovered = False

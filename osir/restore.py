@@ -1,93 +1,39 @@
-"""Restore images or folders with a trained or released model, without writing an options file.
+"""``osir restore``: restore image files or folders with a trained or released model, without an options file.
 
-    osir restore --model irsde-denoise --weights W.pth INPUT_DIR_OR_IMAGE [...] -o OUT/
-    osir restore --weights RealESRGAN_x4plus.pth photo.jpg -o out/     # method recognised from the keys
-    osir restore --options options/test/irsde.yml INPUT -o OUT/          # a full osir options file
-    python -m osir.restore ...                                           # the same
+    osir restore [--model NAME | --options YML] --weights W.pth INPUT_DIR_OR_IMAGE [...] -o OUT/
 
-Where the method and network come from:
-
-* ``--model NAME`` is a preset (``available_models()``, ``--list-models``): the method's settings the
-  weights cannot tell (the SDE, sampler and step count of the release / options file it mirrors).  The
-  network's hyper-parameters come from the weights themselves (``osir.recognize``) and fall back to the
-  release network's when the file is not recognised (a file that does not fit is then refused, the
-  differences listed).
-* without ``--model`` the method is recognised from the file's keys and shapes (``osir.recognize``).
-* ``--options FILE``: an osir test options file (``--weights`` then replaces ``path.pretrained.g``).
-* ``--set key.path=value`` (repeatable) changes any option, e.g. the files a preset cannot know
-  (``method.daclip_path``, ``method.sd_path``, ``method.compression_path``).
-
-Padding and tiling follow the method's own declarations (``osir.inference.tiling.restore_image``,
-``--tile``).  Choices a reviewer should know (also in ``--help``):
-
-* a folder is read recursively; outputs keep the sub-folders and names (only the extension changes,
-  with ``--ext``); files without an image extension are skipped with one note each; a file that cannot
-  be decoded is reported (named) and skipped, the run goes on and exits with code 1 at the end (0 when
-  every image was restored; user errors: 2); a floating-point input holding NaN or Inf is reported and
-  skipped the same way; inputs are read upright by their EXIF orientation (as viewers show them);
-* a restored image holding NaN or Inf stops the run (exit code 2) before it is written, naming the image
-  and the network whose weights are the likely cause (``check_finite_output``);
-* grey inputs are restored as RGB and written back grey (BT.601 luma); an alpha channel is kept,
-  resized (bilinear) to the output size, where the output format has one (png, tif, webp) and dropped
-  with a note otherwise; 16-bit inputs are restored from all 16 bits and written 16-bit where the
-  format allows (png, tif); floating-point inputs are written 16-bit there;
-* an output never overwrites an input: a run whose output path equals an input's, or where two inputs
-  map to one output, is refused before any work; files under the output folder are never read as inputs;
-* ``--steps`` / ``--sampler`` apply to the diffusion methods (IR-SDE, Refusion, DA-CLIP UIR) and are an
-  error for the others; ``--seed`` (default 0) seeds every batch's generator, so an image restored alone
-  or in a folder gets the same output at batch size 1 (with larger batches noise is drawn per batch);
-* ``--precision fp16`` is refused on the CPU (osir's methods autocast fp16 on accelerators only).
+The manual (where the method comes from, folders, grey / alpha / 16-bit inputs, seeds, limits, exit codes) is
+``docs/restore.md``; ``--help`` gives the same choices in short (``HELP``).  Hand-written here: the file plan
+(outputs never overwrite inputs) and the batch loop; images are read and written by ``osir.data.io``'s codec,
+models loaded by ``osir.inference.load``, and the releases come from the method cards (``osir.core.card``).
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib.util
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from osir import cli
 from osir.inference import check_finite_output
-from osir.data.io import IMAGE_EXTENSIONS, DataError, ImageReadError, decode_raw
-from osir.recognize import TILES   # the tiling the options files set for inference, by method
-from osir.registry import OptionsError, nearest
+from osir.data.io import IMAGE_EXTENSIONS, DataError, Decoded, ImageReadError, read_decoded, write_rgb
+from osir.inference.load import PRECISIONS
+from osir.registry import OptionsError
 
-PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 EXTENSIONS = ("png", "jpg", "same")
-#: output suffixes whose files can hold an alpha channel / 16-bit samples (OpenCV's writers)
-ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
-DEEP_SUFFIXES = (".png", ".tif", ".tiff")
 _FAMILY = {"png": (".png",), "jpg": (".jpg", ".jpeg")}
 
 
-# ----------------------------------------------------------------------------- presets
-_RRDB_X4 = {"type": "RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32,
-            "scale": 4}
-_UNET = {"type": "ConditionalUNet", "in_nc": 3, "out_nc": 3, "nf": 64, "depth": 4}
-_IRSDE = {"type": "IRSDE", "T": 100, "schedule": "cosine", "eps": 0.005, "network": _UNET}
-_NAFNET = {"type": "ConditionalNAFNet", "img_channel": 3, "width": 64, "enc_blk_nums": [1, 1, 1, 28],
-           "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1, 1]}
-_REFUSION = {"type": "Refusion", "max_sigma": 50, "T": 100, "schedule": "cosine", "eps": 0.005, "sampler": "sde",
-             "network": _NAFNET}
-_DEMO_SAMPLER = {"max_sigma": 25, "T": 100, "schedule": "cosine", "eps": 0.05, "sampler": "posterior",
-                 "sample_steps": 10, "eta": 0.0, "clip_denoised": True}
-_DACLIP_UNET = {"type": "DACLIPUNet", "in_nc": 3, "out_nc": 3, "nf": 64, "ch_mult": [1, 2, 4, 8], "context_dim": 512,
-                "use_degra_context": True, "use_image_context": True}
-
-
-
-
+# ----------------------------------------------------------------------------- releases (the method cards')
 @dataclass(frozen=True)
 class Preset:
-    """A ``--model`` name: the method section of the options file it mirrors (``source``), without
-    training-only keys.  ``weights``: the network the ``--weights`` file belongs to, or an option key
-    (``method.release_path``) that takes the file; ``needs``: options the user must give (``--set``)."""
+    """A ``--model`` name as this command shows it: a release of a method card (``osir.core.card``).
+    ``method``: the release's method section; ``weights``: the network or option the ``--weights`` file
+    goes to; ``needs``: option -> the file only the user can give."""
     description: str
     method: dict
     source: str | None = None
@@ -95,219 +41,37 @@ class Preset:
     needs: dict = field(default_factory=dict)
 
 
-PRESETS: dict[str, Preset] = {
-    "realesrgan-x4": Preset("Real-ESRGAN x4 super-resolution (RRDBNet; RealESRGAN_x4plus.pth or an osir run)",
-                            {"type": "RealESRGAN", "scale": 4, "network": _RRDB_X4}, "options/realesrgan.yml"),
-    "realesrgan-x2": Preset("Real-ESRGAN x2 super-resolution (RRDBNet x2; RealESRGAN_x2plus.pth)",
-                            {"type": "RealESRGAN", "scale": 2, "network": {**_RRDB_X4, "scale": 2}}),
-    "realesrnet-x4": Preset("Real-ESRNet x4 super-resolution (RRDBNet, L1 only; RealESRNet_x4plus.pth)",
-                            {"type": "RealESRGAN", "scale": 4, "network": _RRDB_X4}, "options/realesrnet.yml"),
-    "irsde-denoise": Preset("IR-SDE Gaussian denoising (lambda 70, T 1000, reverse ODE)",
-                            {**_IRSDE, "max_sigma": 70, "T": 1000, "sampler": "ode"},
-                            "options/irsde/denoising.yml"),
-    "irsde-deraining": Preset("IR-SDE deraining (Rain100H release: lambda 10, T 100, posterior sampler)",
-                              {**_IRSDE, "max_sigma": 10, "sampler": "posterior"}, "options/irsde/deraining.yml"),
-    "irsde-deblurring": Preset("IR-SDE deblurring (GoPro release: lambda 10, T 100, reverse SDE)",
-                               {**_IRSDE, "max_sigma": 10, "sampler": "sde"}, "options/irsde/deblurring.yml"),
-    "irsde-sr-x4": Preset("IR-SDE x4 super-resolution (lambda 30, T 100, reverse SDE from the bicubic LQ)",
-                          {**_IRSDE, "max_sigma": 30, "upscale": 4, "sampler": "sde"},
-                          "options/irsde/super_resolution.yml"),
-    "irsde-inpainting": Preset("IR-SDE inpainting (holes filled with white; lambda 30, T 100, reverse SDE)",
-                               {**_IRSDE, "max_sigma": 30, "sampler": "sde"}, "options/irsde/inpainting.yml"),
-    "irsde-demo": Preset("IR-SDE demo denoiser (sigma 25, 10 posterior steps; options/demo.yml's run)",
-                         {"type": "IRSDE", **_DEMO_SAMPLER,
-                          "network": {"type": "ConditionalUNet", "nf": 16, "depth": 3, "attn_levels": [3]}},
-                         "options/demo.yml"),
-    "refusion-shadow": Preset("Refusion shadow removal (NAFNet, lambda 50, T 100, reverse SDE)", _REFUSION,
-                              "options/refusion/shadow_removal.yml"),
-    "refusion-lowlight": Preset(
-        "Refusion low-light enhancement (entropy-refusion: 5-level NAFNet, lambda 50, T 100, posterior sampler)",
-        {**_REFUSION, "sampler": "posterior",
-         "network": {**_NAFNET, "enc_blk_nums": [1, 1, 1, 1, 28], "dec_blk_nums": [1, 1, 1, 1, 1]}},
-        "options/refusion/lowlight.yml"),
-    "refusion-deraining": Preset("Refusion deraining (NAFNet, lambda 50, T 100, reverse SDE)", _REFUSION,
-                                 "options/refusion/deraining.yml"),
-    "refusion-dehazing": Preset(
-        "latent Refusion HR dehazing (NAFNet on the compression model's latents; needs method.compression_path)",
-        {"type": "LatentRefusion", "max_sigma": 50, "T": 100, "schedule": "cosine", "eps": 0.005, "sampler": "sde",
-         "network": {**_NAFNET, "img_channel": 8, "global_skip": True},
-         "compression": {"type": "CompressionUNet", "in_ch": 3, "out_ch": 3, "ch": 8, "ch_mult": [4, 8, 8, 16],
-                         "embed_dim": 8}},
-        "options/refusion/latent_stage2.yml",
-        needs={"method.compression_path": "the stage-1 compression model (the release's latent-dehazing.pth or a "
-                                          "net_l_*.safetensors)"}),
-    "refusion-demo": Preset("Refusion demo denoiser (sigma 25, 10 posterior steps; options/refusion_demo.yml's run)",
-                            {"type": "Refusion", **_DEMO_SAMPLER,
-                             "network": {"type": "ConditionalNAFNet", "img_channel": 3, "width": 16,
-                                         "enc_blk_nums": [1, 1, 1, 1], "middle_blk_num": 1,
-                                         "dec_blk_nums": [1, 1, 1, 1]}},
-                            "options/refusion_demo.yml"),
-    "daclip-uir": Preset("DA-CLIP universal restoration, ten degradation types (needs method.daclip_path)",
-                         {"type": "DACLIPUIR", "max_sigma": 50, "T": 100, "schedule": "cosine", "eps": 0.005,
-                          "sampler": "posterior", "clip_model": "ViT-B-32", "network": _DACLIP_UNET},
-                         "options/daclip_uir.yml",
-                         needs={"method.daclip_path": "the DA-CLIP weights (daclip_ViT-B-32.pt or a stage-1 run's "
-                                                      "net_daclip_*.safetensors)"}),
-    "wild-ir": Preset("DA-CLIP wild image restoration, ViT-L/14 (20 posterior steps; needs method.daclip_path)",
-                      {"type": "DACLIPUIR", "max_sigma": 50, "T": 100, "schedule": "cosine", "eps": 0.005,
-                       "sampler": "posterior", "sample_steps": 20, "clip_model": "ViT-L-14",
-                       "network": {**_DACLIP_UNET, "context_dim": 768, "use_degra_context": False, "scale": 0.5}},
-                      "options/wild_ir.yml",
-                      needs={"method.daclip_path": "the wild DA-CLIP weights (wild-daclip_ViT-L-14.pt)"}),
-    "osediff": Preset("OSEDiff x4 one-step real-world SR (osediff.pkl; needs method.sd_path, SD 2.1-base folder)",
-                      {"type": "OSEDiff", "scale": 4, "merge_lora": True, "prompt": {"type": "EmptyPrompt"},
-                       "color_correction": "adain",
-                       "tiling": {"vae_encoder": 1088, "vae_decoder": 246, "latent": 96, "latent_overlap": 32}},
-                      "options/osediff.yml", weights="method.release_path",
-                      needs={"method.sd_path": "a local diffusers Stable Diffusion 2.1-base folder"}),
-}
+def presets() -> dict[str, Preset]:
+    """``--model`` name -> ``Preset``, from every card's releases."""
+    from osir.core.card import release_options, releases
+    return {name: Preset(rel.description, release_options(card, rel)["method"], None, rel.weights.option,
+                         {f.option: f.describe() for f in rel.needs})
+            for name, (card, rel) in releases().items()}
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":         # computed from the cards when asked for (not at import)
+        return presets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def available_models() -> dict[str, str]:
     """``--model`` names -> one-line description."""
-    return {name: preset.description for name, preset in PRESETS.items()}
+    from osir.core.card import releases
+    return {name: rel.description for name, (_, rel) in releases().items()}
 
 
-# ----------------------------------------------------------------------------- options
-def _set(tree: dict, key: str, value) -> None:
-    node = tree
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
-def _get(tree: dict, key: str):
-    node = tree
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _recognizer():
-    """``osir.recognize.recognize``, or None where that module is not available."""
-    if importlib.util.find_spec("osir.recognize") is None:
-        return None
-    from osir.recognize import recognize
-    return recognize
-
-
-def _weights_file(weights) -> Path:
-    path = Path(weights)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file not found: '{path}'")
-    return path
-
-
-#: the sampler settings a weights file cannot tell, shown when they are assumed
-SDE_KEYS = ("max_sigma", "T", "eps", "sampler")
-
-
-def _describe(rec) -> str:
-    hp = " ".join(f"{k}={v}" for k, v in rec.hyper_parameters.items())
-    arch = f"{rec.arch} {hp}".strip() if rec.arch else "its own layout"
-    return f"{rec.method} ({arch}; detected by {rec.detector})"
-
-
-def _preset_options(model: str, weights: Path) -> tuple[dict, object, str]:
-    """(raw options, the recognised file or None, a note) for ``--model``: the preset's method
-    section with the network read from the weights where ``osir.recognize`` knows the file."""
-    if model not in PRESETS:
-        raise OptionsError(f"--model: unknown model '{model}'{nearest(model, PRESETS)}; "
-                           f"allowed: {', '.join(PRESETS)}")
-    preset = PRESETS[model]
-    method = copy.deepcopy(preset.method)
-    raw = {"name": model, "method": method, "path": {"pretrained": {}}}
-    if method["type"] in TILES:
-        raw["tile"] = dict(TILES[method["type"]])
-    if preset.weights.startswith("method."):            # a file the method reads itself (osediff.pkl)
-        _set(raw, preset.weights, str(weights))
-        return raw, None, ""
-    rec, note = None, ""
-    recognize = _recognizer()
-    if recognize is not None:
-        from osir.engine.checkpoint import CheckpointError
-        try:
-            rec = recognize(weights)
-        except CheckpointError as err:     # not a layout osir.recognize knows: the release network, strictly
-            note = f"note: '{weights}' not recognised ({cli.one_line(err)[:200]}); using {model}'s release network"
-    expected = method.get("network", {}).get("type")
-    if rec is not None and rec.arch is not None:
-        rec.network = preset.weights         # the preset's network takes the file (a run may name it otherwise)
-        if expected is not None and rec.arch != expected:
-            raise OptionsError(f"--model {model}: expects {expected} weights ({method['type']}), but '{weights}' "
-                               f"holds {_describe(rec)}; choose another --model or leave --model out")
-        network = {"type": rec.arch, **rec.hyper_parameters}
-        if method["type"] == "RealESRGAN" and network.get("scale", method["scale"]) != method["scale"]:
-            others = [n for n, p in PRESETS.items() if p.method["type"] == "RealESRGAN"
-                      and p.method["scale"] == network["scale"]]
-            raise OptionsError(f"--model {model} is x{method['scale']}, but '{weights}' holds a x{network['scale']} "
-                               f"RRDBNet; use --model {' or '.join(others) or '(none)'} or leave --model out")
-        method["network"] = network
-        note = f"weights: {_describe(rec)}"
-    else:
-        rec = None
-        raw["path"]["pretrained"][preset.weights] = str(weights)
-    return raw, rec, note
-
-
-def _mentions(tree, value: str) -> bool:
-    if isinstance(tree, dict):
-        return any(_mentions(v, value) for v in tree.values())
-    if isinstance(tree, list):
-        return any(_mentions(v, value) for v in tree)
-    return str(tree) == value
+# the loading steps live in osir.inference.load (one loader for every command); names kept for callers
+def _resolve(raw: dict, overrides: list[str] | None, needs: dict) -> dict:
+    from osir.core.card import ReleaseFile
+    from osir.inference.load import validated
+    return validated(raw, overrides, [ReleaseFile(k, "", "", what) for k, what in needs.items()])
 
 
 def _recognised_options(weights: Path, overrides: list[str] | None) -> tuple[dict, object, str]:
-    """(options, the recognised file or None, a note) for weights without ``--model``: the method and its
-    network from ``osir.recognize``; what only the user can give (``needs``) from ``--set method.<key>=``."""
-    from osir.options import apply_overrides
-    recognize = _recognizer()
-    if recognize is None:
-        raise OptionsError(f"--model: name the model of '{weights}' (one of {', '.join(PRESETS)}) or give --options: "
-                           "recognising weights needs osir.recognize, which this installation lacks")
-    rec = recognize(weights)
-    given = apply_overrides({}, overrides or []).get("method") or {}
-    missing = [k for k in rec.needs if given.get(k) is None]
-    if missing:
-        raise OptionsError("; ".join(f"method.{k}: {rec.needs[k]} ('{weights}' is {rec.method} weights); give it "
-                                     f"with --set method.{k}=PATH" for k in missing))
-    opt = rec.method_options(pretrained=False, **{k: given[k] for k in rec.needs})
-    note = f"recognised '{weights}' as {_describe(rec)}"
-    if rec.settings and rec.settings_source.startswith("not in the weights"):
-        shown = " ".join(f"{k}={v}" for k, v in rec.settings.items() if k in SDE_KEYS)
-        if shown:                                  # say which sampler settings were assumed, and how to change them
-            note += (f"; assumed {shown} ({rec.settings_source}): change with --set method.<key>=VALUE, "
-                     "e.g. --set method.max_sigma=70")
-    if rec.arch is None:                           # e.g. osediff.pkl: the method reads the file itself
-        if not _mentions(opt["method"], str(weights)):
-            opt["path"]["pretrained"][rec.network] = str(weights)
-        rec = None
-    return opt, rec, note
-
-
-def _resolve(raw: dict, overrides: list[str] | None, needs: dict) -> dict:
-    from osir.options import Options, apply_overrides, validate
-    raw = apply_overrides(raw, overrides or [])
-    for key, what in needs.items():
-        if not _get(raw, key):
-            raise OptionsError(f"{key}: --model {raw['name']} needs {what}; give it with --set {key}=PATH")
-    opt = validate(raw, Options)
-    opt["datasets"] = {}
-    return opt
-
-
-def _device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-        torch.empty(1, device=dev)
-    except (RuntimeError, AssertionError) as err:
-        raise OptionsError(f"--device: '{device}' is not usable here ({cli.one_line(err)[:160]}); "
-                           "use cpu or an available accelerator (cuda, cuda:1, mps, xpu)") from None
-    return dev
+    from osir.inference.load import from_weights
+    found = from_weights(weights, overrides)
+    return found.options, found.recognized, found.note
 
 
 # ----------------------------------------------------------------------------- the restorer
@@ -315,14 +79,19 @@ class Restorer:
     """A method built for inference on one device: ``restore(image)`` takes HxWx3 RGB (uint8, uint16
     or float in [0, 1]; HxW / HxWx1 grey is repeated, a 4th alpha channel ignored) and returns float32
     RGB in [0, 1] of ``scale`` x the size.  Diffusion methods (``is_diffusion``) take ``steps``,
-    ``sampler`` and ``seed`` per call (None: the preset's / options' steps and sampler, seed 0)."""
+    ``sampler`` and ``seed`` per call (None: the preset's / options' steps and sampler, seed 0), handed to the
+    method's ``restore``: the method is never changed, so one ``Restorer`` serves several threads."""
 
     def __init__(self, method, opt: dict, name: str, device: torch.device, precision: str, tile: int | None,
                  overlap: int):
-        from osir.methods.irsde.method import IRSDE
+        from osir.core.card import FEED_FORWARD, card_of_method
         self.model, self.opt, self.name = method, opt, name
         self.method = opt["method"]["type"]
-        self.is_diffusion = isinstance(method, IRSDE)
+        card = card_of_method(self.method)
+        self.sampling = card.sampling_for(self.method) if card is not None else FEED_FORWARD
+        #: how the inference layer may tile it (the card's ``Tiling``; a method that tiles itself: internal)
+        self.tiling = "internal" if method.tiles_internally else (card.tiling.value if card is not None else "supported")
+        self.is_diffusion = self.sampling.iterative
         self.scale = int(method.scale)
         self.device, self.precision = device, precision
         self.tile, self.overlap = tile, overlap
@@ -363,9 +132,11 @@ class Restorer:
         [1, T], an unknown sampler)."""
         from osir.registry import SAMPLERS
         if not self.is_diffusion and (steps is not None or sampler is not None):
+            from osir.core.card import cards
             flag = "--steps" if steps is not None else "--sampler"
+            iterative = [c.title or c.name for c in cards() if any(c.sampling_for(m).iterative for m in c.methods)]
             raise OptionsError(f"{flag}: {self.name} ({self.method}) is a feed-forward method; steps and samplers "
-                               "apply to the diffusion methods (IR-SDE, Refusion, DA-CLIP UIR)")
+                               f"apply to the diffusion methods ({', '.join(iterative)})")
         if steps is not None and not 1 <= steps <= self.model.sde.T:
             raise OptionsError(f"--steps: {self.name} samples 1 to T={self.model.sde.T} steps, got {steps}")
         if sampler is not None:
@@ -378,28 +149,15 @@ class Restorer:
         ``paths`` (default image0, image1, ...) reach the method as a dataset's ``name`` / ``lq_path`` do (prompt
         extractors read them, e.g. ``TextFilePrompt``)."""
         from osir.inference import restore_image
-        from osir.registry import SAMPLERS
         self.check_sampling(steps, sampler)
-        method = self.model
-        saved = (method.timesteps, method.sampler, method.sampler_extras) if self.is_diffusion else None
-        try:
-            if steps is not None:
-                method.timesteps = method.sde.timesteps(steps)
-            if sampler is not None:
-                method.sampler = SAMPLERS.get(sampler, "--sampler")
-                if sampler != self.opt["method"].get("sampler"):
-                    method.sampler_extras = {}        # eta / clip_denoised belong to the configured posterior sampler
-            generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
-            shown = list(paths or names or ["the image"] * lq.shape[0])        # named if an output is not finite
-            with torch.no_grad():
-                names = list(names or [f"image{i}" for i in range(lq.shape[0])])
-                batch = {"lq": lq.to(self.device), "name": names, "lq_path": list(paths or names)}
-                out = restore_image(method, batch, self.tile, self.overlap, generator)
-            check_finite_output(method, out, shown, self.sources)
-            return out.float().clamp(0, 1)
-        finally:
-            if saved is not None:
-                method.timesteps, method.sampler, method.sampler_extras = saved
+        generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
+        shown = list(paths or names or ["the image"] * lq.shape[0])        # named if an output is not finite
+        with torch.no_grad():
+            names = list(names or [f"image{i}" for i in range(lq.shape[0])])
+            batch = {"lq": lq.to(self.device), "name": names, "lq_path": list(paths or names)}
+            out = restore_image(self.model, batch, self.tile, self.overlap, generator, sampler=sampler, steps=steps)
+        check_finite_output(self.model, out, shown, self.sources)
+        return out.float().clamp(0, 1)
 
     def restore_batch(self, images: list[np.ndarray], *, steps: int | None = None, sampler: str | None = None,
                       seed: int | None = None, names: list[str] | None = None,
@@ -421,56 +179,28 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
     the weights alone (recognised by ``osir.recognize``), or from an osir options file (``options``;
     ``weights`` then replaces its ``path.pretrained.g``).  ``overrides``: ``key.path=value`` strings as
     ``--set``; ``tile``: tile size in LQ pixels (None: the preset's / options file's tiling, 0: whole
-    images).  ``Restorer.note`` says what was recognised in the weights.  A ``Restorer`` switches steps and
-    samplers per call on its method: use one per thread."""
-    from osir.engine.checkpoint import load_network
-    from osir.engine.trainer import build_method
-    if precision not in PRECISIONS:
-        raise OptionsError(f"--precision: unknown precision '{precision}'; allowed: {', '.join(PRECISIONS)}")
-    dev = _device(device)
-    if precision == "fp16" and dev.type == "cpu":
-        raise OptionsError("--precision fp16: osir's methods autocast to fp16 on accelerators only (on the CPU it "
-                           "would silently run fp32); use --precision bf16 or fp32 on the CPU")
-    rec, note, needs = None, "", {}
+    images).  ``Restorer.note`` says what was recognised in the weights.  Steps and samplers are per-call arguments
+    of the method's ``restore`` (never written into it): a ``Restorer`` may be shared by threads."""
+    from osir.inference import load
+    dev = load.pick_device(device)
+    load.check_precision(precision, dev)
     if options is not None:
-        from osir.options import load_options
         if model is not None:
             raise OptionsError("--model and --options: give one of them (the options file names its method)")
-        opt = load_options(options, overrides)
-        if weights is not None:
-            key = "method.release_path" if opt["method"]["type"] == "OSEDiff" else "path.pretrained.g"
-            _set(opt, key, str(_weights_file(weights)))
-        opt["datasets"] = {}
-        name = opt["name"]
+        found = load.from_options(options, weights, overrides)
+    elif weights is None:
+        raise OptionsError("--weights: give the weights file to restore with (or an --options file naming it)")
+    elif model is not None:
+        found = load.from_release(model, weights, overrides)
     else:
-        if weights is None:
-            raise OptionsError("--weights: give the weights file to restore with (or an --options file naming it)")
-        path = _weights_file(weights)
-        if model is not None:
-            raw, rec, note = _preset_options(model, path)
-            needs = PRESETS[model].needs
-        else:
-            raw, rec, note = _recognised_options(path, overrides)
-        opt = _resolve(raw, overrides, needs)
-        name = model or opt["method"]["type"]
+        found = load.from_weights(weights, overrides)
+    opt, name = found.options, found.name
     if tile is None:
         tile = (opt.get("tile") or {}).get("size")
     overlap = tile_overlap if tile_overlap is not None else (opt.get("tile") or {}).get("overlap", 32)
-    method = build_method(opt)
-    if rec is not None:
-        if rec.network not in method.networks:
-            raise OptionsError(f"'{weights}' holds network '{rec.network}', which {opt['method']['type']} does not have; "
-                               f"networks: {', '.join(method.networks)}")
-        load_network(method.networks[rec.network], str(weights), strict=True, state=rec.state_dict)
-        opt["path"]["pretrained"][rec.network] = str(weights)     # the file named when an output is not finite
-    method.setup(dev, PRECISIONS[precision])
-    for net in method.networks.values():
-        net.to(dev).eval().requires_grad_(False)
-    method.prepare_inference()
-    for net in method.networks.values():
-        net.eval()
+    method = load.load(found, dev, precision)
     restorer = Restorer(method, opt, name, dev, precision, tile or None, int(overlap))
-    restorer.note = note
+    restorer.note = found.note
     return restorer
 
 
@@ -482,67 +212,23 @@ class Job:
     name: str           # the path relative to its input folder, without the extension (a dataset's ``name``)
 
 
-@dataclass
-class Loaded:
-    """A decoded input: float32 RGB, how it was stored (grey, alpha, 16-bit or float)."""
-    rgb: np.ndarray
-    grey: bool
-    alpha: np.ndarray | None     # float32 HxW in [0, 1]
-    deep: bool                   # more than 8 bits per sample
+#: a decoded input as ``osir restore`` keeps it: float32 RGB and how it was stored (grey, alpha, bits)
+Loaded = Decoded
 
 
-def read_input(path: Path) -> Loaded:
-    """Decode an image (OpenCV, all bit depths), upright by its EXIF orientation; ``ImageReadError`` naming
-    the file when it cannot be decoded or holds NaN/Inf (``osir.data.io.decode_raw``)."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ImageReadError(f"cannot read image '{path}': {err.strerror or err}") from None
-    img = decode_raw(data, str(path))
-    if img.dtype == np.uint8:
-        img, deep = img.astype(np.float32) / 255.0, False
-    elif img.dtype == np.uint16:
-        img, deep = img.astype(np.float32) / 65535.0, True
-    elif img.dtype in (np.float32, np.float64):
-        img, deep = np.clip(img.astype(np.float32), 0, 1), True
-    else:
-        raise ImageReadError(f"image '{path}' has unsupported pixel type {img.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    channels = img.shape[2]
-    if channels not in (1, 3, 4):
-        raise ImageReadError(f"image '{path}' has {channels} channels; expected 1, 3 or 4")
-    alpha = np.ascontiguousarray(img[:, :, 3]) if channels == 4 else None
-    rgb = np.repeat(img, 3, axis=2) if channels == 1 else np.ascontiguousarray(img[:, :, 2::-1])   # BGR -> RGB
-    return Loaded(rgb, channels == 1, alpha, deep)
+def read_input(path: Path, max_pixels: int | None = None) -> Loaded:
+    """Decode an image (``osir.data.io.read_decoded``: OpenCV, all bit depths, upright by its EXIF orientation),
+    a floating-point file's samples clipped to [0, 1]; ``ImageReadError`` naming the file when it is empty,
+    cannot be decoded, holds NaN/Inf or has more than ``max_pixels`` pixels (read from its header before
+    decoding; default ``osir.data.io.max_image_pixels()``)."""
+    return read_decoded(path, max_pixels).clipped()
 
 
 def write_output(path: Path, rgb: np.ndarray, loaded: Loaded) -> str | None:
     """Write the restored float RGB as the input was stored (grey, alpha, 16-bit) where the format of
-    ``path`` allows it; returns a note when something could not be kept."""
-    note = None
-    suffix = path.suffix.lower()
-    if loaded.grey:
-        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    else:
-        out = np.ascontiguousarray(rgb[:, :, ::-1])
-        if loaded.alpha is not None:
-            if suffix in ALPHA_SUFFIXES:
-                h, w = out.shape[:2]
-                alpha = loaded.alpha if loaded.alpha.shape == (h, w) else \
-                    cv2.resize(loaded.alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-                out = np.dstack([out, alpha])
-            else:
-                note = f"note: '{path}': {suffix} has no alpha channel; the input's alpha is dropped"
-    deep = loaded.deep and suffix in DEEP_SUFFIXES
-    top = 65535.0 if deep else 255.0
-    out = (np.clip(out, 0, 1) * top).round().astype(np.uint16 if deep else np.uint8)
-    ok, encoded = cv2.imencode(path.suffix, out)
-    if not ok:
-        raise OSError(f"cannot encode '{path}' as {path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encoded.tobytes())
-    return note
+    ``path`` allows it, atomically (``osir.data.io.write_rgb``: a failed write leaves nothing under ``path``
+    and is an ``ImageWriteError`` naming it); returns a note when something could not be kept."""
+    return write_rgb(path, rgb, loaded)
 
 
 def _target_suffix(source: Path, ext: str) -> str:
@@ -599,14 +285,38 @@ def plan(inputs: list[str | Path], output: str | Path, ext: str = "png", suffix:
 
 
 # ----------------------------------------------------------------------------- command line
+#: the choices a user needs, after the --model list in ``--help`` (the manual: docs/restore.md)
+HELP = """\
+where the method comes from:
+  --model NAME    a release: the settings the weights cannot tell (SDE, sampler, steps); the network's
+                  hyper-parameters are read from the weights (the release network's when not recognised)
+  no --model      the method recognised from the weights' keys and shapes (osir recognize W.pth)
+  --options YML   an osir test options file (--weights replaces its path.pretrained.g)
+  --set K=V       any option, e.g. the files only you can give: method.daclip_path, method.sd_path
+
+inputs and outputs:
+  folders are read recursively; outputs keep sub-folders and names (--ext png|jpg|same, --suffix);
+  non-images are skipped with a note; inputs are read upright by their EXIF orientation;
+  grey inputs are written grey (BT.601 luma); alpha is kept and resized (png, tif, webp; else dropped
+  with a note); 16-bit and floating-point inputs are written 16-bit (png, tif);
+  an output never overwrites an input, and two inputs never share an output (refused before any work);
+  outputs are written atomically (a temporary file renamed into place)
+
+sampling: --steps / --sampler apply to diffusion methods only; --seed (default 0) seeds each batch, so an
+  image restored alone or in a folder matches at --batch-size 1; --precision fp16 is refused on the CPU
+
+exit codes: 0 every image restored; 1 some inputs skipped as unreadable (corrupt, empty, NaN/Inf, over
+  --max-megapixels; each named); 2 user errors, a NaN/Inf output (named with its network), a failed write
+
+manual: docs/restore.md"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="osir restore", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Restore images or folders (recursive) with a trained or released model.",
         epilog="models (--model):\n" + "\n".join(f"  {n:<20} {d}" for n, d in available_models().items()) +
-               "\n\nFolders keep their sub-folders and names; non-images are skipped with a note; a corrupt image is "
-               "reported and skipped (exit code 1 at the end). Grey inputs are written grey, alpha is kept (png, "
-               "tif, webp), 16-bit inputs are written 16-bit (png, tif). Outputs never overwrite inputs.")
+               "\n\n" + HELP)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output folder (or an image file name for a single input image)")
@@ -626,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
     parser.add_argument("--suffix", default="", help="appended to each output's file name (before the extension)")
     parser.add_argument("--ext", default="png", choices=EXTENSIONS, help="output format (default png)")
+    parser.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
+                        help="refuse inputs of more than MP megapixels, read from the file's header before decoding "
+                             "(decompression bombs; default: $OSIR_MAX_IMAGE_PIXELS or 178.96, PIL's own refusal "
+                             "point); larger images up to the limit restore tile by tile with --tile")
     parser.add_argument("--list-models", action="store_true", help="print the --model names and exit")
     return parser
 
@@ -642,12 +356,24 @@ def _flush(restorer: Restorer, group: list[tuple[Job, Loaded]], args, bar, say) 
     return len(group)
 
 
+def max_pixels_option(megapixels: float | None) -> int:
+    """``--max-megapixels`` (osir restore, osir web) in pixels; None: ``osir.data.io.max_image_pixels()`` (a bad
+    ``OSIR_MAX_IMAGE_PIXELS`` is reported here, before any work)."""
+    from osir.data.io import max_image_pixels
+    if megapixels is None:
+        return max_image_pixels()
+    if not (megapixels * 1e6 >= 1 and np.isfinite(megapixels)):
+        raise OptionsError(f"--max-megapixels must be a number of megapixels above 0, got {megapixels:g}")
+    return int(megapixels * 1e6)
+
+
 def run(args) -> int:
     from tqdm import tqdm
     if args.batch_size < 1:
         raise OptionsError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.tile is not None and args.tile < 0:
         raise OptionsError(f"--tile must be 0 (whole images) or a size in pixels, got {args.tile}")
+    max_pixels = max_pixels_option(args.max_megapixels)
     jobs, skipped = plan(args.inputs, args.output, args.ext, args.suffix)
     start = time.perf_counter()
     restorer = load_restorer(args.weights, args.model, device=args.device, precision=args.precision,
@@ -661,6 +387,11 @@ def run(args) -> int:
 
     if restorer.note:
         say(restorer.note)
+    if args.tile and restorer.tiling != "supported":        # the card's Tiling: discouraged / internal
+        say(f"note: --tile {args.tile}: {restorer.name} " + (
+            "tiles itself (latent / VAE tiles): its own tiling applies" if restorer.tiling == "internal" else
+            "uses context beyond a tile (whole-image embeddings, global noise): tiles may differ from the whole "
+            "image at their seams"))
     for path in skipped:
         say(f"note: skipped '{path}' (not an image: {path.suffix or 'no extension'})")
     failed = done = 0
@@ -669,7 +400,7 @@ def run(args) -> int:
     with tqdm(total=len(jobs), unit="img", desc="osir restore", file=sys.stderr, disable=None) as bar:
         for job in jobs:
             try:
-                loaded = read_input(job.source)
+                loaded = read_input(job.source, max_pixels)
             except ImageReadError as err:
                 say(f"error: {err}; skipped")
                 failed += 1

@@ -20,7 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 from osir import cli
 
@@ -40,17 +39,14 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
     returns {set name: summary} (the content of its metrics.json)."""
     from osir.data.io import write_image
     from osir.engine.checkpoint import archive_folder, sha256
-    from osir.engine.trainer import build_dataset, build_method
+    from osir.engine.trainer import build_dataset
+    from osir.inference.load import build_method, pick_device, prepare_for_inference
     from osir.engine.validation import evaluation_mode, iterate
     from osir.metrics.results import DatasetHash, format_table, provenance, write_results
     from osir.metrics.suite import MetricSuite
 
-    device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
-    method = build_method(opt)
-    method.setup(device, opt["inference"]["mixed_precision"])
-    for net in method.networks.values():
-        net.to(device)
-    method.prepare_inference()
+    device = pick_device()
+    method = prepare_for_inference(build_method(opt), device, opt["inference"]["mixed_precision"], frozen=False)
     sources = {**method.pretrained, **opt["path"]["pretrained"]}
     missing = method.networks_without_weights(opt["path"]["pretrained"])
     if missing:

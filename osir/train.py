@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from osir.cli import run
 
@@ -26,11 +28,39 @@ def main(argv=None) -> int:
     return run("osir", lambda: train(args))
 
 
-def train(args) -> int:
+def _terminated(signum, frame):
+    from osir.engine.trainer import TrainingInterrupted
+    raise TrainingInterrupted("stopped by SIGTERM before training started: nothing to save", signum)
+
+
+def _build_trainer(args):
+    """The Trainer; SIGTERM meanwhile unwinds like Ctrl-C (the experiment's lock is released)."""
     from osir.engine.trainer import Trainer
     from osir.options import load_options
-    trainer = Trainer(load_options(args.opt, args.set), auto_resume=args.auto_resume)
-    results = trainer.train()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return Trainer(load_options(args.opt, args.set), auto_resume=args.auto_resume)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def train(args) -> int:
+    """Exit codes: 0 trained; 2 a user error (one line); 130 / 143 stopped by SIGINT / SIGTERM (during
+    training after saving the training state, see ``Trainer.train``); no traceback for any of them."""
+    from osir.engine.trainer import TrainingInterrupted
+    try:
+        trainer = _build_trainer(args)
+        results = trainer.train()
+    except TrainingInterrupted as stop:
+        if stop.state is None:          # the trainer has logged where it saved; say what happened otherwise
+            print(f"osir: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("osir: interrupted before training started: nothing to save", file=sys.stderr)
+        return 128 + signal.SIGINT
     if trainer.accelerator.is_main_process:
         for set_name, summary in results["val"].items():
             for metric, values in summary.items():

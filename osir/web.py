@@ -1,11 +1,11 @@
 """``osir web``: a local Gradio page to restore one image with any osir model.
 
-Upload an image, choose the method and the weights (files given on the command line or found in
-``--weights-dir``), press Restore; a before/after slider compares the input (enlarged to the output
-size, nearest neighbour) with the result, which is offered as a PNG download.  Diffusion methods also
-take steps and a seed.  The page runs offline: no analytics, no share link, fonts served locally.
-
     osir web --model realesrgan-x4 --weights RealESRGAN_x4plus.pth [--weights-dir DIR] [--port 7860]
+
+The page (upload, method and weights chooser, before/after slider, PNG download; offline) and what it does
+with an upload are described in ``docs/web.md``.  The upload reaches osir undecoded (``preprocess=False``) and
+is decoded by ``osir.data.io.decode_image``, the codec of every osir reader, so a bad file is a message naming
+it; the result is written as an 8-bit RGB PNG (``to_uint8``, osir's one quantiser).
 """
 from __future__ import annotations
 
@@ -23,13 +23,12 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
 from osir.cli import USER_ERRORS, one_line, run
-from osir.data.io import read_image
+from osir.data.io import decode_image, max_image_pixels, to_uint8, write_array
 from osir.engine.checkpoint import WEIGHT_SUFFIXES
 from osir.registry import SAMPLERS, OptionsError
-from osir.restore import Restorer, available_models, load_restorer
+from osir.restore import Restorer, available_models, load_restorer, max_pixels_option
 
 TITLE = "osir — image restoration"
 AUTO = "auto"   # the method chooser's value for "recognised from the weights' keys"
@@ -54,9 +53,23 @@ def weight_files(weights: Sequence[str | Path] = (), weights_dir: str | Path | N
     return unique
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """float RGB in [0, 1] -> uint8 (rounded, clamped), as osir writes images."""
-    return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+def uploaded(image) -> tuple[bytes, str]:
+    """(the bytes, the name to show) of an upload: gradio's file record (the uploaded file's own name) or a
+    path (shown as given); a ``gr.Error`` when there is none or it cannot be read."""
+    path, name = None, ""
+    if isinstance(image, (str, Path)):
+        path, name = (Path(image), str(image)) if image else (None, "")
+    elif image is not None:             # gradio's record: a pydantic model (FileData), or its dict
+        get = image.get if isinstance(image, dict) else (lambda key: getattr(image, key, None))
+        path = Path(get("path")) if get("path") else None
+        name = get("orig_name") or (path.name if path else "")
+    if path is None:
+        raise gr.Error("upload an image first", print_exception=False)
+    try:
+        return path.read_bytes(), name
+    except OSError as err:
+        raise gr.Error(f"cannot read the uploaded file '{name}': {err.strerror or err}", print_exception=False) \
+            from None
 
 
 class Demo:
@@ -64,9 +77,10 @@ class Demo:
     method), so that switching back and forth loads each model once."""
 
     def __init__(self, weights: Sequence[Path], *, device: str = "cpu", precision: str = "fp32",
-                 tile: int | None = None):
+                 tile: int | None = None, max_pixels: int | None = None):
         self.weights = list(weights)
         self.device, self.precision, self.tile = device, precision, tile
+        self.max_pixels = max_image_pixels() if max_pixels is None else int(max_pixels)   # uploads above: refused
         self._cache: dict[tuple[str, str | None], Restorer] = {}
         self._lock = threading.Lock()
         self.output_dir = Path(tempfile.mkdtemp(prefix="osir-web-"))
@@ -105,12 +119,13 @@ class Demo:
         return (self.describe(restorer, weights), gr.update(visible=diffusion, value=restorer.steps),
                 gr.update(visible=diffusion, value=restorer.sampler), gr.update(visible=diffusion))
 
-    def restore(self, image_path: str | None, method: str, weights: str, steps: float | None = None,
+    def restore(self, image, method: str, weights: str, steps: float | None = None,
                 sampler: str | None = None, seed: float | None = None):
-        """Restore the uploaded file: ((before, after) for the slider, the result's PNG path, a status
-        line).  ``before`` is the input enlarged to the result's size (nearest neighbour)."""
-        if not image_path:
-            raise gr.Error("upload an image first", print_exception=False)
+        """Restore the uploaded file (gradio's file record, or a path): ((before, after) for the slider, the
+        result's PNG path, a status line).  ``before`` is the input enlarged to the result's size (nearest
+        neighbour).  A file that is empty, not an image, over ``max_pixels`` or holds NaN/Inf is a ``gr.Error``
+        naming it and saying which."""
+        data, name = uploaded(image)
         restorer = self.restorer(method, weights)
         kwargs = {}
         if restorer.is_diffusion:
@@ -118,28 +133,29 @@ class Demo:
                       "sampler": None if sampler in (None, "", restorer.sampler) else sampler,
                       "seed": None if seed is None else int(seed)}
         try:
-            image = read_image(image_path)
+            image = decode_image(data, name, self.max_pixels)
             start = time.perf_counter()
             result = to_uint8(restorer.restore(image, **kwargs))
+            seconds = time.perf_counter() - start
+            png = Path(tempfile.mkdtemp(dir=self.output_dir)) / f"{Path(name).stem}_{restorer.name}.png"
+            write_array(png, result[:, :, ::-1])
         except USER_ERRORS as err:
             raise gr.Error(one_line(err), print_exception=False) from None
-        seconds = time.perf_counter() - start
         (h, w), (oh, ow) = image.shape[:2], result.shape[:2]
         before = np.repeat(np.repeat(to_uint8(image), oh // h, axis=0), ow // w, axis=1)
-        png = Path(tempfile.mkdtemp(dir=self.output_dir)) / f"{Path(image_path).stem}_{restorer.name}.png"
-        Image.fromarray(result).save(png)
         status = f"{self.describe(restorer, weights)}  \n{w}×{h} → {ow}×{oh} in {seconds:.2f} s"
         return (before, result), str(png), status
 
 
 def build_app(weights: Sequence[str | Path] | str | Path = (), model: str | None = None, *,
               weights_dir: str | Path | None = None, device: str = "cpu", precision: str = "fp32",
-              tile: int | None = None) -> gr.Blocks:
+              tile: int | None = None, max_pixels: int | None = None) -> gr.Blocks:
     """The page, with the first weights loaded (as ``model``; default: recognised from the keys), so
     that a bad file or model name fails here, as the usual one-line user error, not in the browser."""
     if isinstance(weights, (str, Path)):
         weights = [weights]
-    demo = Demo(weight_files(weights, weights_dir), device=device, precision=precision, tile=tile)
+    demo = Demo(weight_files(weights, weights_dir), device=device, precision=precision, tile=tile,
+                max_pixels=max_pixels)
     first = str(demo.weights[0])
     restorer = demo.load(model, first)
     diffusion = restorer.is_diffusion
@@ -150,7 +166,7 @@ def build_app(weights: Sequence[str | Path] | str | Path = (), model: str | None
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload"],
-                                 elem_id="input-image")
+                                      elem_id="input-image")
                 method = gr.Dropdown(
                     [(f"{AUTO} (recognised from the weights' keys)", AUTO)]
                     + [(f"{name}: {text}", name) for name, text in available_models().items()],
@@ -171,8 +187,10 @@ def build_app(weights: Sequence[str | Path] | str | Path = (), model: str | None
                 download = gr.File(label="Result (PNG)", interactive=False, elem_id="result-file")
         for chooser in (method, weights_choice):
             chooser.change(demo.choose, [method, weights_choice], [status, steps, sampler, seed], api_name=False)
+        # preprocess=False: the upload reaches osir as gradio's file record, undecoded (gr.Image's own
+        # preprocessing opens it with PIL and any failure reads "Could not preprocess input component")
         button.click(demo.restore, [image, method, weights_choice, steps, sampler, seed], [slider, download, status],
-                     api_name="restore")
+                     api_name="restore", preprocess=False)
     return app
 
 
@@ -188,13 +206,16 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--tile", type=int, help="tile size for large images (default: the method's own)")
+    parser.add_argument("--max-megapixels", type=float, metavar="MP",
+                        help="refuse uploads of more than MP megapixels, read from the header before decoding "
+                             "(default: $OSIR_MAX_IMAGE_PIXELS or 178.96, PIL's own refusal point)")
     args = parser.parse_args(argv)
     if not args.weights and not args.weights_dir:
         parser.error("give --weights and/or --weights-dir")
 
     def body() -> int:
         app = build_app(args.weights, args.model, weights_dir=args.weights_dir, device=args.device,
-                        precision=args.precision, tile=args.tile)
+                        precision=args.precision, tile=args.tile, max_pixels=max_pixels_option(args.max_megapixels))
         app.queue().launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
                            inbrowser=False)
         return 0

@@ -1,7 +1,31 @@
 """Bad input, as a new user meets it: every case ends in exit code 2 and one line naming the file or
-key, with no traceback, from every command (train, test, metrics, degrade)."""
+key, with no traceback, from every command (train, test, metrics, degrade, restore, recognize, export, web),
+and nothing else happens: no planted pickle runs, no earlier run is archived, no temporary file is left, no
+file remains under a name whose write failed, and the failing call creates, moves or removes no file or
+folder under the test's folder (a row lists what it may write, as globs, in an optional fifth element).
+
+The builders simulate what a user meets:
+
+* a full disk (issue 23.4) at the lowest level Python writes through, ``Path.write_bytes`` (osir's image
+  writer): half the bytes reach the temporary file, then the error a full disk gives (``OSError(ENOSPC)``);
+* decompression bombs (issue 23.11): PNGs built with zlib/struct, a 65-byte one claiming 50000x50000 and
+  a valid 20000x20000 grey one (389 KB) that OpenCV would decode to 400 MB (4.8 GB as float32 RGB);
+* NaN/Inf or truncated weights and a missing optional package (issue 23.14): ``_without`` runs a command
+  with ``sys.modules[package] = None``, so that importing it raises ModuleNotFoundError;
+* an experiment folder whose lock a live process holds (the test's parent process), or one on another host.
+"""
+import errno
+import functools
+import json
+import os
 import re
 import shutil
+import socket
+import struct
+import sys
+import zlib
+from fnmatch import fnmatch
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,11 +33,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from osir.__main__ import main as osir_main
 from osir.degrade import main as degrade_main
+from osir.engine.checkpoint import save_network
+from osir.export import main as export_main
+from osir.methods.realesrgan import RRDBNet
 from osir.metrics.__main__ import main as metrics_main
+from osir.recognize import main as recognize_main
+from osir.restore import main as restore_main
 from osir.test import main as run_test_script
 from osir.train import main as train_main
 from tests.conftest import FIXTURES, tiny_options, write_images, write_yaml
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
 
 REALSR = FIXTURES / "realsr"
 
@@ -54,7 +86,10 @@ def _trained_weights(tmp):
 
 
 def _test_file(tmp, **extra):
+    """A test options file on the tiny images (``path`` is merged into the tiny options' paths, so that
+    results stay under ``tmp``)."""
     opt = tiny_options(tmp)
+    opt["path"].update(extra.pop("path", {}))
     opt.update({"name": "t", "datasets": {"real": {"type": "SingleImageDataset", "dataroot_lq": str(tmp / "gt")}}},
                **extra)
     opt.pop("train")
@@ -118,7 +153,6 @@ def _tiny_pair(tmp, size):
     return tmp / "r", tmp / "g"
 
 
-# (id, command, argv builder, message regex)
 def _alias_bomb(tmp, levels=6):
     """A 'billion laughs' options file: ``seed`` holds nested lists of nine aliases each (9**levels values
     from a few hundred bytes; issue 23.13 used 9**9)."""
@@ -137,6 +171,182 @@ def _plain_pickle(tmp):
     return str(tmp / "plain.pkl")
 
 
+# ----------------------------------------------------------------------------- image faults (issue 23.4, 23.11)
+#: the builders' monkeypatches (a full disk, an environment variable), undone after every test
+PATCHES = pytest.MonkeyPatch()
+
+
+@pytest.fixture(autouse=True)
+def _undo_patches():
+    yield
+    PATCHES.undo()
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png(width: int, height: int, idat: bytes) -> bytes:
+    """An 8-bit grey PNG (signature, IHDR, one IDAT, IEND)."""
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+
+
+def bomb_png(width: int = 50000, height: int = 50000) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` with no pixel data (65 bytes)."""
+    return _png(width, height, zlib.compress(b""))
+
+
+@functools.lru_cache(maxsize=None)
+def black_png(width: int, height: int) -> bytes:
+    """A valid, fully decodable black grey PNG (rows: filter byte 0 and zeros), compressed row by row."""
+    z = zlib.compressobj(9)
+    row = bytes(width + 1)
+    return _png(width, height, b"".join(z.compress(row) for _ in range(height)) + z.flush())
+
+
+def hdr_bomb() -> bytes:
+    """A Radiance HDR header claiming 50000x50000: a format PIL does not read, OpenCV does (its own limit)."""
+    return b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 50000 +X 50000\n" + bytes(64)
+
+
+def _replace(folder: Path, data: bytes, name: str = "img1.png") -> Path:
+    (folder / name).write_bytes(data)
+    return folder
+
+
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fill_disk(patches=None) -> None:
+    """From now on every ``Path.write_bytes`` writes half its bytes, then fails as a full disk does."""
+    real = Path.write_bytes
+
+    def full(self, data):
+        data = bytes(data)
+        real(self, data[: len(data) // 2])
+        raise OSError(ENOSPC.errno, ENOSPC.strerror)
+
+    (patches or PATCHES).setattr(Path, "write_bytes", full)
+
+
+def _rrdb_x4():
+    """A tiny random RRDBNet x4 (num_grow_ch 32, so that spandrel recognises the file)."""
+    torch.manual_seed(0)
+    return RRDBNet(3, 3, num_feat=8, num_block=1, num_grow_ch=32, scale=4)
+
+
+def _tiny_weights(tmp: Path) -> Path:
+    """The tiny RRDBNet x4 as osir safetensors (as tests/test_restore.py)."""
+    save_network(_rrdb_x4(), tmp / "w.safetensors")
+    return tmp / "w.safetensors"
+
+
+def _restore(tmp: Path, *extra, inputs=None) -> list:
+    """``osir restore --model realesrgan-x4`` with the tiny weights, of ``inputs`` (default: one 16x16 image)."""
+    if inputs is None:
+        write_images(tmp / "in", 1, (16, 16))
+        inputs = [tmp / "in" / "img0.png"]
+    return ["--model", "realesrgan-x4", "--weights", str(_tiny_weights(tmp)), *map(str, inputs),
+            "-o", str(tmp / "out"), *extra]
+
+
+def _then(action, argv):
+    action()
+    return argv
+
+
+# ----------------------------------------------------------------------------- weights and packages (issue 23.14)
+def _nan_rrdb(tmp, name="nan.safetensors", wrap=None):
+    """Tiny RRDBNet x4 weights with one NaN in conv_first.weight and one Inf in conv_last.bias."""
+    state = {k: v.clone().contiguous() for k, v in _rrdb_x4().state_dict().items()}
+    state["conv_first.weight"][0, 0, 0, 0] = float("nan")
+    state["conv_last.bias"][1] = float("inf")
+    if name.endswith(".safetensors"):
+        save_file(state, str(tmp / name))
+    else:
+        torch.save({wrap: state} if wrap else state, tmp / name)
+    return str(tmp / name)
+
+
+def _truncated_rrdb(tmp, name="g.safetensors"):
+    """The tiny RRDBNet x4 as safetensors, cut after 200 bytes."""
+    save_network(_rrdb_x4(), tmp / name)
+    (tmp / name).write_bytes((tmp / name).read_bytes()[:200])
+    return str(tmp / name)
+
+
+def _restore_with(tmp, weights, *extra):
+    """``osir restore --weights weights`` of one 16x16 image."""
+    return ["--weights", weights, *extra, str(write_images(tmp / "in", 1, (16, 16)) / "img0.png"), "-o",
+            str(tmp / "out")]
+
+
+def _nan_unet(tmp):
+    """The tiny IR-SDE network's own weights with one NaN in init_conv.weight."""
+    from osir.engine.trainer import build_method
+    from osir.options import load_options
+    state = build_method(load_options(_train(tmp)[1], [])).networks["g"].state_dict()
+    state = {k: v.clone().contiguous() for k, v in state.items()}
+    state["init_conv.weight"].view(-1)[0] = float("nan")
+    save_file(state, str(tmp / "nan_unet.safetensors"))
+    return str(tmp / "nan_unet.safetensors")
+
+
+def _metrics_opt(tmp, metrics, *extra):
+    """``osir.metrics`` on the RealSR fixture with an options file holding ``metrics``."""
+    return _metrics(tmp, None, None, "-opt", str(write_yaml(tmp / "m.yml", {"metrics": metrics})), *extra)
+
+
+def _nan_brisque(tmp):
+    """pyiqa's BRISQUE SVM file under --weights-dir, holding a NaN (read by pyiqa's own torch.load)."""
+    (tmp / "w" / "pyiqa").mkdir(parents=True)
+    torch.save({"sv": torch.tensor([1.0, float("nan")])}, tmp / "w" / "pyiqa" / "brisque_svm_weights.pth")
+    return _metrics_opt(tmp, {"b": {"type": "pyiqa", "metric": "brisque"}}, "--weights-dir", str(tmp / "w"))
+
+
+def _without(package, main, *also):
+    """``main`` run as if ``package`` were not installed (``sys.modules[package] = None`` makes ``import``
+    raise ModuleNotFoundError); ``also``: modules already imported that import it, dropped for the call."""
+    def run(argv):
+        saved = {name: sys.modules.pop(name) for name in (package, *also) if name in sys.modules}
+        sys.modules[package] = None
+        try:
+            return main(argv)
+        finally:
+            sys.modules.pop(package, None)
+            for name in also:
+                sys.modules.pop(name, None)
+            sys.modules.update(saved)
+    run.__name__ = f"{getattr(main, '__module__', '')}.main without {package}"
+    return run
+
+
+_NAN_RRDB = (r"weights file '.*nan\.{}' holds non-finite values in {}conv_first\.weight \(1 NaN of 216\), "
+             r"{}conv_last\.bias \(1 Inf of 3\)$")
+
+
+# ----------------------------------------------------------------------------- locks
+def _locked(tmp, **record):
+    """An experiment folder whose lock a live process holds (the test's parent process)."""
+    argv = _with_old_run(tmp, _train(tmp))
+    (tmp / "experiments" / "tiny.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
+                                                               **record}))
+    return argv
+
+
+# what a failing call may write (globs of paths under tmp_path; a folder holding an allowed path is allowed)
+#: a training run that fails at its first batch: its options, its log and its (empty) folders
+RUN_STARTED = ["experiments/tiny/options.yml", "experiments/tiny/train_tiny_*.log", "experiments/tiny/models",
+               "experiments/tiny/training_states", "experiments/tiny/visualization"]
+#: a training run that fails in its first validation (iteration 3): also the checkpoint saved just before it
+FIRST_CHECKPOINT = RUN_STARTED + ["experiments/tiny/models/net_g_3.safetensors",
+                                  "experiments/tiny/models/net_g_ema_3.safetensors",
+                                  "experiments/tiny/training_states/3.state"]
+#: ``osir test`` fails at img1: the result of img0, restored before it, stays
+FIRST_RESULT = ["results/t/real/img0.png"]
+
+# (id, command, argv builder, message regex[, what the failing call may write: globs as above])
 CASES = [
     # YAML (issue 23.13): an alias bomb or a recursive alias is refused while reading; echoed values are short
     ("YAML alias bomb", train_main, _alias_bomb,
@@ -165,12 +375,12 @@ CASES = [
      lambda t: (t / "empty").mkdir() or _train(t, **{"datasets.train.dataroot_gt": str(t / "empty")}),
      r"no images \(.*\) in '.*empty'"),
     ("corrupt training image", train_main, _train_with_a_corrupt_image,
-     r"cannot decode image '.*img1\.png' \(corrupt or not an image\)"),
+     r"cannot decode image '.*img1\.png' \(corrupt or not an image\)", RUN_STARTED),
     ("corrupt image in a loader worker", train_main,
      lambda t: _train_with_a_corrupt_image(t, **{"datasets.train.num_workers": 1}),
-     r"cannot decode image '.*img1\.png' \(corrupt or not an image\)"),
+     r"cannot decode image '.*img1\.png' \(corrupt or not an image\)", RUN_STARTED),
     ("GT/LQ size mismatch", train_main, lambda t: _train(t, **{"datasets.val": _paired_val(t, (20, 20))}),
-     r"size mismatch: GT '.*vgt/img0\.png' is 32x32, LQ '.*vlq/img0\.png' is 20x20 \(scale 2\)"),
+     r"size mismatch: GT '.*vgt/img0\.png' is 32x32, LQ '.*vlq/img0\.png' is 20x20 \(scale 2\)", FIRST_CHECKPOINT),
     ("unmatched names", train_main, lambda t: _train(t, **{"datasets.val": _paired_val(t, rename="other.png")}),
      r"GT image '.*img0\.png' has no LQ partner 'img0' in '.*vlq'"),
     ("truncated safetensors", train_main, lambda t: _train(t, **{"path.pretrained": {"g": str(_truncated(t))}}),
@@ -180,14 +390,15 @@ CASES = [
                 _train(t, **{"path.pretrained": {"g": str(t / "other.safetensors")}}))[1],
      r"'.*other\.safetensors' does not fit ConditionalUNet: \d+ missing keys"),
     ("resume state missing", train_main, lambda t: _train(t, **{"path.resume_state": str(t / "5.state")}),
-     r"training state not found: '.*5\.state'"),
+     r"training state not found: '.*5\.state'", ["experiments"]),      # the lock's folder, made first
     ("image smaller than a metric's window", train_main,
      lambda t: _train(t, **{"metrics": {"ssim": {"type": "ssim"}}, "datasets.val.dataroot_gt":
                             str(write_images(t / "small", 1, (8, 8)))}),
-     r"metrics\.ssim: '.*img0\.png' is 8x8, smaller than the 11x11 the metric needs"),
+     r"metrics\.ssim: '.*img0\.png' is 8x8, smaller than the 11x11 the metric needs", FIRST_CHECKPOINT),
     ("optimiser over an unknown group", train_main, lambda t: _train(t, **{"train.optimizers.g.params": ["gg"]}),
      r"train\.optimizers\.g\.params: unknown parameter group 'gg' \(did you mean 'g'\?\)"),
-    ("test: corrupt test image", run_test_script, _test_with_a_corrupt_image, r"cannot decode image '.*img1\.png'"),
+    ("test: corrupt test image", run_test_script, _test_with_a_corrupt_image, r"cannot decode image '.*img1\.png'",
+     FIRST_RESULT),
     ("test: folder for a plain network", run_test_script, lambda t: _test_file(t, path={"pretrained": {"g": str(t)}}),
      r"path\.pretrained\.g: '.*' is a folder, but network 'g' \(ConditionalUNet\) loads from a weights file"),
     ("test: truncated weights", run_test_script, lambda t: _test_file(t, path={"pretrained": {"g": str(_truncated(t))}}),
@@ -293,6 +504,98 @@ CASES = [
     ("degrade: a.png and a.jpg", degrade_main,
      lambda t: [*_degrade(t)[:2], "--input", str(_same_stem(t / "hr2")), "--output", str(t / "o")],
      r"'.*hr2/img1\.jpg' and '.*hr2/img1\.png' have the same name 'img1'"),
+    # image faults (issue 23.11): the header's pixel count against the limit, before decoding
+    ("training image: a PNG header claiming 50000x50000", train_main,
+     lambda t: _then(lambda: _replace(t / "gt", bomb_png()), _train(t)),
+     r"image '.*gt/img1\.png' is 50000x50000 \(2500 megapixels\), over the limit of 178\.957 megapixels "
+     r"\(a decompression bomb\?\); a larger limit: OSIR_MAX_IMAGE_PIXELS=<pixels> or --max-megapixels", RUN_STARTED),
+    ("metrics: a valid 20000x20000 grey PNG (389 KB)", metrics_main,
+     lambda t: _metrics(t, _replace(write_images(t / "r", 1, (32, 32)), black_png(20000, 20000), "img0.png"),
+                        write_images(t / "g", 1, (32, 32))),
+     r"image '.*r/img0\.png' is 20000x20000 \(400 megapixels\), over the limit of 178\.957 megapixels"),
+    ("degrade: an image just above OSIR_MAX_IMAGE_PIXELS", degrade_main,
+     lambda t: _then(lambda: PATCHES.setenv("OSIR_MAX_IMAGE_PIXELS", "9000"), _degrade(t)),
+     r"image '.*hr/img0\.png' is 96x96 \(0\.009216 megapixels\), over the limit of 0\.009 megapixels"),
+    ("training image: a header beyond OpenCV's own limit (a format PIL cannot read)", train_main,
+     lambda t: _then(lambda: _replace(t / "gt", hdr_bomb()), _train(t)),
+     r"cannot decode image '.*gt/img1\.png' \(its header claims more pixels than OpenCV's own limit, "
+     r"OPENCV_IO_MAX_IMAGE_PIXELS", RUN_STARTED),
+    ("test: an empty image file", run_test_script, lambda t: _then(lambda: _replace(t / "gt", b""), _test_file(t)),
+     r"image '.*gt/img1\.png' is an empty file \(0 bytes\)", FIRST_RESULT),
+    ("restore: --max-megapixels 0", restore_main, lambda t: _restore(t, "--max-megapixels", "0"),
+     r"osir restore: options error: --max-megapixels must be a number of megapixels above 0, got 0$"),
+    ("restore: OSIR_MAX_IMAGE_PIXELS not a number", restore_main,
+     lambda t: _then(lambda: PATCHES.setenv("OSIR_MAX_IMAGE_PIXELS", "lots"), _restore(t)),
+     r"OSIR_MAX_IMAGE_PIXELS='lots': expected a number of pixels of at least 1 \(default 178956970\)$"),
+    # a full disk (issue 23.4): one line naming the file, nothing under its name, no temporary file left
+    ("restore: disk full while writing the output", restore_main, lambda t: _then(fill_disk, _restore(t)),
+     r"osir restore: error: cannot write image '.*out/img0\.png': No space left on device$", ["out"]),
+    ("degrade: disk full while writing an image", degrade_main, lambda t: _then(fill_disk, _degrade(t)),
+     r"osir\.degrade: error: cannot write image '.*out/GT/img0\.png': No space left on device$", ["out/GT"]),
+    ("test: disk full while writing a restored image", run_test_script, lambda t: _then(fill_disk, _test_file(t)),
+     r"cannot write image '.*results/t/real/img0\.png': No space left on device$", ["results/t/real"]),
+    # NaN / Inf pretrained weights (issue 23.14): refused where the file is read, naming the file and the tensors
+    ("restore: NaN weights", restore_main, lambda t: _restore_with(t, _nan_rrdb(t)),
+     r"osir restore: checkpoint error: " + _NAN_RRDB.format("safetensors", "", "")),
+    ("restore: NaN in a release file's params_ema", restore_main,
+     lambda t: _restore_with(t, _nan_rrdb(t, "nan.pth", "params_ema"), "--model", "realesrgan-x4"),
+     _NAN_RRDB.format("pth", r"params_ema\.", r"params_ema\.")),
+    ("recognize: NaN weights", recognize_main, lambda t: [_nan_rrdb(t)], _NAN_RRDB.format("safetensors", "", "")),
+    ("export: NaN weights", export_main,
+     lambda t: ["onnx", "--model", "realesrgan", "--weights", _nan_rrdb(t), "-o", str(t / "x.onnx")],
+     _NAN_RRDB.format("safetensors", "", "")),
+    ("train: NaN path.pretrained", train_main, lambda t: _train(t, **{"path.pretrained": {"g": _nan_unet(t)}}),
+     r"osir: checkpoint error: weights file '.*nan_unet\.safetensors' holds non-finite values in "
+     r"init_conv\.weight \(1 NaN of \d+\)$"),
+    ("test: NaN path.pretrained", run_test_script, lambda t: _test_file(t, path={"pretrained": {"g": _nan_unet(t)}}),
+     r"weights file '.*nan_unet\.safetensors' holds non-finite values in init_conv\.weight \(1 NaN of \d+\)$"),
+    ("metrics: NaN in a metric's weights", metrics_main,
+     lambda t: _metrics_opt(t, {"d": {"type": "dists", "pretrained_model_path": _nan_rrdb(t, "dists.pth"),
+                                      "backbone_path": __file__}}),
+     r"weights file '.*dists\.pth' holds non-finite values in conv_first\.weight"),
+    ("metrics: NaN in a file pyiqa reads itself", metrics_main, _nan_brisque,
+     r"weights file '.*w/pyiqa/brisque_svm_weights\.pth' holds non-finite values in sv \(1 NaN of 2\)$"),
+    # a truncated safetensors file (SafetensorError) on every read path
+    ("restore: truncated safetensors", restore_main, lambda t: _restore_with(t, _truncated_rrdb(t)),
+     r"osir restore: checkpoint error: cannot read '.*g\.safetensors' as safetensors: Error while deserializing"),
+    ("restore --model: truncated safetensors", restore_main,
+     lambda t: _restore_with(t, _truncated_rrdb(t), "--model", "realesrgan-x4"),
+     r"cannot read '.*g\.safetensors' as safetensors: Error while deserializing"),
+    ("recognize: truncated safetensors", recognize_main, lambda t: [_truncated_rrdb(t)],
+     r"osir recognize: checkpoint error: cannot read '.*g\.safetensors' as safetensors"),
+    ("export: truncated safetensors", export_main,
+     lambda t: ["onnx", "--model", "realesrgan", "--weights", _truncated_rrdb(t), "-o", str(t / "x.onnx")],
+     r"osir export: checkpoint error: cannot read '.*g\.safetensors' as safetensors"),
+    ("metrics: truncated safetensors", metrics_main,
+     lambda t: _metrics_opt(t, {"d": {"type": "dists", "pretrained_model_path": _truncated_rrdb(t, "dists.safetensors"),
+                                      "backbone_path": __file__}}),
+     r"cannot read '.*dists\.safetensors' as safetensors"),
+    ("train: DA-CLIP's clip_checkpoint truncated (read by open_clip)", train_main,
+     lambda t: _train(t, method={"type": "DACLIP", "clip_model": "ViT-S-32",
+                                 "clip_checkpoint": _truncated_rrdb(t, "clip.safetensors")}),
+     r"osir: checkpoint error: cannot load the CLIP checkpoint '.*clip\.safetensors' into open_clip's ViT-S-32: "
+     r"SafetensorError: Error while deserializing header"),
+    # a missing optional package: one line with the pip command (osir.registry.missing_package)
+    ("osir web without gradio", _without("gradio", osir_main, "osir.web"), lambda t: ["web"],
+     r"^osir web: error: osir web needs the package 'gradio', which is not installed \(pip install gradio\)$"),
+    ("export without onnx", _without("onnx", export_main),
+     lambda t: ["onnx", "--weights", str(_tiny_weights(t)), "-o", str(t / "x.onnx")],
+     r"osir export: error: osir\.[\w.]+ needs the package 'onnx', which is not installed \(pip install onnx\)$"),
+    ("export --int8 without onnxruntime", _without("onnxruntime", export_main),
+     lambda t: ["onnx", "--weights", str(_tiny_weights(t)), "-o", str(t / "x.onnx"), "--int8"],
+     r"needs the package 'onnxruntime', which is not installed \(pip install onnxruntime\)$"),
+    ("restore without spandrel", _without("spandrel", restore_main), lambda t: _restore_with(t, str(_tiny_weights(t))),
+     r"osir restore: error: osir\.[\w.]+ needs the package 'spandrel', which is not installed "
+     r"\(pip install spandrel\)$"),
+    ("train DA-CLIP without open_clip", _without("open_clip", train_main),
+     lambda t: _train(t, method={"type": "DACLIP", "clip_model": "ViT-S-32"}),
+     r"needs the package 'open_clip', which is not installed \(pip install open-clip-torch\)$"),
+    # one run per experiment folder: a live lock refuses the start before anything is archived or written
+    ("experiment folder in use by another run", train_main, _locked,
+     r"error: experiment folder '.*experiments/tiny' is in use by process \d+ \(lock '.*experiments/tiny\.lock'\); "
+     r"wait for that run to end, stop it, or choose another name"),
+    ("experiment folder in use on another machine", train_main, lambda t: _locked(t, host="gpu-node-7"),
+     r"experiment folder '.*experiments/tiny' is in use by process \d+ on gpu-node-7 \(lock '.*tiny\.lock'\)"),
 ]
 
 
@@ -324,19 +627,42 @@ def _same_stem(folder, stem="img1"):
     return folder
 
 
-@pytest.mark.parametrize("case, command, build, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, case, command, build, message):
+#: an error line of any command: osir:, osir.degrade:, osir restore:, osir web:
+ERROR_LINE = re.compile(r"osir([ .]\w+)?: .*error: ")
+
+
+def _tree(root):
+    """Every file and folder under ``root``, as relative POSIX paths."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def _unexpected(changed, allowed):
+    """The paths of ``changed`` that no glob of ``allowed`` matches (a folder holding an allowed path is allowed)."""
+    ok = {p for p in changed if any(fnmatch(p, glob) for glob in allowed)}
+    return sorted(p for p in changed - ok if not any(q.startswith(p + "/") for q in ok))
+
+
+@pytest.mark.parametrize("case, command, build, message, allowed",
+                         [pytest.param(*c[:4], c[4] if len(c) > 4 else (), id=c[0]) for c in CASES])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, case, command, build, message, allowed):
     argv = build(tmp_path)
     kept = (tmp_path / OLD_RUN).exists()
+    before = _tree(tmp_path)
     capsys.readouterr()
     code = command(argv)
     err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if re.match(r"osir(\.\w+)?: .*error: ", line)]
+    errors = [line for line in err.splitlines() if ERROR_LINE.match(line)]
     assert code == 2, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
     assert len(errors) == 1 and re.search(message, errors[0]), err[-2000:]
     assert not (tmp_path / MARKER).exists(), "pickled code ran"
     assert (tmp_path / OLD_RUN).exists() == kept, "an earlier experiment was archived"
+    assert not list(tmp_path.rglob("*.tmp")), "a temporary file was left"
+    for name in re.findall(r"cannot write image '([^']+)'", errors[0]):
+        assert not Path(name).exists(), f"a file was left under the name whose write failed: {name}"
+    after = _tree(tmp_path)
+    assert not _unexpected(before ^ after, allowed), \
+        f"the failing call created {sorted(after - before)} and moved or removed {sorted(before - after)}"
 
 
 def test_gt_images_without_a_restored_partner_are_reported(tmp_path, capsys):

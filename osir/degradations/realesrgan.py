@@ -35,7 +35,7 @@ from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_
 from basicsr.utils.diffjpeg import DiffJPEG
 from basicsr.utils.img_process_util import filter2D
 
-from osir.data.io import DataError
+from osir.data.io import DataError, quantise
 from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.usm import SeparableUSMSharp
 from osir.options import validate
@@ -246,9 +246,9 @@ class RealESRGANDegradation:
             out = resize_sinc(self._jpeg(out, p, 2))
         if o["resize_lq_to_gt"]:
             if o["round_before_resize_back"]:
-                out = (out.clamp(0, 1) * 255.0).round() / 255.0
+                out = quantise(out, 8) / 255.0
             out = F.interpolate(out, size=(h, w), mode=MODES[int(p["back_mode"][0])])
-        lq = (out.clamp(0, 1) * 255.0).round() / 255.0
+        lq = quantise(out, 8) / 255.0
         return lq, target
 
     @torch.no_grad()

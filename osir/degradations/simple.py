@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from osir.data.io import to_uint8
 from osir.registry import DEGRADATIONS
 
 
@@ -88,7 +89,7 @@ class JPEGCompression:
     def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         import cv2
         q = int(rng.integers(self.quality[0], self.quality[1] + 1))
-        img = np.round(np.clip(gt, 0, 1) * 255).astype(np.uint8)
+        img = to_uint8(gt)
         colour = img.ndim == 3 and img.shape[2] == 3
         _, data = cv2.imencode(".jpg", img[..., ::-1] if colour else img, [int(cv2.IMWRITE_JPEG_QUALITY), q])
         out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)          # OpenCV codes BGR: back to RGB

@@ -64,7 +64,7 @@ from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_
                                        random_mixed_kernels)
 from basicsr.utils.diffjpeg import DiffJPEG
 
-from osir.data.io import DataError
+from osir.data.io import DataError, quantise
 from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.realesrgan import KERNEL_SIZE, KERNELS, MODES, RealESRGANDegradation
 from osir.options import validate
@@ -244,7 +244,7 @@ class WildDegradation:
         if bool(p[f"poisson{r}"][0]):
             x = add_poisson_noise_pt(x, scale=p[f"poisson_scale{r}"], gray_noise=p[f"poisson_gray{r}"], clip=True,
                                      rounds=False)
-        return (x.clamp(0, 1) * 255.0).round() / 255.0
+        return quantise(x, 8) / 255.0
 
     def _degrade(self, gt: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         """The LQ of one image (a batch of 1) on the 8-bit grid."""
@@ -261,7 +261,7 @@ class WildDegradation:
                     out = self._noise(out, p, r)
                 else:
                     out = self._jpeg(out, p, r)
-        return (out.clamp(0, 1) * 255.0).round() / 255.0
+        return quantise(out, 8) / 255.0
 
     def _check_size(self, h: int, w: int) -> None:
         """The blurs pad by the kernel radius: every size the resizes can reach must exceed it."""

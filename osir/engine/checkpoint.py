@@ -41,19 +41,50 @@ def _umask() -> int:
     return mask
 
 
+#: the temporary files of ``atomic_write``: ``.<final name>.<mkstemp's 8 characters>.tmp`` beside the final file
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def write_failure(err: BaseException, folder: Path) -> str | None:
+    """Why writing a file into ``folder`` failed, when the file system refused it (a full disk, no permission),
+    in one short clause: an ``OSError``'s reason, safetensors' ``I/O error: ...``, torch's stream-writer failure
+    (which does not say why: a full disk is told by the space left); None for any other error (a bug, which
+    keeps its traceback)."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    text = " ".join(str(err).split())
+    found = re.search(r"I/O error: (.+?)(?: \(os error \d+\))?(?: at path|$)", text)      # safetensors
+    if found:
+        return found.group(1)
+    if isinstance(err, RuntimeError) and ("PytorchStreamWriter" in text or "inline_container" in text):
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return f"No space left on device ({shutil.disk_usage(folder).free} bytes free)"
+        return f"torch could not write it ({text[:120]})"
+    return None
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (with the permissions
-    ``open`` would give it: ``mkstemp`` creates the temporary file readable by its owner only)."""
+    ``open`` would give it: ``mkstemp`` creates the temporary file readable by its owner only).
+    A process killed before the rename leaves the temporary file (``TEMPORARY``); see ``remove_orphans``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except Exception as err:
+            reason = write_failure(err, path.parent)
+            if reason is None:
+                raise
+            failed = OSError(f"cannot write '{path}': {reason}")
+            failed.errno = getattr(err, "errno", None)
+            raise failed from None
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -62,6 +93,17 @@ def atomic_write(path: str | Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_orphans(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that ``atomic_write`` left anywhere under ``folder`` when its process was
+    killed during a save (nothing else writes there while the experiment's lock is held); returns them."""
+    folder = Path(folder)
+    orphans = sorted(p for p in folder.rglob(".*.tmp") if p.is_file() and TEMPORARY.fullmatch(p.name)) \
+        if folder.is_dir() else []
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
 
 
 def archive_folder(folder: str | Path) -> Path | None:
@@ -140,23 +182,56 @@ def _torch_load(path):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _nonfinite(payload, prefix: str = ""):
+    """(key, NaN count, Inf count, size) of every floating-point tensor in ``payload`` (nested dicts, lists and
+    tuples; keys joined with '.') that holds NaN or Inf."""
+    if torch.is_tensor(payload):
+        if (payload.is_floating_point() or payload.is_complex()) and not bool(torch.isfinite(payload).all()):
+            nan = int(torch.isnan(payload).sum())
+            yield prefix or "(the tensor)", nan, int((~torch.isfinite(payload)).sum()) - nan, payload.numel()
+    elif isinstance(payload, dict):
+        for key, value in payload.items():
+            yield from _nonfinite(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(payload, (list, tuple)):
+        for i, value in enumerate(payload):
+            yield from _nonfinite(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def check_finite_weights(payload, path, what: str = "weights file", limit: int = 3):
+    """``payload`` when its floating-point tensors are all finite; otherwise a ``CheckpointError`` naming the
+    file and the tensors holding NaN or Inf (weights of a diverged run, or a broken conversion): loading them
+    would only show later, as a non-finite loss or output."""
+    bad = list(_nonfinite(payload))
+    if not bad:
+        return payload
+    def count(nan, inf, numel):
+        return ", ".join([f"{nan} NaN"] * bool(nan) + [f"{inf} Inf"] * bool(inf)) + f" of {numel}"
+    shown = ", ".join(f"{key} ({count(nan, inf, numel)})" for key, nan, inf, numel in bad[:limit])
+    more = f" ... (+{len(bad) - limit} more tensors)" if len(bad) > limit else ""
+    raise CheckpointError(f"{what} '{path}' holds non-finite values in {shown}{more}")
+
+
 def read_weights_file(path: str | Path):
     """The payload of a safetensors file or of a torch file read with ``weights_only=True`` (no pickled code
-    runs); ``path`` must exist.  An unreadable file is a ``CheckpointError`` naming it."""
+    runs); ``path`` must exist.  An unreadable file, or one whose tensors hold NaN or Inf
+    (``check_finite_weights``), is a ``CheckpointError`` naming it."""
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
-            return load_file(str(path))
+            return check_finite_weights(load_file(str(path)), path)
+        except CheckpointError:
+            raise
         except Exception as err:   # SafetensorError: truncated or not safetensors
             raise CheckpointError(f"cannot read '{path}' as safetensors: {err}") from None
     try:
-        return _torch_load(path)
+        payload = _torch_load(path)
     except CheckpointError:      # refused inside osir.engine.weights.weights_only_loads: already one line
         raise
     except Exception as err:
         raise CheckpointError(pickled_code_refusal(path, err)
                               or f"cannot read '{path}' as a weights-only torch file: "
                                  f"{torch_load_reason(err)}") from None
+    return check_finite_weights(payload, path)
 
 
 def unwrap_state_dict(payload) -> tuple[dict[str, torch.Tensor] | None, list[str]]:
@@ -220,19 +295,20 @@ def save_training_state(state: dict, path: str | Path) -> None:
 
 
 def load_torch_file(path: str | Path, what: str):
-    """``torch.load(weights_only=True)`` on the CPU; a missing or unreadable file is a ``CheckpointError``
-    naming it (``what``: 'training state', 'OSEDiff weights', ...)."""
+    """``torch.load(weights_only=True)`` on the CPU; a missing or unreadable file, or one whose tensors hold
+    NaN or Inf, is a ``CheckpointError`` naming it (``what``: 'training state', 'OSEDiff weights', ...)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} not found: '{path}'")
     try:
-        return _torch_load(path)
+        payload = _torch_load(path)
     except CheckpointError:
         raise
     except Exception as err:
         raise CheckpointError(pickled_code_refusal(path, err)
                               or f"cannot read {what} '{path}' as a weights-only torch file: "
                                  f"{torch_load_reason(err)}") from None
+    return check_finite_weights(payload, path, what)
 
 
 def load_training_state(path: str | Path) -> dict:

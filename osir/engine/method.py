@@ -72,6 +72,12 @@ class Method:
         self.mixed_precision = "no"
         self.output_notes: dict[str, list[str]] = {}          # set by restore, read after each batch
 
+    @property
+    def size_requirements(self):
+        """The size contract as a value (``osir.core.card.SizeRequirements``): what the inference layer pads to."""
+        from osir.core.card import SizeRequirements
+        return SizeRequirements(minimum=int(self.min_size), multiple_of=int(self.size_multiple))
+
     def networks_without_weights(self, files: dict[str, str]) -> list[str]:
         """Networks that got weights neither from ``files`` (path.pretrained: network -> file) nor from
         what the method loaded itself (``self.pretrained`` named after the network, or a record whose

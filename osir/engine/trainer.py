@@ -6,6 +6,12 @@ Experiment layout (BasicSR's): ``experiments/<name>/{models, training_states, vi
 check of the options (method, optimisers, EMA, datasets, degradation, metrics, the state to resume)
 runs before the experiment folder is touched, so a typo leaves an old experiment where it was.
 
+One run at a time per experiment folder: the main process takes ``experiments/<name>.lock``
+(``osir.engine.lock``) before the folder is archived or written, and releases it when training ends;
+temporary files of a save cut short (``kill -9``) are removed at the next start.  SIGINT / SIGTERM
+during training end the current iteration, save its training state like a periodic checkpoint and
+raise ``TrainingInterrupted`` (``osir/train.py`` exits 130 / 143 without a traceback).
+
 Randomness is a function of (seed, process, iteration): data samples carry their own seeds
 (``SeededSampler``) and the torch generator is re-seeded before every micro-batch, so a resumed
 run repeats exactly the losses of an uninterrupted one without restoring generator states.
@@ -13,26 +19,33 @@ run repeats exactly the losses of an uninterrupted one without restoring generat
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from osir.data.datasets import WithDegradationParams
 from osir.data.sampler import SeededSampler
 from osir.engine import checkpoint as ckpt
+from osir.engine import lock
 from osir.engine.distributed import ddp_kwargs, fsdp_plugin
 from osir.engine.ema import ParameterEMA
 from osir.engine.logging import TensorboardWriter, get_logger
 from osir.engine.method import Method
 from osir.engine.validation import describe, evaluation_mode, validate
+from osir.inference.load import build_method   # the one loader builds every method (training too)
 from osir.metrics.suite import MetricSuite
 from osir.options import dump_options
-from osir.registry import BATCH_DEGRADATIONS, DATASETS, METHODS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
+from osir.registry import BATCH_DEGRADATIONS, DATASETS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle")
 OSIR_OPTIMIZER_KEYS = ("type", "params", "exclude_from_weight_decay")
@@ -53,16 +66,6 @@ def to_device(batch: dict, device) -> dict:
         else:
             out[key] = value
     return out
-
-
-def build_method(opt: dict) -> Method:
-    method = METHODS.build(opt["method"], "method")
-    for name, path in opt["path"]["pretrained"].items():
-        if name not in method.networks:
-            raise OptionsError(f"path.pretrained.{name}: the method has no network '{name}'; "
-                               f"networks: {', '.join(method.networks)}")
-        method.load_pretrained(name, path, strict=opt["path"]["strict_load"])
-    return method
 
 
 def build_optimizers(method: Method, specs: dict) -> tuple[dict, dict[str, list[str]]]:
@@ -153,22 +156,113 @@ def _iteration_seed(seed: int, rank: int, iteration: int, micro: int) -> int:
     return (((seed * 1_000_003 + rank) * 1_000_033 + iteration) * 97 + micro) % (2 ** 63)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(BaseException):
+    """Training stopped on SIGINT / SIGTERM.  ``state`` is the training state saved at ``iteration`` (None
+    when a second signal stopped it at once); ``exit_code`` is the shell's 128 + signal number (130, 143).
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` swallows it."""
+
+    def __init__(self, message: str, signum: int, iteration: int | None = None, state: Path | None = None):
+        super().__init__(message)
+        self.signum, self.iteration, self.state = signum, iteration, state
+        self.exit_code = 128 + signum
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT / SIGTERM (Ctrl-C reaches the whole process group): the main
+    process finishes its iteration with them and ends them; they also end when it dies."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class _StopRequest:
+    """While training: the first SIGINT / SIGTERM asks the loop to stop after the current iteration
+    (``signum`` is set); the same signal again, ``REPEAT_S`` or more later, stops at once without saving.
+    Sooner it is the same request: torchrun forwards the signal it got to its workers, which the terminal
+    has already signalled.  Installed only in the main thread (Python delivers signals there), the previous
+    handlers restored on exit."""
+
+    REPEAT_S = 2.0
+
+    def __init__(self, main_process: bool, states: Path):
+        self.signum, self.main_process, self.states, self.previous = None, main_process, states, {}
+        self.first = 0.0
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            if handler is not None:     # None: a handler not installed from Python, which cannot be restored
+                signal.signal(signum, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signum == signum and time.monotonic() - self.first >= self.REPEAT_S:
+            self.__exit__()
+            raise TrainingInterrupted(f"stopped at once by a second {name}: the current iteration was not saved; "
+                                      f"--auto_resume continues from the newest complete training state in "
+                                      f"'{self.states}'", signum)
+        if self.signum is None:
+            self.signum, self.first = signum, time.monotonic()
+            if self.main_process:   # os.write: a print could re-enter a write that the signal interrupted
+                again = "Ctrl-C again" if signum == signal.SIGINT else f"a second {name}"
+                try:
+                    os.write(sys.stderr.fileno(), f"\n{name}: stopping after the current iteration to save the "
+                                                  f"training state; {again} ({self.REPEAT_S:.0f} s or more later) "
+                                                  f"stops at once, without saving\n".encode())
+                except (OSError, ValueError, AttributeError):
+                    pass
+
+
 class Trainer:
+    """A training run, set up in named phases (as diffusers numbers a pipeline's steps).  Phases 1-3 check
+    everything that can fail on the options and touch no file; 4 locks the experiment folder; 5-9 open it,
+    prepare the networks with accelerate, resume, build the loader and log what will run."""
+
     def __init__(self, opt: dict, auto_resume: bool = False):
         if opt.get("train") is None:
             raise OptionsError("train: missing required section for training")
         if opt["datasets"].get("train") is None:
             raise OptionsError("datasets.train: missing required dataset for training")
-        self.opt, tr = opt, opt["train"]
+        self.opt = opt
+        self.accelerator = self._accelerator()                          # 1. devices, precision, DDP / FSDP
+        optimizers = self._build_method(auto_resume)                    # 2. method, optimisers, EMA, schedulers
+        self._build_data()                                              # 3. datasets, batch degradation, metrics
+        self.exp_dir = Path(opt["path"]["experiments_root"]) / opt["name"]
+        self._lock_file, self._lock_notes = None, []
+        self._take_lock()                                               # 4. one run per experiment folder
+        try:
+            resume = self._open_experiment(auto_resume)                 # 5. the folder, log file, tensorboard
+            self._prepare(optimizers)                                   # 6. accelerate.prepare, frozen parts eval
+            self.start_iter = 0
+            if resume is not None:
+                self._apply_resume(*resume)                             # 7. weights, optimisers, EMA, iteration
+            self._build_loader()                                        # 8. the seeded loader from start_iter
+            self._log_summary()                                         # 9. what runs where, parameter counts
+        except BaseException:
+            self.close()
+            raise
+
+    def _accelerator(self) -> Accelerator:
+        tr = self.opt["train"]
         # accelerate only sets up multi-process CPU training (gloo) when told it runs on the CPU
         on_cpu = tr["force_cpu"] or not torch.accelerator.is_available()
-        self.accelerator = acc = Accelerator(cpu=on_cpu, mixed_precision=tr["mixed_precision"],
-                                             gradient_accumulation_steps=tr["grad_accum_steps"],
-                                             kwargs_handlers=[ddp_kwargs(tr["ddp"])],
-                                             fsdp_plugin=fsdp_plugin(tr["accelerate_config"]))
-        self.sharded = sharded = acc.distributed_type.value == "FSDP"
+        acc = Accelerator(cpu=on_cpu, mixed_precision=tr["mixed_precision"],
+                          gradient_accumulation_steps=tr["grad_accum_steps"],
+                          kwargs_handlers=[ddp_kwargs(tr["ddp"])],
+                          fsdp_plugin=fsdp_plugin(tr["accelerate_config"]))
+        self.sharded = acc.distributed_type.value == "FSDP"
+        return acc
 
-        # -- everything that can fail on the options, before the experiment folder is touched
+    def _build_method(self, auto_resume: bool) -> dict:
+        """The method on the device with its optimisers (returned, not yet prepared), EMA and schedulers."""
+        opt, tr, acc, sharded = self.opt, self.opt["train"], self.accelerator, self.sharded
         set_seed(opt["seed"])   # initial weights from the run seed, equal on every process
         self.method = method = build_method(opt)
         for net in method.networks.values():   # networks with trainable parameters train; setup may refine
@@ -191,6 +285,10 @@ class Trainer:
         self.ema = build_emas(method, tr["ema"], self.trained)
         self.schedulers = {n: SCHEDULERS.build(tr["scheduler"], "train.scheduler", optimizer=o)
                            for n, o in optimizers.items()} if tr["scheduler"] else {}
+        return optimizers
+
+    def _build_data(self) -> None:
+        opt = self.opt
         spec = opt["datasets"]["train"]
         self.train_set = build_dataset(spec, "datasets.train")
         self.degradation = None
@@ -208,13 +306,41 @@ class Trainer:
         if len(self.train_set) == 0:
             raise OptionsError(f"datasets.train: no images in '{spec.get('dataroot_gt')}'")
         self.val_sets = {k: (build_dataset(v, f"datasets.{k}"), v) for k, v in opt["datasets"].items() if k != "train"}
-        self.metrics = MetricSuite(opt["metrics"], acc.device)
+        self.metrics = MetricSuite(opt["metrics"], self.accelerator.device)
 
+    def _take_lock(self) -> None:
+        """The experiment folder's lock (``osir.engine.lock``), taken by the main process before anything
+        is archived or written; every process learns a refusal, so none waits for the others forever."""
+        acc, refusal = self.accelerator, None
+        if acc.is_main_process:
+            try:
+                self._lock_file, warning = lock.acquire(self.exp_dir)
+                weakref.finalize(self, lock.release, self._lock_file)   # a Trainer dropped unfinished
+                self._lock_notes += [warning] if warning else []
+            except lock.ExperimentLocked as err:
+                refusal = str(err)
+        if acc.num_processes > 1:
+            refusal = broadcast_object_list([refusal], from_process=0)[0]
+        if refusal is not None:
+            raise lock.ExperimentLocked(refusal)
+
+    def close(self) -> None:
+        """Release the experiment folder (its lock); ``train()`` does this when it ends, however it ends."""
+        if self._lock_file is not None:
+            lock.release(self._lock_file)
+            self._lock_file = None
+
+    def _open_experiment(self, auto_resume: bool):
+        """The training state to resume (read and checked) or None; the experiment folder (an earlier run's
+        archived when not resuming), its options.yml, the log file and tensorboard."""
+        opt, acc = self.opt, self.accelerator
         name, paths = opt["name"], opt["path"]
-        self.exp_dir = Path(paths["experiments_root"]) / name
+        if acc.is_main_process:   # nothing else writes in the folder while its lock is held
+            orphans = ckpt.remove_orphans(self.exp_dir)
+            if orphans:
+                self._lock_notes.append(f"removed {len(orphans)} temporary file(s) of a save that was cut short: "
+                                        + ", ".join(str(p.relative_to(self.exp_dir)) for p in orphans))
         resume = self._find_resume(paths["resume_state"], auto_resume)
-
-        # -- the experiment folder
         if acc.is_main_process:
             if resume is None and self.exp_dir.exists():
                 ckpt.archive_folder(self.exp_dir)
@@ -224,12 +350,15 @@ class Trainer:
         acc.wait_for_everyone()
         log_file = self.exp_dir / f"train_{name}_{time.strftime('%Y%m%d_%H%M%S')}.log"
         self.logger = get_logger(log_file, acc.is_main_process)
-        for warning in self._resume_warnings:
+        for warning in self._lock_notes + self._resume_warnings:
             self.logger.warning(warning)
         self.tb = TensorboardWriter(Path(paths["tb_logger_root"]) / name
                                     if opt["logger"]["tensorboard"] and acc.is_main_process else None)
+        return resume
 
-        # -- accelerate: trained networks and their optimisers in one prepare call (FSDP needs both)
+    def _prepare(self, optimizers: dict) -> None:
+        """accelerate: trained networks and their optimisers in one prepare call (FSDP needs both)."""
+        method, acc = self.method, self.accelerator
         trained_names = list(self.trained)
         prepared = acc.prepare(*[method.networks[n] for n in trained_names], *optimizers.values())
         for n, net in zip(trained_names, prepared[:len(trained_names)]):
@@ -238,19 +367,23 @@ class Trainer:
         for n, net in method.networks.items():
             if n not in self.trained:
                 net.eval()                      # frozen component
-        method.attach(acc, self.optimizers, tr["grad_clip"])
+        method.attach(acc, self.optimizers, self.opt["train"]["grad_clip"])
 
-        self.start_iter = 0
-        if resume is not None:
-            self._apply_resume(*resume)
-
-        micro_per_iter = tr["grad_accum_steps"]
+    def _build_loader(self) -> None:
+        """The loader, its seeded sampler starting after the samples of ``start_iter`` iterations."""
+        opt, acc = self.opt, self.accelerator
+        spec = opt["datasets"]["train"]
+        micro_per_iter = opt["train"]["grad_accum_steps"]
         sampler = SeededSampler(len(self.train_set), opt["seed"], spec["shuffle"], acc.process_index,
                                 acc.num_processes, start=self.start_iter * micro_per_iter * spec["batch_size"])
         self.train_loader = DataLoader(self.train_set, batch_size=spec["batch_size"], sampler=sampler,
                                        num_workers=spec["num_workers"], drop_last=True,
                                        pin_memory=acc.device.type == "cuda",
-                                       persistent_workers=spec["num_workers"] > 0)
+                                       persistent_workers=spec["num_workers"] > 0,
+                                       worker_init_fn=ignore_stop_signals)
+
+    def _log_summary(self) -> None:
+        method, acc = self.method, self.accelerator
         counts = []
         for k in method.networks:
             named = dict(method.net(k).named_parameters())
@@ -386,12 +519,33 @@ class Trainer:
         return results
 
     def train(self) -> dict:
+        """Train to ``train.total_iter``.  SIGINT / SIGTERM: the current iteration ends, its training state
+        is saved (as a periodic checkpoint, so ``--auto_resume`` continues from it) and
+        ``TrainingInterrupted`` is raised; a second signal of the same kind stops at once.  The experiment
+        folder's lock is released however training ends."""
+        acc = self.accelerator
+        bar = tqdm(total=self.opt["train"]["total_iter"], initial=self.start_iter, dynamic_ncols=True,
+                   desc=self.opt["name"], disable=not (acc.is_main_process and self.opt["logger"]["progress_bar"]))
+        try:
+            with _StopRequest(acc.is_main_process, self.exp_dir / "training_states") as stop:
+                return self._train(stop, bar)
+        finally:
+            bar.close()
+            self.tb.close()
+            self.close()
+
+    def _stop_requested(self, stop: _StopRequest) -> int:
+        """The signal that stops training (0: none); every process agrees, so all save the same iteration."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return stop.signum or 0
+        return int(acc.reduce(torch.tensor([stop.signum or 0], device=acc.device), "max").item())
+
+    def _train(self, stop: _StopRequest, bar) -> dict:
         acc, tr, log_opt = self.accelerator, self.opt["train"], self.opt["logger"]
         total = tr["total_iter"]
         nets = [self.method.networks[n] for n in self.trained]
         data = iter(self.train_loader)
-        bar = tqdm(total=total, initial=self.start_iter, dynamic_ncols=True, desc=self.opt["name"],
-                   disable=not (acc.is_main_process and log_opt["progress_bar"]))
         window, t0, last = {}, time.time(), {}
         for it in range(self.start_iter + 1, total + 1):
             for micro in range(tr["grad_accum_steps"]):
@@ -419,12 +573,21 @@ class Trainer:
                                  + f" ({speed:.2f} it/s, eta {(total - it) / max(speed, 1e-9) / 60:.1f} min)")
                 self.tb.scalars({**last, "lr": lr}, it, "train/")
                 window = {}
-            if it % log_opt["checkpoint_freq"] == 0 and it != total:
+            saved = it % log_opt["checkpoint_freq"] == 0 and it != total
+            if saved:
                 self.save_checkpoint(it)
+            signum = self._stop_requested(stop)
+            if signum:
+                if not saved:
+                    self.save_checkpoint(it)
+                state = self.exp_dir / "training_states" / f"{it}.state"
+                self.logger.info(f"interrupted ({signal.Signals(signum).name}) at iteration {it}: training "
+                                 f"state saved to {state}; resume with --auto_resume")
+                raise TrainingInterrupted(f"interrupted at iteration {it}: training state saved to {state}",
+                                          signum, it, state)
             if it % self.opt["val"]["freq"] == 0 and it != total:
                 self.validate(it)
         bar.close()
         self.save_checkpoint(total)
         results = self.validate(total)
-        self.tb.close()
         return {"train": last, "val": results}

@@ -45,10 +45,12 @@ def _collate(items: list[dict]) -> dict:
 
 
 def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=None, tile=None, seed: int = 0,
-            batch_size: int = 1, num_workers: int = 0, sources: dict | None = None):
+            batch_size: int = 1, num_workers: int = 0, sources: dict | None = None, restore=None):
     """Yield (item, restored, scores, input_scores) per image of ``dataset``, restored in batches of
     ``batch_size``; ``item`` holds the image's own entries (``name``, paths, ...).  A NaN/Inf output is a
-    ``DataError`` naming the image and the network (``sources``: network -> its weights file)."""
+    ``DataError`` naming the image and the network (``sources``: network -> its weights file).
+    ``restore``: called instead of ``osir.inference.restore_image``, with its arguments (a benchmark's timed
+    and counted restoration)."""
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     subset = torch.utils.data.Subset(dataset, range(count)) if count < len(dataset) else dataset
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
@@ -58,7 +60,8 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         generator = torch.Generator(device=device).manual_seed(seed + first)
         method.output_notes = {}
-        restored = restore_image(method, batch, tile.get("size"), tile.get("overlap", 32), generator).float()
+        restored = (restore or restore_image)(method, batch, tile.get("size"), tile.get("overlap", 32),
+                                              generator).float()
         check_finite_output(method, restored, list(batch.get("lq_path") or batch["name"]),
                             {**getattr(method, "pretrained", {}), **(sources or {})})
         restored = restored.clamp(0, 1)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from osir.engine.checkpoint import CheckpointError, pickled_code_refusal
+from osir.engine.checkpoint import CheckpointError, check_finite_weights, pickled_code_refusal
 
 _FORCE, _FORCE_NO = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
@@ -37,8 +37,8 @@ def _reason(err: BaseException) -> str:
 def weights_only_loads():
     """Within the block every ``torch.load`` (a library's included) reads weights only (tensors,
     containers, numbers: the ``weights_only=True`` unpickler), whatever ``weights_only`` its caller
-    passes; a file holding other pickled objects (or unreadable) is a ``CheckpointError`` naming it,
-    and nothing in it runs.  Nested blocks are allowed."""
+    passes; a file holding other pickled objects (or unreadable, or with NaN/Inf tensors) is a
+    ``CheckpointError`` naming it, and nothing in it runs.  Nested blocks are allowed."""
     if getattr(torch.load, "_osir_weights_only", False):     # an enclosing block already holds it
         yield
         return
@@ -47,14 +47,15 @@ def weights_only_loads():
 
     def load(f, *args, **kwargs):
         kwargs.pop("weights_only", None)
+        name = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", "a file object")
+        if isinstance(name, (str, os.PathLike)) and Path(name).is_symlink():
+            name = os.path.realpath(name)              # a link of a temporary hub folder: the user's file
         try:
-            return original(f, *args, weights_only=True, **kwargs)
+            payload = original(f, *args, weights_only=True, **kwargs)
         except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
-            name = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", "a file object")
-            if isinstance(name, (str, os.PathLike)) and Path(name).is_symlink():
-                name = os.path.realpath(name)          # a link of a temporary hub folder: the user's file
             raise CheckpointError(pickled_code_refusal(name, err) or
                                   f"cannot read '{name}' as a weights-only torch file: {_reason(err)}") from None
+        return check_finite_weights(payload, name)
 
     load._osir_weights_only = True
     os.environ[_FORCE] = "1"

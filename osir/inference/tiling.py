@@ -117,14 +117,19 @@ def restore_tiled(restore: Callable[[dict], torch.Tensor], batch: dict | torch.T
 
 
 def restore_image(method, batch: dict, tile: int | None = None, overlap: int = 32,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, **settings) -> torch.Tensor:
     """Restore a batch with ``method`` under its size contract: padded to its multiple, tiled in
     pixel space when ``tile`` is set and the method does not tile internally; the method's
-    ``whole_image_inputs`` are computed first, from the whole image, and reach every tile."""
+    ``whole_image_inputs`` are computed first, from the whole image, and reach every tile.
+    ``settings``: per-call sampling settings (``sampler``, ``steps``) handed to ``method.restore``; those
+    that are None are left out, so feed-forward methods never see them."""
     batch = {**batch, **method.whole_image_inputs(batch)}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    size = method.size_requirements
+
     def padded(part: dict) -> torch.Tensor:
-        return restore_padded(lambda b: method.restore(b, generator=generator), part, method.scale,
-                              method.size_multiple, method.min_size, method.pad_mode)
+        return restore_padded(lambda b: method.restore(b, generator=generator, **settings), part, method.scale,
+                              size.multiple_of, size.minimum, method.pad_mode)
     if method.tiles_internally:
         return padded(batch)
-    return restore_tiled(padded, batch, tile, overlap, method.scale, method.size_multiple)
+    return restore_tiled(padded, batch, tile, overlap, method.scale, size.multiple_of)

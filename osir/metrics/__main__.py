@@ -28,6 +28,12 @@ DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "niqe": {"type": "niqe"}}
 
 
+def read_scored(path):
+    """An image file as the metrics score it: 1x3xHxW float32 RGB (``osir.data.io.read_image``: the codec of
+    every osir reader, 8/16-bit, grey repeated, alpha dropped, upright by the EXIF orientation)."""
+    return img2tensor(read_image(path))[None]
+
+
 def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None = None,
                   identity: DatasetHash | None = None) -> tuple[list[dict], dict]:
     """Per-image scores of ``restored_dir`` against ``gt_dir`` (matched by relative name); GT images
@@ -38,13 +44,13 @@ def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None
     gts = images_by_name(gt_dir) if gt_dir else {}       # two files of one name (a.png, a.jpg): an error
     rows, seen = [], set()
     for name, path in images_by_name(restored_dir).items():
-        restored = img2tensor(read_image(path))[None]
+        restored = read_scored(path)
         gt = None
         if gt_dir:
             if name not in gts:
                 raise DataError(f"restored image '{path}' has no GT partner in '{gt_dir}'")
             seen.add(name)
-            gt = img2tensor(read_image(gts[name]))[None]
+            gt = read_scored(gts[name])
             if identity is not None:
                 identity.add_gt_only(name, gt[0])
             if gt.shape != restored.shape:

@@ -62,8 +62,8 @@ class DatasetHash:
 
     @staticmethod
     def tensor_sha256(tensor) -> str:
-        import torch
-        data = (tensor.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().contiguous()
+        from osir.data.io import to_uint8
+        data = to_uint8(tensor.detach().float()).cpu().contiguous()
         return hashlib.sha256(data.numpy().tobytes()).hexdigest()
 
     def add(self, name: str, lq, gt=None) -> None:

@@ -41,15 +41,15 @@ from urllib.parse import quote, unquote, urlparse
 import numpy as np
 import torch
 
-from osir.data.io import DataError
+from osir.data.io import DataError, quantise
 from osir.engine.checkpoint import CheckpointError, read_weights_file
 from osir.engine.weights import local_torchvision_weights, weights_only_loads
-from osir.registry import METRICS
+from osir.registry import METRICS, missing_package
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
-    """Round to 8 bits, as the image is saved, so scores match the written files."""
-    return (img.clamp(0, 1) * 255.0).round() / 255.0
+    """Round to 8 bits, as the image is saved (``osir.data.io.quantise``), so scores match the written files."""
+    return quantise(img, 8) / 255.0
 
 
 # ----------------------------------------------------------------------------- local weights only
@@ -251,7 +251,7 @@ class PyiqaMetric(Metric):
             except MetricUnavailable:
                 raise
             except ModuleNotFoundError as err:
-                raise MetricUnavailable(f"needs the package '{err.name}', which is not installed") from None
+                raise MetricUnavailable(missing_package(err) or f"cannot import '{err.name}'") from None
             except OSError as err:
                 if type(err).__module__.startswith("huggingface_hub"):   # the hub in offline mode: no request made
                     raise MissingWeights("needs a file of the Hugging Face hub (a timm/transformers backbone) that is "

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from osir.data.io import DataError, list_images, read_image
+from osir.data.io import DataError, list_images, read_image, to_uint8
 
 
 def read_captions(path: str | Path) -> dict[str, str]:
@@ -94,7 +94,7 @@ def load_captioner(model_path: str | Path, device: str = "cpu"):
 def as_pil(image: np.ndarray):
     """float32 HWC RGB in [0, 1] -> 8-bit RGB PIL image (what a processor expects from a photo)."""
     from PIL import Image
-    return Image.fromarray((image.clip(0, 1) * 255.0).round().astype(np.uint8), "RGB")
+    return Image.fromarray(to_uint8(image), "RGB")
 
 
 @torch.inference_mode()

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from osir.data.datasets import _ImageFolderSource, _split_key
-from osir.data.io import DataError, img2tensor, read_image
+from osir.data.io import DataError, img2tensor, read_image, to_uint8
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
 from osir.options import component
@@ -160,7 +160,7 @@ class DegradationTypeDataset(Dataset):
         from PIL import Image
         if not hasattr(self, "_clip_transform"):
             self._clip_transform = image_transform(self.clip_train_size, is_train=True)
-        image = Image.fromarray(np.round(np.clip(lq, 0, 1) * 255).astype(np.uint8))
+        image = Image.fromarray(to_uint8(lq))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed % 2 ** 63)
             return self._clip_transform(image)

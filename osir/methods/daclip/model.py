@@ -21,13 +21,15 @@ Module names follow the release file ``daclip_ViT-B-32.pt`` (``clip.*``; ``visua
 from __future__ import annotations
 
 import copy
+import pickle
 from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_torch_file
+from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_torch_file, torch_load_reason
 
 
 def image_tokens(tower: nn.Module, image: torch.Tensor) -> torch.Tensor:
@@ -122,7 +124,13 @@ def build_clip(model_name: str, checkpoint: Optional[str] = None, **overrides) -
     import open_clip
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"CLIP checkpoint not found: '{checkpoint}'")
-    return open_clip.create_model(model_name, pretrained=checkpoint, **overrides)
+    try:
+        return open_clip.create_model(model_name, pretrained=checkpoint, **overrides)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+        if checkpoint is None:
+            raise
+        raise CheckpointError(f"cannot load the CLIP checkpoint '{checkpoint}' into open_clip's {model_name}: "
+                              f"{torch_load_reason(err)}") from None   # truncated, not weights-only, another model
 
 
 def load_release(model: DACLIP, path: str | Path) -> None:

@@ -1,3 +1,6 @@
-"""IR-SDE (Luo et al., ICML 2023): mean-reverting SDE image restoration."""
-from osir.methods.irsde.arch import ConditionalUNet  # noqa: F401
-from osir.methods.irsde.method import IRSDE  # noqa: F401
+"""IR-SDE (Luo et al., ICML 2023): mean-reverting SDE image restoration.  ``arch.py`` (the conditional U-Net),
+``method.py``, ``card.py`` (releases, detection, export), ``detect.py``, ``onnx.py``; ``releases/``."""
+
+from osir.core.lazy import lazy_attributes
+
+__getattr__ = lazy_attributes(__name__, ("arch", "method"))   # classes imported on first use

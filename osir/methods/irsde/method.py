@@ -45,6 +45,7 @@ class IRSDE(Method):
                  eta: float = 1.0, clip_denoised: bool = False, upscale: int = 1, last_step_noise: bool = True):
         super().__init__()
         self.sde = MeanRevertingSDE(max_sigma / 255.0, T, schedule, eps)
+        self.sampler_name = sampler
         self.sampler = SAMPLERS.get(sampler, "method.sampler")
         self.sampler_extras = {}
         if eta != 1.0 or clip_denoised:
@@ -92,9 +93,33 @@ class IRSDE(Method):
         self.optimize("g", loss)
         return {"l_ml": loss.detach().item()}
 
-    def restore(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample from x_T = mu + lambda * n (``sde.prior_sample``) down to x_0 (the engine runs this in
-        eval / no_grad)."""
+    def sampling(self, sampler: str | None = None, steps: int | None = None) -> tuple:
+        """(sampler function, timesteps, sampler extras) of one restoration: the configured ones, or the
+        ``sampler`` / ``steps`` of this call (settings per call, as k-diffusion's samplers take theirs; the
+        method is not changed, so one method object serves several threads).  A sampler other than the
+        configured one runs with its own defaults (``eta`` / ``clip_denoised`` belong to the configured
+        posterior sampler)."""
+        fn, extras = self.sampler, self.sampler_extras
+        if sampler is not None and sampler != self.sampler_name:
+            fn, extras = SAMPLERS.get(sampler, "sampler"), {}
+        timesteps = self.timesteps
+        if steps is not None:
+            if not 1 <= int(steps) <= self.sde.T:
+                raise OptionsError(f"steps: this model samples 1 to T={self.sde.T} steps, got {steps}")
+            timesteps = self.sde.timesteps(int(steps))
+        return fn, timesteps, extras
+
+    def sample(self, model, mu: torch.Tensor, batch: dict, generator: torch.Generator | None,
+               sampler: str | None = None, steps: int | None = None) -> torch.Tensor:
+        """Run the reverse process from x_T = mu + lambda * n (``sde.prior_sample``) down to x_0."""
+        fn, timesteps, extras = self.sampling(sampler, steps)
+        return fn(model, self.sde.prior_sample(mu, generator), mu, self.sde, timesteps, generator,
+                  extra_args=self.network_inputs(batch), **extras)
+
+    def restore(self, batch: dict, generator: torch.Generator | None = None, *, sampler: str | None = None,
+                steps: int | None = None) -> torch.Tensor:
+        """Sample from x_T = mu + lambda * n down to x_0 with the configured sampler and steps, or this
+        call's (the engine runs this in eval / no_grad)."""
         net = self.net("g")
         mu = self.condition(batch["lq"])
 
@@ -102,8 +127,7 @@ class IRSDE(Method):
             with self.autocast():
                 return net(x, mu_, t, **inputs).float()
 
-        return self.sampler(model, self.sde.prior_sample(mu, generator), mu, self.sde, self.timesteps, generator,
-                            extra_args=self.network_inputs(batch), **self.sampler_extras)
+        return self.sample(model, mu, batch, generator, sampler, steps)
 
     def network_inputs(self, batch: dict) -> dict:
         """The noise network's inputs beyond (x_t, mu, t), from the batch (none for IR-SDE; a

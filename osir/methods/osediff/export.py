@@ -12,7 +12,7 @@ from osir.cli import run
 
 
 def export(args) -> int:
-    from osir.engine.trainer import build_method
+    from osir.inference.load import build_method
     from osir.options import load_options
     opt = load_options(args.opt, [f"path.pretrained.unet={args.unet}", f"path.pretrained.vae={args.vae}"])
     method = build_method(opt)

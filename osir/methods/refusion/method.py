@@ -193,7 +193,8 @@ class LatentRefusion(Refusion):
         self.optimize("g", loss)
         return logs
 
-    def restore(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def restore(self, batch: dict, generator: torch.Generator | None = None, *, sampler: str | None = None,
+                steps: int | None = None) -> torch.Tensor:
         compression, net = self.net("l"), self.net("g")
         lq = batch["lq"]
         z_lq, skips = compression.encode(lq)
@@ -202,6 +203,5 @@ class LatentRefusion(Refusion):
             with self.autocast():
                 return net(x, mu_, t, **inputs).float()
 
-        z = self.sampler(model, self.sde.prior_sample(z_lq, generator), z_lq, self.sde, self.timesteps, generator,
-                         extra_args=self.network_inputs(batch), **self.sampler_extras)
+        z = self.sample(model, z_lq, batch, generator, sampler, steps)
         return compression.decode(z, skips, lq.shape[-2:])
