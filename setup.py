@@ -42,7 +42,7 @@ setup(
         "onnx", "onnxscript", "onnxruntime",   # osir export onnx (+ --int8 quantisation)
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout", "selenium>=4"]},   # selenium: the web demo's browser test
-    # Registered entries, found by osir.registry.discover() and imported only when an options file
+    # Registered entries, found by osir.core.registry.discover() and imported only when an options file
     # names them ("Name = module that registers it"); other packages add their own the same way.
     entry_points={
         "console_scripts": [

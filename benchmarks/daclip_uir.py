@@ -53,7 +53,7 @@ def steps_part(args) -> dict:
     from osir.engine.trainer import build_dataset
     from osir.inference import restore_image
     from osir.metrics.suite import MetricSuite
-    from osir.options import load_options
+    from osir.core.options import load_options
     train_file = ROOT / "options" / "daclip_uir_demo.yml"
     opt = load_options(train_file)
     weights = ROOT / "experiments" / "demo_daclip_uir" / "models" / f"net_g_{opt['train']['total_iter']}.safetensors"

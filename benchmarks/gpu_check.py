@@ -282,7 +282,7 @@ class Context:
         if after_setup and not (self.work / "setup.done").is_file():
             raise RuntimeError("setup did not finish: no SD folder / osediff.pkl to build OSEDiff from")
         import inspect
-        from osir.registry import METHODS
+        from osir.core.registry import METHODS
         extra, notes = [], []
         accepted = inspect.signature(METHODS.get("OSEDiff", "method.type")).parameters   # options of this osir
         if "train_prompt" in accepted:
@@ -655,7 +655,7 @@ def _finite_losses(losses: dict) -> dict:
 def stage_two_optimizers(ctx: Context) -> None:
     import torch
     from osir.engine.trainer import Trainer
-    from osir.options import load_options
+    from osir.core.options import load_options
 
     def run():
         _reset_accelerate()
@@ -758,7 +758,7 @@ def fsdp_child(result_file: str, overrides: list[str]) -> int:
     import torch
     import torch.distributed as dist
     from osir.engine.trainer import Trainer
-    from osir.options import load_options
+    from osir.core.options import load_options
     opt = load_options(ROOT / "options" / "demo.yml", overrides)
     trainer = Trainer(opt)
     acc = trainer.accelerator

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         print("skipped: OSEDiff's reproduction needs real weights and data, not found here:\n  " + "\n  ".join(missing))
         return 0
 
-    from osir import cli
+    from osir.core import cli
     return cli.run("osediff_reproduce", lambda: reproduce(args, realsr))
 
 
@@ -55,7 +55,7 @@ def reproduce(args, realsr: Path) -> int:
     import shutil
     from osir import test as test_script
     from osir.metrics.suite import MetricSuite
-    from osir.options import load_options
+    from osir.core.options import load_options
     from osir.data.io import img2tensor, read_image
     metrics = {"psnr": {"type": "psnr", "crop_border": 0, "test_y_channel": True},
                "ssim": {"type": "ssim", "crop_border": 0, "test_y_channel": True}, "niqe": {"type": "niqe"}}

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     from osir import test as test_script
     from osir.engine.trainer import build_dataset
     from osir.metrics.suite import MetricSuite
-    from osir.options import load_options
+    from osir.core.options import load_options
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 50, 20, 10])
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "refusion_steps.json"))

@@ -17,7 +17,7 @@ import torch
 
 from osir.methods.irsde import ConditionalUNet
 from osir.diffusion import MeanRevertingSDE
-from osir.registry import SAMPLERS
+from osir.core.registry import SAMPLERS
 
 from bench_timing import best_time  # sibling module (benchmarks/ is the script's folder)
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from osir.engine.trainer import Trainer
-from osir.options import load_options
+from osir.core.options import load_options
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from osir.registry import missing_package, nearest
+from osir.core.registry import missing_package, nearest
 
 #: sub-command -> (module whose main(argv) runs it, one line for ``osir --help``)
 COMMANDS: dict[str, tuple[str, str]] = {

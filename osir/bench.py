@@ -8,7 +8,7 @@ What each sub-command measures, its options and its outputs: ``docs/bench.md``. 
 a method's card (``osir.core.card``) declares its noise network and the stand-ins for its missing weight
 files; restorations are counted and timed through a wrapper handed to the inference layer (nothing of a
 method or module is replaced).  Hand-written: the counting (torch's forward hooks and ``FlopCounterMode``)
-and the reports.  Errors in the options or the arguments are one line and exit code 2 (``osir.cli.run``).
+and the reports.  Errors in the options or the arguments are one line and exit code 2 (``osir.core.cli.run``).
 """
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from osir import cli
+from osir.core import cli
 from osir.inference.load import pick_device
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
+from osir.core.checkpoint import write_text
 
 PROG = "osir.bench"
 WEIGHTS_NOTE = ("latency, MACs and memory do not depend on the weights' values: networks without a weights file "
@@ -239,7 +240,7 @@ def _num(value, digits: int = 4) -> str:
 # ----------------------------------------------------------------------------- steps
 def steps_configs(path, base: dict, steps: list[int], samplers: list[str] | None) -> list[tuple]:
     """(sampler, steps) pairs for a diffusion method, ``[(None, None)]`` for a single point."""
-    from osir.registry import SAMPLERS
+    from osir.core.registry import SAMPLERS
     method = base["method"]
     if "sample_steps" not in method or "sampler" not in method:
         return [(None, None)]
@@ -258,7 +259,7 @@ def run_steps(path, args, device: torch.device) -> dict:
     from osir.engine.trainer import build_dataset
     from osir.engine.validation import evaluation_mode, iterate
     from osir.metrics.suite import MetricSuite
-    from osir.options import load_options
+    from osir.core.options import load_options
     base = load_options(path, args.set)
     configs = steps_configs(path, base, args.steps, args.samplers)
     metrics = MetricSuite(base["metrics"], device)
@@ -416,12 +417,12 @@ def steps_command(args) -> int:
     tables = []
     for path in args.opt:
         result = run_steps(path, args, device)
-        from osir.options import load_options
+        from osir.core.options import load_options
         out_dir = Path(args.output) if args.output else \
             Path(load_options(path, args.set)["path"]["results_root"]) / "bench"
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path, png_path = out_dir / f"{result['name']}_steps.json", out_dir / f"{result['name']}_steps.png"
-        json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_text(json_path, json.dumps(result, indent=2))
         plot_steps(result, png_path)
         tables.append(result)
         print(f"{PROG}: wrote {json_path} and {png_path}", file=sys.stderr)
@@ -440,7 +441,7 @@ def efficiency_options(path, overrides: list[str], scratch: Path) -> tuple[dict,
     that do not exist are dropped (random initial weights), then the method's own files by its card's
     ``standin`` (``MethodCard.standin``, which changes the ``method`` section and says what it did)."""
     from osir.core.card import resolve
-    from osir.options import load_options
+    from osir.core.options import load_options
     opt = load_options(path, overrides)
     notes = []
     pretrained = opt["path"]["pretrained"]
@@ -650,8 +651,8 @@ def efficiency_command(args) -> int:
                               file=sys.stderr)
     out_dir = Path(args.output) if args.output else Path(results_root) / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "efficiency.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    (out_dir / "efficiency.md").write_text(efficiency_markdown(result), encoding="utf-8")
+    write_text(out_dir / "efficiency.json", json.dumps(result, indent=2))
+    write_text(out_dir / "efficiency.md", efficiency_markdown(result))
     print(efficiency_table(result))
     print(f"{PROG}: wrote {out_dir / 'efficiency.json'} and {out_dir / 'efficiency.md'}", file=sys.stderr)
     return 0

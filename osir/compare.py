@@ -13,12 +13,15 @@ checkpoint hashes, seeds).
 It refuses (exit code 2) to put side by side results scored with different metric settings (crop
 border, Y channel, LPIPS net, ...; weight files are compared by file name) and results of a test
 set whose ``dataset_hash`` changed under the same name; two set names with one ``dataset_hash``
-are one test set and are merged into one table.
+are one test set and are merged into one table.  A recorded GT folder holding two files of one name
+(``a.png``, ``a.jpg``) is refused naming both, before anything is written.  Every file is written
+atomically (``osir.core.checkpoint``): a write error is one line naming it.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import html
 import json
 import re
@@ -28,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from osir import cli
+from osir.core import cli
 from osir.data.io import DataError
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
+from osir.core.checkpoint import atomic_write, write_text
 
 THUMB_SIZE = 96
 _MISSING = object()
@@ -234,11 +238,37 @@ def _restored_dir(r: Run) -> Path:
     return Path(restored) if restored else r.path.parent
 
 
+def _gt_folder(data: dict) -> Path | None:
+    """The GT folder on disk a run records: its test set's ``dataroot_gt`` (disk backend) or the ``gt`` folder
+    of ``python -m osir.metrics``."""
+    spec = data.get("dataset") or {}
+    if spec.get("dataroot_gt"):
+        return Path(spec["dataroot_gt"]) if spec.get("io_backend", "disk") == "disk" else None
+    return Path(data["gt"]) if data.get("gt") and data["gt"] != "None" else None
+
+
+def check_gt_names(data: dict) -> None:
+    """Two files of one name in a run's GT folder (``a.png`` and ``a.jpg``) are a ``DataError`` naming both
+    (``images_by_name``'s rule, as osir.metrics and the datasets apply it), not one of them picked; a missing
+    or empty folder is left to ``find_gt`` (a note)."""
+    from osir.data.io import images_by_name, list_images
+    folder = _gt_folder(data)
+    if folder is None:
+        return
+    try:
+        list_images(folder)
+    except DataError:
+        return
+    images_by_name(folder)
+
+
 def find_gt(data: dict, image: str):
     """(HxWx3 float RGB GT of ``image``, None) from the recorded dataset spec (``dataroot_gt``) or
-    the ``gt`` folder of ``python -m osir.metrics``; (None, why not) when there is none."""
+    the ``gt`` folder of ``python -m osir.metrics``; (None, why not) when there is none.  Two GT files of
+    the image's name: a ``DataError`` naming both (``check_gt_names``)."""
     name = image[:-len(Path(image).suffix)] if Path(image).suffix else image
     spec = data.get("dataset") or {}
+    check_gt_names(data)
     try:
         if spec.get("dataroot_gt"):
             if spec.get("gt_size"):
@@ -252,10 +282,9 @@ def find_gt(data: dict, image: str):
                 return None, f"no GT for '{image}' in '{spec['dataroot_gt']}'"
             return source.read(gt_name), None
         if data.get("gt") and data["gt"] != "None":
-            from osir.data.io import list_images, read_image
+            from osir.data.io import images_by_name, read_image
             folder = Path(data["gt"])
-            match = next((p for p in list_images(folder) if p.relative_to(folder).with_suffix("").as_posix() == name),
-                         None)
+            match = images_by_name(folder).get(name)          # keyed as osir.metrics pairs them
             return (read_image(match), None) if match else (None, f"no GT for '{image}' in '{folder}'")
     except (DataError, OSError) as err:
         return None, f"GT not readable ({cli.one_line(err)})"
@@ -270,12 +299,9 @@ def _crop_box(crop, h: int, w: int) -> tuple[int, int, int]:
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
-    import cv2
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from osir.data.io import to_uint8
-    data = to_uint8(img)[:, :, ::-1]
-    if not cv2.imwrite(str(path), data):
-        raise OSError(f"cannot write image '{path}'")
+    """8-bit PNG of float RGB, atomically (``write_rgb``: an error is one line naming ``path``, no file left)."""
+    from osir.data.io import write_rgb
+    write_rgb(path, img)
 
 
 def thumbnails(group: Group, out: Path, index: int, crop=None) -> None:
@@ -362,9 +388,10 @@ def plots(group: Group, out: Path, index: int) -> None:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         rel = Path("plots") / f"{index}_{_safe(group.names[0])}_{_safe(metric)}.png"
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out / rel, dpi=100)
+        png = io.BytesIO()
+        fig.savefig(png, dpi=100, format="png")
         plt.close(fig)
+        atomic_write(out / rel, lambda tmp: Path(tmp).write_bytes(png.getvalue()))    # an error names the plot
         group.plots.append((metric, rel.as_posix()))
 
 
@@ -408,27 +435,28 @@ def write_markdown(groups: list[Group], root: Path, path: Path) -> None:
         lines += ["## Provenance", "", "| " + " | ".join(prov[0]) + " |", "|" + "---|" * len(prov[0])]
         lines += ["| " + " | ".join(_md(v) for v in row.values()) + " |" for row in prov]
         lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text(path, "\n".join(lines))
 
 
 def write_csv(groups: list[Group], path: Path) -> None:
     metrics = []
     for g in groups:
         metrics += [m for m in g.metrics if m not in metrics]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["set", "method", "images", "seeds", "dataset_hash"]
-                        + [c for m in metrics for c in (m, f"{m}_std")] + ["best"])
-        for g in groups:
-            for r in g.runs:
-                values = []
-                for m in metrics:
-                    mean = r.data["mean"].get(m)
-                    values += [mean if isinstance(mean, (int, float)) else "", r.std.get(m, "")]
-                writer.writerow([g.name, r.label, r.data.get("count", ""), " ".join(map(str, r.seeds)),
-                                 r.data.get("dataset_hash", "")] + values
-                                + [";".join(m for m in g.metrics if r.label in g.best[m])])
+    f = io.StringIO(newline="")
+    writer = csv.writer(f)
+    writer.writerow(["set", "method", "images", "seeds", "dataset_hash"]
+                    + [c for m in metrics for c in (m, f"{m}_std")] + ["best"])
+    for g in groups:
+        for r in g.runs:
+            values = []
+            for m in metrics:
+                mean = r.data["mean"].get(m)
+                values += [mean if isinstance(mean, (int, float)) else "", r.std.get(m, "")]
+            writer.writerow([g.name, r.label, r.data.get("count", ""), " ".join(map(str, r.seeds)),
+                             r.data.get("dataset_hash", "")] + values
+                            + [";".join(m for m in g.metrics if r.label in g.best[m])])
 
+    write_text(path, f.getvalue())
 
 CSS = """body{font-family:sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1em}
@@ -475,7 +503,7 @@ def write_html(groups: list[Group], root: Path, path: Path) -> None:
         parts += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row.values()) + "</tr>" for row in prov]
         parts.append("</tbody></table></footer>")
     parts.append("</body></html>")
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(parts) + "\n")
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -498,6 +526,8 @@ def compare(results: str | Path, output: str | Path, sets=None, methods=None, cr
     groups = group_runs(runs)
     for g in groups:
         check_settings(g)
+    for r in runs:              # before anything is written
+        check_gt_names(r.data)
     output.mkdir(parents=True, exist_ok=True)
     for i, g in enumerate(groups):
         rank(g)

@@ -6,7 +6,8 @@
 Writes ``out/GT/<name>.png`` (the GT cropped to a multiple of the scale), ``out/LQ/<name>.png`` and
 ``out/degradation_card.yml``: the degradation options, the base seed and each image's seed.  Image i is
 degraded alone, with its own seed driving both the drawn parameters and torch's generator, so the same GT
-and card give the same LQ on any run.
+and card give the same LQ on any run.  A card is read as options files are (``load_yaml``: an alias bomb is
+refused) and checked (``read_card``): a wrong structure is one line naming the card and the key.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ import torch
 import yaml
 
 import osir
-from osir.cli import run
+from osir.core.cli import run
 from osir.data.io import images_by_name, img2tensor, read_image, write_image
-from osir.options import component, read_yaml, validate
-from osir.registry import BATCH_DEGRADATIONS, OptionsError
+from osir.core.options import component, load_yaml, read_yaml, short_repr, validate
+from osir.core.registry import BATCH_DEGRADATIONS, OptionsError
+from osir.core.checkpoint import write_text
 
 
 def image_seed(base_seed: int, name: str) -> int:
@@ -48,7 +50,7 @@ def synthesise(spec: dict, input_dir: Path, output_dir: Path, base_seed: int, se
         write_image(output_dir / "GT" / f"{name}.png", out.get("gt_unsharpened", out["gt"])[0])   # not the USM target
         write_image(output_dir / "LQ" / f"{name}.png", out["lq"][0])
         card["images"][name] = seed
-    (output_dir / "degradation_card.yml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_text(output_dir / "degradation_card.yml", yaml.safe_dump(card, sort_keys=False))
     return card
 
 
@@ -64,18 +66,54 @@ def main(argv=None) -> int:
     return run("osir.degrade", lambda: degrade(args))
 
 
+#: seeds a card may hold: what ``torch.manual_seed`` and numpy's ``SeedSequence`` both take
+_SEEDS = range(2 ** 64)
+
+
+def _seed(value, label: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _SEEDS:
+        raise OptionsError(f"{label}: {key}: expected a seed (an integer from 0 to 2**64 - 1), got {short_repr(value)}")
+    return value
+
+
+def read_card(path: str | Path) -> tuple[dict, int, dict[str, int]]:
+    """(degradation spec, base seed, image name -> seed) of a degradation card, read as options files are (an
+    alias bomb is refused, not expanded) and checked: a card that is not one is one ``OptionsError`` line
+    naming the file and the key."""
+    label = f"--card '{path}'"
+    try:
+        card = load_yaml(path, label)
+    except OptionsError as err:
+        raise OptionsError(f"{label}: not a readable degradation card ({str(err).removeprefix(label + ': ')})") \
+            from None
+    if not isinstance(card, dict):
+        raise OptionsError(f"{label}: not a readable degradation card (the top level is {short_repr(card)}, "
+                           "not a mapping)")
+    missing = [key for key in ("degradation", "seed", "images") if key not in card]
+    if missing:
+        raise OptionsError(f"{label}: not a readable degradation card (no {', '.join(missing)}: key)")
+    images = card["images"]
+    if not isinstance(images, dict):
+        raise OptionsError(f"{label}: images: expected a mapping of image name to seed, got {short_repr(images)}")
+    for name in images:
+        if not isinstance(name, str):
+            raise OptionsError(f"{label}: images: {short_repr(name)} is not an image name (quote it)")
+    seeds = {name: _seed(value, label, f"images.{name}") for name, value in images.items()}
+    return card["degradation"], _seed(card["seed"], label, "seed"), seeds
+
+
 def degrade(args) -> int:
     if args.card:
+        spec, seed, seeds = read_card(args.card)
         try:
-            card = yaml.safe_load(Path(args.card).read_text())
-            spec, seed, seeds = card["degradation"], int(card["seed"]), card["images"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
-            raise OptionsError(f"--card '{args.card}': not a readable degradation card ({err})") from None
+            spec = validate(spec, component(BATCH_DEGRADATIONS), "degradation")
+        except OptionsError as err:
+            raise OptionsError(f"--card '{args.card}': {err}") from None
     else:
         spec, seed, seeds = read_yaml(args.opt).get("degradation"), args.seed, None
         if spec is None:
             raise OptionsError(f"{args.opt}: no degradation: section")
-    spec = validate(spec, component(BATCH_DEGRADATIONS), "degradation")
+        spec = validate(spec, component(BATCH_DEGRADATIONS), "degradation")
     card = synthesise(spec, Path(args.input), Path(args.output), seed, seeds)
     print(f"wrote {len(card['images'])} pairs and degradation_card.yml to {args.output}")
     return 0

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from osir import cli
-from osir.engine.checkpoint import CheckpointError
+from osir.core import cli
+from osir.core.checkpoint import CheckpointError, atomic_write, write_failure
 from osir.inference.onnx_graphs import GraphSpec, round_up
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 
 __all__ = ["MODELS", "ExportCheckError", "GraphSpec", "graphs_for", "export_onnx", "quantize_int8", "network_from_weights", "main"]
 
@@ -127,9 +127,15 @@ def export_graph(spec: GraphSpec, path: Path, export_size: tuple[int, int], opse
     model = onnx_program.model_proto
     for key, value in (metadata or {}).items():
         model.metadata_props.add(key=f"osir.{key}", value=str(value))
-    path.parent.mkdir(parents=True, exist_ok=True)
     large = model.ByteSize() > 1_800_000_000 if hasattr(model, "ByteSize") else False
-    onnx.save_model(model, str(path), save_as_external_data=large, location=path.name + ".data" if large else None)
+    data = path.with_name(path.name + ".data")      # the weights of a graph over protobuf's 2 GB, beside it
+    try:        # a temporary name, renamed onto ``path`` when whole: a failed write leaves nothing under it
+        atomic_write(path, lambda tmp: onnx.save_model(model, tmp, format="protobuf", save_as_external_data=large,
+                                                       location=data.name if large else None))
+    except OSError:
+        if large:
+            data.unlink(missing_ok=True)
+        raise
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
@@ -202,21 +208,28 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images: Sequence[
             return next(self.batches, None)
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    pre = out_path.with_name(out_path.stem + ".pre.onnx")
+    # onnxruntime's intermediate files, beside the output and removed however it ends; the output itself is
+    # written once, whole, under a temporary name renamed onto ``out_path``
+    pre, raw = out_path.with_name(out_path.stem + ".pre.onnx"), out_path.with_name(out_path.stem + ".pre.int8.onnx")
     try:
         quant_pre_process(str(fp32_path), str(pre))        # shape inference + graph optimisation, as recommended
-        quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(pre), str(raw), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
+        # keep the fp32 graph's symbolic output shapes (shape inference rewrites them as floor(...) expressions)
+        fp32, model = onnx.load(str(fp32_path), load_external_data=False), onnx.load(str(raw))
+        for src, dst in zip(list(fp32.graph.input) + list(fp32.graph.output),
+                            list(model.graph.input) + list(model.graph.output)):
+            dst.type.tensor_type.shape.CopyFrom(src.type.tensor_type.shape)
+        atomic_write(out_path, lambda tmp: onnx.save_model(model, tmp, format="protobuf"))
+    except OSError as err:            # a full disk in onnxruntime's writes, too: one line naming the output
+        reason = write_failure(err, out_path.parent)
+        failed = OSError(str(err) if str(err).startswith("cannot write '") else f"cannot write '{out_path}': {reason}")
+        failed.errno = err.errno
+        raise failed from None
     finally:
-        pre.unlink(missing_ok=True)
-        for extra in out_path.parent.glob(out_path.stem + ".pre*"):
+        for extra in (pre, raw, *out_path.parent.glob(out_path.stem + ".pre*")):
             extra.unlink(missing_ok=True)
-    # keep the fp32 graph's symbolic output shapes (shape inference rewrites them as floor(...) expressions)
-    fp32, model = onnx.load(str(fp32_path), load_external_data=False), onnx.load(str(out_path))
-    for src, dst in zip(list(fp32.graph.input) + list(fp32.graph.output), list(model.graph.input) + list(model.graph.output)):
-        dst.type.tensor_type.shape.CopyFrom(src.type.tensor_type.shape)
-    onnx.save_model(model, str(out_path))
     return out_path
 
 
@@ -420,7 +433,7 @@ def _model_entry(model: str) -> ModelEntry:
             raise OptionsError(str(err).replace(f"--model {candidate}:", f"--model {model}:", 1)) from None
         if found is not None:
             return _entry(model, *found)
-    from osir.registry import nearest
+    from osir.core.registry import nearest
     raise OptionsError(f"--model {model}: unknown{nearest(name, list(_model_names()))}; exportable: "
                        f"{_exportable_models()}")
 
@@ -439,9 +452,9 @@ def network_from_weights(weights: str | Path, model: Optional[str] = None,
     """The network of ``weights``, recognised from its keys (``osir.recognize``); ``model`` (a ``--model``
     name) checks or, when the file is not recognised, gives the architecture, and ``overrides``
     hyper-parameters."""
-    from osir.engine.checkpoint import describe_mismatch, read_state_dict
+    from osir.core.checkpoint import describe_mismatch, read_state_dict
     from osir.recognize import recognize
-    from osir.registry import ARCHS
+    from osir.core.registry import ARCHS
     overrides = overrides or {}
     entry = _model_entry(model) if model else None
     try:
@@ -476,13 +489,13 @@ def network_from_weights(weights: str | Path, model: Optional[str] = None,
 
 
 def _parse_overrides(items: Sequence[str]) -> dict:
-    import yaml
+    from osir.core.options import load_yaml
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise OptionsError(f"--set {item}: expected key=value (e.g. num_block=6)")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = load_yaml(f"--set {key.strip()}", text=value)      # YAML as options files read it
     return out
 
 

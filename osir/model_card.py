@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import os
 from pathlib import Path
 
 import yaml
 
 import osir
+from osir.core.checkpoint import write_text
+from osir.core.options import load_yaml
+from osir.core.registry import OptionsError
 from osir.metrics.results import package_version
 
 
@@ -67,9 +69,7 @@ def write_model_card(target: str | Path, *, method: str, hyper_parameters: dict,
                        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
     }
     path = card_path(target)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(card, sort_keys=False, allow_unicode=True))     # atomic; an error names it
     return path
 
 
@@ -78,18 +78,20 @@ def add_metrics(target: str | Path, metrics: dict) -> Path:
     card = read_model_card(target)
     card["metrics"] = {**(card.get("metrics") or {}), **_plain(metrics)}
     path = card_path(target)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(card, sort_keys=False, allow_unicode=True))     # atomic; an error names it
     return path
 
 
 def read_model_card(target: str | Path) -> dict:
     """The card of ``target``; ValueError when the file no longer has the hash the card recorded."""
     target = Path(target)
-    card = yaml.safe_load(card_path(target).read_text(encoding="utf-8"))
+    card = load_yaml(card_path(target), f"model card '{card_path(target)}'")     # OptionsError: a ValueError
+    file = card.get("file") if isinstance(card, dict) else None
+    recorded = file.get("sha256") if isinstance(file, dict) else None
+    if not isinstance(recorded, str):
+        raise OptionsError(f"model card '{card_path(target)}': file.sha256: missing (not a model card)")
     actual = file_sha256(target)
-    if card["file"]["sha256"] != actual:
-        raise ValueError(f"{target}: its model card records sha256 {card['file']['sha256'][:12]}…, "
+    if recorded != actual:
+        raise ValueError(f"{target}: its model card records sha256 {recorded[:12]}…, "
                          f"the file has {actual[:12]}… (changed after the card was written)")
     return card

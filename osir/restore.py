@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osir import cli
+from osir.core import cli
 from osir.inference import check_finite_output
 from osir.data.io import IMAGE_EXTENSIONS, DataError, Decoded, ImageReadError, read_decoded, write_rgb
 from osir.inference.load import PRECISIONS
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 
 EXTENSIONS = ("png", "jpg", "same")
 _FAMILY = {"png": (".png",), "jpg": (".jpg", ".jpeg")}
@@ -130,7 +130,7 @@ class Restorer:
     def check_sampling(self, steps: int | None = None, sampler: str | None = None) -> None:
         """``OptionsError`` for steps / a sampler this method cannot take (a feed-forward method, steps outside
         [1, T], an unknown sampler)."""
-        from osir.registry import SAMPLERS
+        from osir.core.registry import SAMPLERS
         if not self.is_diffusion and (steps is not None or sampler is not None):
             from osir.core.card import cards
             flag = "--steps" if steps is not None else "--sampler"
@@ -359,11 +359,17 @@ def _flush(restorer: Restorer, group: list[tuple[Job, Loaded]], args, bar, say) 
 def max_pixels_option(megapixels: float | None) -> int:
     """``--max-megapixels`` (osir restore, osir web) in pixels; None: ``osir.data.io.max_image_pixels()`` (a bad
     ``OSIR_MAX_IMAGE_PIXELS`` is reported here, before any work)."""
-    from osir.data.io import max_image_pixels
+    from osir.data.io import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels
     if megapixels is None:
         return max_image_pixels()
-    if not (megapixels * 1e6 >= 1 and np.isfinite(megapixels)):
+    if megapixels == np.inf:
+        raise OptionsError("--max-megapixels inf is not a limit: give a large number of megapixels instead "
+                           f"(the default is {DEFAULT_MAX_IMAGE_PIXELS / 1e6:g})")
+    if np.isnan(megapixels) or megapixels <= 0:
         raise OptionsError(f"--max-megapixels must be a number of megapixels above 0, got {megapixels:g}")
+    if megapixels * 1e6 < 1:
+        raise OptionsError(f"--max-megapixels {megapixels:g} is {megapixels * 1e6:.3g} pixels, less than one pixel: "
+                           "give at least 1e-06 (one pixel)")
     return int(megapixels * 1e6)
 
 

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 
-from osir import cli
+from osir.core import cli
+from osir.core.checkpoint import write_text
 
 
 def set_metrics(metrics, out_dir: Path, spec: dict) -> dict[str, float]:
@@ -38,7 +39,7 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
     """Restore and score every test set of ``opt`` with the seeds ``opt['seed'] + 0..seeds-1``;
     returns {set name: summary} (the content of its metrics.json)."""
     from osir.data.io import write_image
-    from osir.engine.checkpoint import archive_folder, sha256
+    from osir.core.checkpoint import archive_folder, sha256
     from osir.engine.trainer import build_dataset
     from osir.inference.load import build_method, pick_device, prepare_for_inference
     from osir.engine.validation import evaluation_mode, iterate
@@ -73,7 +74,7 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
             custom = method.evaluate(dataset, spec["batch_size"])
             if custom is not None:   # the method's own evaluation (e.g. retrieval accuracy), seed-independent
                 out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "metrics.json").write_text(json.dumps({**info, "seeds": seed_list[:1], "mean": custom},
+                write_text(out_dir / "metrics.json", json.dumps({**info, "seeds": seed_list[:1], "mean": custom},
                                                                  indent=2))
                 method.save_evaluation(out_dir)                  # e.g. a confusion matrix
                 summaries[set_name] = {"count": len(dataset), "mean": custom}
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
     from osir.metrics.results import format_table
-    from osir.options import OptionsError, load_options
+    from osir.core.options import OptionsError, load_options
 
     def body() -> int:
         opts = {}           # every file is loaded and validated before any work starts

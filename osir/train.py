@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from osir.cli import run
+from osir.core.cli import run
 
 
 def parse_args(argv=None):
@@ -36,7 +36,7 @@ def _terminated(signum, frame):
 def _build_trainer(args):
     """The Trainer; SIGTERM meanwhile unwinds like Ctrl-C (the experiment's lock is released)."""
     from osir.engine.trainer import Trainer
-    from osir.options import load_options
+    from osir.core.options import load_options
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminated)

@@ -24,10 +24,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from osir.cli import USER_ERRORS, one_line, run
+from osir.core.cli import USER_ERRORS, one_line, run
 from osir.data.io import decode_image, max_image_pixels, to_uint8, write_array
-from osir.engine.checkpoint import WEIGHT_SUFFIXES
-from osir.registry import SAMPLERS, OptionsError
+from osir.core.checkpoint import WEIGHT_SUFFIXES
+from osir.core.registry import SAMPLERS, OptionsError, missing_package
 from osir.restore import Restorer, available_models, load_restorer, max_pixels_option
 
 TITLE = "osir — image restoration"
@@ -97,11 +97,19 @@ class Demo:
             return self._cache[key]
 
     def restorer(self, method: str | None, weights: str | Path | None) -> Restorer:
-        """``load`` for the page: a user error becomes a ``gr.Error`` (a message in the page)."""
+        """``load`` for the page: a user error, or an optional package the chosen weights or method need
+        and that is not installed (``osir.core.registry.missing_package``: the pip command), becomes a
+        ``gr.Error`` (a message in the page)."""
         if not weights:
             raise gr.Error("choose the weights first", print_exception=False)
         try:
             return self.load(method, weights)
+        except ModuleNotFoundError as err:
+            line = missing_package(err)
+            if line is None:            # one of osir's own modules: a bug, with its traceback
+                raise
+            raise gr.Error(f"cannot load '{Path(weights).name}' as {method or AUTO}: {line}",
+                           print_exception=False) from None
         except USER_ERRORS as err:
             raise gr.Error(f"cannot load '{Path(weights).name}' as {method or AUTO}: {one_line(err)}",
                            print_exception=False) from None

@@ -110,7 +110,7 @@ def refiner_options(root: Path, **overrides) -> dict:
 
 DDP_PROBE = ("import sys, torch\n"
              "from osir.engine.trainer import Trainer\n"
-             "from osir.options import load_options\n"
+             "from osir.core.options import load_options\n"
              "t = Trainer(load_options(sys.argv[1]))\n"
              "t.train()\n"
              "m = t.method\n"

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 
 from osir.__main__ import main as osir_main
 from osir.degrade import main as degrade_main
-from osir.engine.checkpoint import save_network
+from osir.core.checkpoint import save_network
 from osir.export import main as export_main
 from osir.methods.realesrgan import RRDBNet
 from osir.metrics.__main__ import main as metrics_main
@@ -43,6 +43,7 @@ from osir.recognize import main as recognize_main
 from osir.restore import main as restore_main
 from osir.test import main as run_test_script
 from osir.train import main as train_main
+from tests.bad_input_review_cases import REVIEW_CASES
 from tests.conftest import FIXTURES, tiny_options, write_images, write_yaml
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
@@ -143,6 +144,20 @@ def _dists_pickled(tmp):
 def _with_old_run(tmp, argv):
     (tmp / OLD_RUN).parent.mkdir(parents=True, exist_ok=True)
     (tmp / OLD_RUN).write_text("an earlier run")
+    return argv
+
+
+def _named(tmp, name, argv=None):
+    """``argv`` (default: a training run beside an earlier run whose lock a live process holds) with
+    ``--set name=<name>`` (issue 23 review A: ``name: .`` made ``experiments/`` itself the experiment folder,
+    archived a running run's folder and took ``experiments.lock``)."""
+    return (_locked(tmp) if argv is None else argv) + ["--set", f"name={name}"]
+
+
+def _earlier_results(tmp, argv):
+    """``argv`` beside an earlier ``osir test`` run's results (results/t/earlier.txt)."""
+    (tmp / "results" / "t").mkdir(parents=True)
+    (tmp / "results" / "t" / "earlier.txt").write_text("an earlier run")
     return argv
 
 
@@ -285,7 +300,7 @@ def _restore_with(tmp, weights, *extra):
 def _nan_unet(tmp):
     """The tiny IR-SDE network's own weights with one NaN in init_conv.weight."""
     from osir.engine.trainer import build_method
-    from osir.options import load_options
+    from osir.core.options import load_options
     state = build_method(load_options(_train(tmp)[1], [])).networks["g"].state_dict()
     state = {k: v.clone().contiguous() for k, v in state.items()}
     state["init_conv.weight"].view(-1)[0] = float("nan")
@@ -481,6 +496,42 @@ CASES = [
      r"seed: must be greater than or equal to 0, got -1"),
     ("test: zero batch size", run_test_script, lambda t: _test_file(t) + ["--set", "datasets.real.batch_size=0"],
      r"datasets\.real\.batch_size: must be greater than 0"),
+    # the experiment's name is one folder name (issue 23 review A): refused before any lock is taken or folder archived
+    ("name: '.' (the experiments root itself)", train_main, lambda t: _named(t, "."),
+     r"osir: options error: name: must be one folder name \(not empty, no '/' or '\\', not '\.' or '\.\.', no leading "
+     r"or trailing whitespace, no NUL\), got '\.'$"),
+    ("name: '..'", train_main, lambda t: _named(t, ".."), r"name: must be one folder name \(.*\), got '\.\.'$"),
+    ("name: 'a/b'", train_main, lambda t: _named(t, "a/b", _with_old_run(t, _train(t))),
+     r"name: must be one folder name \(.*\), got 'a/b'$"),
+    ("name: ' tiny' (leading space)", train_main, lambda t: _with_old_run(t, _train(t, name=" tiny")),
+     r"name: must be one folder name \(.*\), got ' tiny'$"),
+    ("test: name '.' (the results root itself)", run_test_script,
+     lambda t: _earlier_results(t, _named(t, ".", _test_file(t))), r"name: must be one folder name \(.*\), got '\.'$"),
+    # sizes and scales are positive (issue 23 review D): options errors before an earlier run is archived
+    ("gt_size 0", train_main, lambda t: _with_old_run(t, _train(t, **{"datasets.train.gt_size": 0})),
+     r"osir: options error: datasets\.train\.gt_size: must be greater than 0, got 0$"),
+    ("gt_size -16", train_main, lambda t: _with_old_run(t, _train(t, **{"datasets.train.gt_size": -16})),
+     r"osir: options error: datasets\.train\.gt_size: must be greater than 0, got -16$"),
+    ("paired set: scale 0", train_main, lambda t: _with_old_run(t, _train(t, **{"datasets.val": {**_paired_val(t),
+                                                                                                "scale": 0}})),
+     r"datasets\.val\.scale: must be greater than 0, got 0$"),
+    ("paired set: gt_size not a multiple of scale", train_main,
+     lambda t: _with_old_run(t, _train(t, **{"datasets.val": {**_paired_val(t), "gt_size": 15}})),
+     r"osir: options error: datasets\.val: gt_size 15 is not a multiple of scale 2$"),
+    ("degradation: BicubicDownscale scale 0", train_main,
+     lambda t: _with_old_run(t, _train(t, **{"datasets.train.degradation": {"type": "BicubicDownscale", "scale": 0}})),
+     r"datasets\.train\.degradation\.scale: must be greater than 0, got 0$"),
+    ("degradation: RandomMask negative stroke width", train_main,
+     lambda t: _with_old_run(t, _train(t, **{"datasets.train.degradation": {"type": "RandomMask", "width": [-3, -1]}})),
+     r"datasets\.train\.degradation\.width\[0\]: must be greater than 0, got -3$"),
+    ("degradation: RandomMask max_box 0", train_main,
+     lambda t: _with_old_run(t, _train(t, **{"datasets.train.degradation": {"type": "RandomMask", "max_box": 0,
+                                                                            "box_prob": 1}})),
+     r"datasets\.train\.degradation\.max_box: must be greater than or equal to 0\.1, got 0"),
+    ("degradation: GaussianBlur kernel_size -1", train_main,
+     lambda t: _with_old_run(t, _train(t, **{"datasets.train.degradation": {"type": "GaussianBlur",
+                                                                            "kernel_size": -1}})),
+     r"datasets\.train\.degradation\.kernel_size: must be greater than 0, got -1$"),
     # NaN/Inf (issue 23.6): an input names the file; an output names the image, the network and its weights
     ("metrics: NaN in a float TIFF", metrics_main,
      lambda t: _metrics(t, _nan_tiff(t / "nr" / "a.tif").parent, _tiny_pair(t, 16)[1]),
@@ -527,6 +578,21 @@ CASES = [
     ("restore: OSIR_MAX_IMAGE_PIXELS not a number", restore_main,
      lambda t: _then(lambda: PATCHES.setenv("OSIR_MAX_IMAGE_PIXELS", "lots"), _restore(t)),
      r"OSIR_MAX_IMAGE_PIXELS='lots': expected a number of pixels of at least 1 \(default 178956970\)$"),
+    # limits that say what is wrong (issue 23 review G): below one pixel, infinity, NaN, not above 0
+    ("restore: --max-megapixels 1e-9 (less than one pixel)", restore_main,
+     lambda t: _restore(t, "--max-megapixels", "1e-9"),
+     r"osir restore: options error: --max-megapixels 1e-09 is 0\.001 pixels, less than one pixel: give at least "
+     r"1e-06 \(one pixel\)$"),
+    ("restore: --max-megapixels inf", restore_main, lambda t: _restore(t, "--max-megapixels", "inf"),
+     r"osir restore: options error: --max-megapixels inf is not a limit: give a large number of megapixels instead "
+     r"\(the default is 178\.957\)$"),
+    *[(f"restore: OSIR_MAX_IMAGE_PIXELS={value}", restore_main,
+       lambda t, value=value: _then(lambda: PATCHES.setenv("OSIR_MAX_IMAGE_PIXELS", value), _restore(t)),
+       rf"osir restore: error: OSIR_MAX_IMAGE_PIXELS='{re.escape(value)}': {why} \(default 178956970\)$")
+      for value, why in [("0.5", "less than one pixel; expected a number of pixels of at least 1"),
+                         ("nan", "not a number; expected a number of pixels of at least 1"),
+                         ("-1", "not above 0; expected a number of pixels of at least 1"),
+                         ("inf", "infinity is not a limit; give a large number of pixels instead")]],
     # a full disk (issue 23.4): one line naming the file, nothing under its name, no temporary file left
     ("restore: disk full while writing the output", restore_main, lambda t: _then(fill_disk, _restore(t)),
      r"osir restore: error: cannot write image '.*out/img0\.png': No space left on device$", ["out"]),
@@ -575,7 +641,7 @@ CASES = [
                                  "clip_checkpoint": _truncated_rrdb(t, "clip.safetensors")}),
      r"osir: checkpoint error: cannot load the CLIP checkpoint '.*clip\.safetensors' into open_clip's ViT-S-32: "
      r"SafetensorError: Error while deserializing header"),
-    # a missing optional package: one line with the pip command (osir.registry.missing_package)
+    # a missing optional package: one line with the pip command (osir.core.registry.missing_package)
     ("osir web without gradio", _without("gradio", osir_main, "osir.web"), lambda t: ["web"],
      r"^osir web: error: osir web needs the package 'gradio', which is not installed \(pip install gradio\)$"),
     ("export without onnx", _without("onnx", export_main),
@@ -596,6 +662,7 @@ CASES = [
      r"wait for that run to end, stop it, or choose another name"),
     ("experiment folder in use on another machine", train_main, lambda t: _locked(t, host="gpu-node-7"),
      r"experiment folder '.*experiments/tiny' is in use by process \d+ on gpu-node-7 \(lock '.*tiny\.lock'\)"),
+    *REVIEW_CASES,                  # tests/bad_input_review_cases.py
 ]
 
 
@@ -611,7 +678,7 @@ def _nan_tiff(path):
 def _overflowing(tmp):
     """The tiny network's own weights times 1e30: finite and loadable, but its output overflows to NaN."""
     from osir.engine.trainer import build_method
-    from osir.options import load_options
+    from osir.core.options import load_options
     state = build_method(load_options(_test_file(tmp)[1], [])).networks["g"].state_dict()
     save_file({k: (v * 1e30 if v.is_floating_point() else v).contiguous() for k, v in state.items()},
               str(tmp / "huge.safetensors"))

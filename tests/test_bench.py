@@ -9,8 +9,8 @@ from torch import nn
 from osir import bench
 from osir.diffusion import MeanRevertingSDE
 from osir.engine.trainer import build_method
-from osir.options import load_options
-from osir.registry import ARCHS
+from osir.core.options import load_options
+from osir.core.registry import ARCHS
 from tests.conftest import tiny_options, write_images, write_yaml
 
 

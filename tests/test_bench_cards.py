@@ -19,8 +19,8 @@ import osir.inference
 import osir.inference.load
 from osir import bench
 from osir.core.card import cards, resolve
-from osir.options import load_options
-from osir.registry import ARCHS
+from osir.core.options import load_options
+from osir.core.registry import ARCHS
 from tests.conftest import tiny_options, write_images, write_yaml
 from tests.test_cards import names_outside_docstrings
 

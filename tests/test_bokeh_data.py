@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from osir.data.io import DataError
 from osir.methods.refusion.bokeh_data import KNOWN_LENSES, BokehPairDataset
-from osir.registry import DATASETS
+from osir.core.registry import DATASETS
 
 OFFSET = 20  # tgt = src + OFFSET (8-bit), so tgt - src is constant wherever the two stay aligned
 

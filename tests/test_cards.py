@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from osir.engine.checkpoint import CheckpointError, save_network
+from osir.core.checkpoint import CheckpointError, save_network
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def tiny_conv_bundle(payload, path: Path):
 def runtime_card():
     """A card and an architecture registered for the test only, removed after."""
     from osir.core.card import CARDS, Detector, MethodCard
-    from osir.registry import ARCHS
+    from osir.core.registry import ARCHS
     card = MethodCard(name="testtiny", methods=("TestTinyMethod",), package=__name__,
                       detectors=(Detector("TestTinyConv (run-time card)", f"{__name__}:tiny_conv"),
                                  Detector("TestTinyConv bundle", f"{__name__}:tiny_conv_bundle", payload=True)))
@@ -209,7 +209,7 @@ def test_each_release_declares_the_size_contract_its_method_pads_to(card, releas
     """The card's value (or the release's own) is what the built method gives the inference layer (its
     networks built on the meta device: the release networks allocate nothing)."""
     from osir.core.card import SizeRequirements, release_options
-    from osir.registry import ARCHS, METHODS
+    from osir.core.registry import ARCHS, METHODS
     build = ARCHS.build
 
     def on_meta(*args, **kwargs):

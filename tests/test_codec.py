@@ -81,7 +81,7 @@ def test_the_record_says_how_each_file_was_stored(files):
 
 def test_datasets_restore_metrics_and_web_read_the_same_arrays(files, tmp_path):
     from osir.data.datasets import SingleImageDataset
-    from osir.engine.checkpoint import save_network
+    from osir.core.checkpoint import save_network
     from osir.methods.realesrgan import RRDBNet
     from osir.metrics.__main__ import read_scored
     from osir.restore import read_input

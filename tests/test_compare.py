@@ -40,9 +40,9 @@ def options(name: str, gt: Path, results: Path, nf: int, weights: Path | None = 
 
 
 def random_weights(opt: dict, path: Path, seed: int) -> Path:
-    from osir.engine.checkpoint import save_network
+    from osir.core.checkpoint import save_network
     from osir.engine.trainer import build_method
-    from osir.options import Options, validate
+    from osir.core.options import Options, validate
     torch.manual_seed(seed)
     save_network(build_method(validate({**opt, "path": {}}, Options)).networks["g"], path)
     return path
@@ -125,7 +125,7 @@ def test_several_options_files_each_run_with_one_table_and_a_combined_one(runs):
 def test_seeds_record_mean_and_std_of_the_per_seed_means(runs):
     from osir.engine.trainer import build_dataset
     from osir.metrics.suite import MetricSuite
-    from osir.options import load_options
+    from osir.core.options import load_options
     result = saved(runs.results / "small" / "val")
     assert result["seeds"] == [3, 4] and [s["seed"] for s in result["per_seed"]] == [3, 4]
     for metric in ("psnr", "gmsd"):

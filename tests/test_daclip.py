@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from osir.data.io import DataError
-from osir.engine.checkpoint import CheckpointError
+from osir.core.checkpoint import CheckpointError
 from osir.methods.daclip.data import DegradationTypeDataset, read_caption_csv
 from osir.methods.daclip.method import contrastive_loss
 from osir.methods.daclip.model import DACLIP, load_release
@@ -190,7 +190,7 @@ def test_test_py_reports_accuracy_and_writes_the_confusion_matrix(tmp_path):
     import cv2
 
     from osir import test as test_script
-    from osir.options import load_options
+    from osir.core.options import load_options
     from tests.conftest import write_yaml
     from osir.engine.trainer import Trainer
     root = Path(__file__).resolve().parents[1] / "options"
@@ -217,7 +217,7 @@ def test_test_py_reports_accuracy_and_writes_the_confusion_matrix(tmp_path):
 def test_universal_ir_unet_has_the_release_layout_and_loads_it_strictly(tmp_path):
     """universal-ir.pth's 224 keys and 48,975,747 parameters (manifest in tests/fixtures); a state dict
     built from the manifest loads through the engine's strict loader; a foreign key is refused."""
-    from osir.engine.checkpoint import load_network
+    from osir.core.checkpoint import load_network
     from osir.methods.daclip.unet import DACLIPUNet
     layout = json.loads((FIXTURES / "checkpoints" / "daclip_universal_ir_unet.json").read_text())
     net = DACLIPUNet(**layout["constructor"])
@@ -267,8 +267,8 @@ def test_universal_ir_trains_and_restores_with_embeddings_computed_once_per_imag
 
     from osir.engine.trainer import Trainer
     from osir.methods.daclip.method import DACLIPMethod, DACLIPUniversalIR
-    from osir.options import load_options
-    from osir.registry import OptionsError
+    from osir.core.options import load_options
+    from osir.core.registry import OptionsError
     from tests.conftest import tiny_options, write_yaml
     clip_config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2,
                                                    "head_width": 16},
@@ -303,7 +303,7 @@ def test_universal_ir_trains_and_restores_with_embeddings_computed_once_per_imag
 def test_wild_ir_unet_has_the_release_layout_and_runs_at_half_resolution(tmp_path):
     """wild-ir.pth's 221 keys and 49,470,467 parameters (ViT-L/14 content context, no degradation prompt,
     the stride-2 downsample / x2 upsample pair); loads strictly; the U-Net body runs at half resolution."""
-    from osir.engine.checkpoint import load_network
+    from osir.core.checkpoint import load_network
     from osir.methods.daclip.unet import DACLIPUNet
     layout = json.loads((FIXTURES / "checkpoints" / "wild_ir_unet.json").read_text())
     net = DACLIPUNet(**layout["constructor"])
@@ -413,7 +413,7 @@ def test_universal_ir_test_options_give_one_row_per_degradation_type(tmp_path):
     from skimage.metrics import peak_signal_noise_ratio
 
     from osir import test as test_script
-    from osir.options import load_options
+    from osir.core.options import load_options
     from tests.conftest import write_yaml
     for kind in ("noisy", "hazy"):
         write_images(tmp_path / "val" / kind / "LQ", 2, (32, 32))

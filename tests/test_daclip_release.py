@@ -135,7 +135,7 @@ def test_stage1_dataset_gives_open_clips_training_transform_of_the_whole_8bit_lq
 def test_stage1_training_takes_the_datasets_clip_view_and_names_a_size_mismatch():
     """A batch of lq_clip images (no lq) trains; lq_clip of another size than the CLIP's is one error
     naming the dataset key."""
-    from osir.registry import OptionsError
+    from osir.core.registry import OptionsError
     method, acc = _tiny_method()
     method.attach(acc, {"controller": torch.optim.SGD(method.parameter_groups()["controller"], lr=1e-3)})
     batch = {"lq_clip": torch.randn(4, 3, 32, 32), "degradation_type": ["noisy", "hazy", "noisy", "snowy"],

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from osir.engine.checkpoint import CheckpointError
+from osir.core.checkpoint import CheckpointError
 from osir.methods.osediff import dape
-from osir.registry import PROMPTS
+from osir.core.registry import PROMPTS
 
 LAYOUT = json.loads((Path(__file__).parent / "fixtures" / "checkpoints" / "ram_tagging_layout.json").read_text())
 TINY_SWIN = dict(img_size=32, patch_size=4, window_size=4, embed_dim=8, depths=(2, 2), num_heads=(2, 2))
@@ -150,7 +150,7 @@ def test_truncated_or_foreign_files_are_refused_in_one_line(tmp_path):
     torch.save(lora, tmp_path / "dape_short.pth")
     with pytest.raises(CheckpointError, match=r"not DAPE's LoRA layout: 1 missing keys: visual_encoder\..*qkv\.lora_A"):
         dape.load_tagger(tmp_path / "ram.pth", tmp_path / "dape_short.pth", TINY_SWIN, TINY_HEAD)
-    from osir.registry import OptionsError
+    from osir.core.registry import OptionsError
     with pytest.raises(OptionsError, match=r"method\.prompt: .*precision: expected one of fp32, bf16, fp16"):
         PROMPTS.build({"type": "dape", "ram_path": str(tmp_path / "ram.pth"), "precision": "int8"}, "method.prompt")
 

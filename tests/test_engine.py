@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from osir.engine.trainer import Trainer
-from osir.options import load_options
+from osir.core.options import load_options
 from tests.conftest import tiny_options, train_on_two_cpu_processes, write_images, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_new_run_archives_an_existing_experiment(tmp_path):
 
 def test_optimizer_for_unknown_network_is_an_options_error(tmp_path):
     opt = load_options(write_yaml(tmp_path / "a.yml", tiny_options(tmp_path)), ["train.optimizers.d.type=Adam"])
-    from osir.registry import OptionsError
+    from osir.core.registry import OptionsError
     with pytest.raises(OptionsError, match=r"train\.optimizers\.d \(no params: the optimiser's name\): unknown "
                                            r"parameter group 'd'; groups of IRSDE: g"):
         Trainer(opt)

@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from osir.engine import checkpoint as ckpt
+from osir.core import checkpoint as ckpt
 from osir.engine.ema import ParameterEMA
-from osir.engine.method import Method
+from osir.core.method import Method
 from osir.engine.trainer import Trainer, build_optimizers
 from osir.engine.validation import evaluation_mode
-from osir.options import load_options
-from osir.registry import METHODS, OptionsError
+from osir.core.options import load_options
+from osir.core.registry import METHODS, OptionsError
 from tests.conftest import refiner_options, tiny_options, write_images, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -444,7 +444,7 @@ def test_a_typo_found_by_the_trainer_leaves_the_old_experiment_in_place(tmp_path
 # -- schedulers -----------------------------------------------------------------------------------
 def test_warmup_schedulers_follow_their_closed_forms():
     import math
-    from osir.registry import SCHEDULERS
+    from osir.core.registry import SCHEDULERS
     lrs = {}
     for spec in ({"type": "WarmupCosine", "warmup_iters": 4, "total_iters": 12, "min_lr_ratio": 0.1},
                  {"type": "WarmupConstant", "warmup_iters": 4}):
@@ -491,7 +491,7 @@ def test_fsdp_is_selected_by_an_accelerate_config_file(tmp_path):
 # -- the registry and lazy loading ----------------------------------------------------------------------
 def test_registry_imports_nothing_of_osir():
     import ast
-    tree = ast.parse((ROOT / "osir" / "registry.py").read_text())
+    tree = ast.parse((ROOT / "osir" / "core" / "registry.py").read_text())
     imported = [n.module if isinstance(n, ast.ImportFrom) else a.name
                 for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names]
     assert not [m for m in imported if m and m.startswith("osir")]
@@ -503,7 +503,7 @@ def test_scoring_and_irsde_do_not_import_diffusers_or_open_clip(tmp_path):
     probe = ("import sys\n"
              "from osir.metrics.__main__ import main\n"
              f"assert main(['--restored', r'{tmp_path / 'scored'}', '--gt', r'{tmp_path / 'scored_gt'}', '--output', r'{tmp_path}']) == 0\n"
-             "from osir.options import load_options\n"
+             "from osir.core.options import load_options\n"
              f"load_options(r'{write_yaml(tmp_path / 'o.yml', tiny_options(tmp_path))}')\n"
              "heavy = [m for m in ('diffusers', 'open_clip', 'peft', 'transformers', 'osir.methods.realesrgan')\n"
              "         if m in sys.modules]\n"
@@ -514,7 +514,7 @@ def test_scoring_and_irsde_do_not_import_diffusers_or_open_clip(tmp_path):
 
 
 def test_a_method_whose_dependency_is_missing_is_reported_when_used(tmp_path, monkeypatch):
-    from osir.registry import Registry
+    from osir.core.registry import Registry
     (tmp_path / "needs_missing.py").write_text("import not_a_real_package_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry("method", "methods_test")
@@ -529,10 +529,10 @@ def test_a_method_whose_dependency_is_missing_is_reported_when_used(tmp_path, mo
 def test_a_package_outside_osir_registers_a_method_through_its_entry_points(tmp_path, monkeypatch):
     """An installed distribution (here: a dist-info folder on sys.path) declaring
     ``osir.methods: OutsideL1 = outside_pkg``; no ``imports:`` in the options."""
-    from osir.registry import discover
+    from osir.core.registry import discover
     (tmp_path / "outside_pkg.py").write_text(
         "from tests.plugins.l1_method import PlainL1\n"
-        "from osir.registry import METHODS\n"
+        "from osir.core.registry import METHODS\n"
         "@METHODS.register()\n"
         "class OutsideL1(PlainL1):\n"
         "    pass\n")

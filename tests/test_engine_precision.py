@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from osir.engine.method import Method
+from osir.core.method import Method
 from osir.engine.trainer import Trainer
-from osir.options import load_options
+from osir.core.options import load_options
 from tests.conftest import reset_accelerate, tiny_options, write_yaml
 
 CLIP = 1e6           # clipping is active (unscaling happens) but never shortens the gradient

@@ -8,14 +8,14 @@ import onnx
 import pytest
 import torch
 
-from osir.engine.checkpoint import save_network
+from osir.core.checkpoint import save_network
 from osir.export import export_onnx, main, session, smooth_image
 from osir.methods.daclip.unet import DACLIPUNet
 from osir.methods.irsde.arch import ConditionalUNet
 from osir.methods.realesrgan import RRDBNet
 from osir.methods.refusion.arch import CompressionUNet, ConditionalNAFNet
 from osir.model_card import read_model_card
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 
 TOL = 1e-4
 

@@ -15,12 +15,12 @@ from torch import nn
 import osir.export
 import osir.inference.onnx_graphs
 from osir.core.card import MethodCard, Release, ReleaseFile, cards, resolve
-from osir.engine.checkpoint import CheckpointError, save_network
+from osir.core.checkpoint import CheckpointError, save_network
 from osir.export import MODELS, export_onnx, graphs_for, main, network_from_weights, session
 from osir.inference.onnx_graphs import GraphSpec, dynamic_dims, image_input
 from osir.methods.realesrgan import RRDBNet
 from osir.model_card import read_model_card
-from osir.registry import ARCHS, CARDS, OptionsError
+from osir.core.registry import ARCHS, CARDS, OptionsError
 from tests.test_cards import names_outside_docstrings
 
 METHOD_NAMES = ("IRSDE", "Refusion", "LatentRefusion", "RefusionCompression", "DACLIP", "DACLIPUIR", "OSEDiff",

@@ -126,7 +126,7 @@ def test_restore_tiles_an_image_up_to_the_limit(tmp_path, capsys):
 def test_a_checkpoint_write_error_is_one_line_and_keeps_the_earlier_checkpoint(tmp_path, capsys, monkeypatch):
     """The disk fills between the checkpoints of iterations 3 and 6: exit 2, one line naming the file,
     no temporary file, the checkpoint of iteration 3 intact and loadable (training state and weights)."""
-    import osir.engine.checkpoint as ckpt
+    import osir.core.checkpoint as ckpt
 
     real = ckpt.save_file
 
@@ -229,3 +229,30 @@ def test_web_page_reports_bad_uploads_through_gradio(web_weights, tmp_path):
         assert cv2.imread(png).shape == (64, 64, 3) and "16×16 → 64×64" in status
     finally:
         app.close()
+
+
+def test_text_outputs_are_written_atomically_too(tmp_path, monkeypatch):
+    """metrics.csv / metrics.json (test.py, osir.metrics), options.yml, degradation cards, compare's tables and
+    bench's JSON go through ``write_text``: a full disk leaves the earlier file whole and no temporary file."""
+    import errno
+
+    from osir.core.checkpoint import write_text
+    from osir.core.options import dump_options
+    from osir.metrics.results import write_results
+    write_results(tmp_path, [{"image": "a.png", "psnr": 30.0}], {"osir": "x"})
+    dump_options({"name": "before"}, tmp_path / "options.yml")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = Path.write_bytes
+
+    def full(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match=r"cannot write '.*metrics\.csv': No space left on device"):
+        write_results(tmp_path, [{"image": "b.png", "psnr": 20.0}], {"osir": "y"})
+    with pytest.raises(OSError, match=r"cannot write '.*options\.yml': No space left on device"):
+        dump_options({"name": "after"}, tmp_path / "options.yml")
+    with pytest.raises(OSError, match=r"cannot write '.*card\.yml'"):
+        write_text(tmp_path / "card.yml", "x: 1\n")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before      # whole, and nothing else left

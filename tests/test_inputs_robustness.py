@@ -118,7 +118,7 @@ def _tiny_test_options(tmp):
 def _overflowing_weights(tmp):
     """The tiny IR-SDE network's own weights times 1e30: finite, loadable, and overflowing to Inf/NaN."""
     from osir.engine.trainer import build_method
-    from osir.options import load_options
+    from osir.core.options import load_options
     method = build_method(load_options(str(_tiny_test_options(tmp)), []))
     state = method.networks["g"].state_dict()
     save_file({k: (v * 1e30 if v.is_floating_point() else v).contiguous() for k, v in state.items()},

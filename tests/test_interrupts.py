@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from osir.engine.trainer import Trainer
-from osir.options import load_options
+from osir.core.options import load_options
 from osir.train import main as train_main
-from tests.conftest import tiny_options, write_yaml
+from tests.conftest import tiny_options, write_images, write_yaml
 from tests.test_engine import losses_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,3 +206,122 @@ def test_a_lock_from_another_host_refuses_and_one_of_an_ended_process_is_taken_o
     assert not lock_file.exists()
     log = "".join(p.read_text() for p in (tmp_path / "experiments" / "tiny").glob("train_*.log"))
     assert f"took over the stale lock '{lock_file}' (process {int(ended.stdout)} has ended)" in log
+
+
+def test_a_run_that_fails_with_loader_workers_alive_still_exits(tmp_path):
+    """Loader workers end on SIGTERM: Python's exit handler terminates leftover daemonic workers (SIGTERM) and
+    joins them, so a worker that ignored SIGTERM kept a failed run from ever exiting (a corrupt image found
+    by a worker of a persistent loader: the error is one line, then the process must end)."""
+    opt = options(tmp_path, **{"datasets.train.num_workers": 2})
+    (tmp_path / "gt" / "img1.png").write_bytes(b"not a png at all")
+    opt_file = write_yaml(tmp_path / "o.yml", opt)
+    done = subprocess.run([sys.executable, str(ROOT / "osir" / "train.py"), "-opt", str(opt_file)], env=ENV,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "cannot decode image" in done.stderr
+
+
+VAL_IMAGES = 60
+
+
+@pytest.mark.parametrize("signum, val_freq, checkpoint_freq, total, pause_at, stop_at", [
+    (signal.SIGINT, 3, 100_000, 100_000, 3, 3),      # a periodic validation of an iteration not yet saved
+    (signal.SIGTERM, 2, 2, 100_000, 2, 2),           # a validation of an iteration just checkpointed
+    (signal.SIGINT, 100_000, 100_000, 2, 5, 2),      # the final validation, after the final save
+], ids=["ctrl-c-in-a-validation", "sigterm-in-a-validation-after-a-checkpoint", "ctrl-c-in-the-final-validation"])
+def test_a_signal_during_validation_abandons_it_and_saves_the_iteration(tmp_path, runs, signum, val_freq,
+                                                                        checkpoint_freq, total, pause_at, stop_at):
+    """The run pauses itself after restoring validation image ``pause_at`` of 60 (tests/plugins/
+    pause_in_validation.py, batches of one); the signal reaches it there: the validation stops after that
+    image, nothing of it is reported as a result, the state of the iteration validated is saved once, and
+    ``--auto_resume`` from it repeats the losses of an uninterrupted run."""
+    opt = options(tmp_path, **{"logger.print_freq": 1, "train.total_iter": total, "logger.checkpoint_freq":
+                               checkpoint_freq, "val.freq": val_freq, "val.max_images": None,
+                               "datasets.train.num_workers": 2})
+    opt["datasets"]["val"] = {"type": "SyntheticPairDataset", "dataroot_gt": str(write_images(
+        tmp_path / "val", VAL_IMAGES, (32, 32), seed=1)), "degradation": {"type": "GaussianNoise", "sigma": 25}}
+    run = runs(write_yaml(tmp_path / "paused.yml", {**opt, "imports": ["tests.plugins.pause_in_validation"]}),
+               env={"OSIR_PAUSE_IN_VALIDATION": str(pause_at)})
+    run.wait_until_stopped()                          # inside a validation, image `pause_at` restored
+    (os.killpg if signum == signal.SIGINT else os.kill)(run.proc.pid, signum)
+    os.killpg(run.proc.pid, signal.SIGCONT)
+    assert run.finish() == 128 + signum, run.text[-3000:]
+    exp = tmp_path / "experiments" / "tiny"
+    log = log_of(exp)
+    assert f"validation [val] at iteration {stop_at} abandoned after {pause_at} of " \
+           f"{VAL_IMAGES} images: stop requested" in log, log[-3000:]
+    assert f"validation [val] iter {stop_at}:" not in log                       # no partial mean as a result
+    assert interrupted_at(run.text, signal.Signals(signum).name) == stop_at
+    state = exp / "training_states" / f"{stop_at}.state"
+    assert sorted(p.name for p in (exp / "training_states").iterdir()) == [state.name]
+    assert log.count(f"saved checkpoint at iteration {stop_at}") == 1         # saved once
+    assert f"iter {stop_at + 1}/" not in log                                    # no further iteration trained
+    assert "Traceback" not in run.text, run.text[-3000:]
+    assert not (tmp_path / "experiments" / "tiny.lock").exists()
+
+    resumed = {**opt, "val": {**opt["val"], "max_images": 2}}
+    assert train_main(["-opt", str(write_yaml(tmp_path / "o.yml", resumed)), "--auto_resume",
+                       "--set", f"train.total_iter={stop_at + 2}"]) == 0
+    assert f"resumed from {state} at iteration {stop_at}" in log_of(exp)
+    straight = train_straight(tmp_path, resumed, stop_at + 2)
+    assert losses_of(exp) == losses_of(straight) and len(losses_of(exp)) == stop_at + 2
+    for weights in (f"net_g_{stop_at + 2}", f"net_g_ema_{stop_at + 2}"):
+        a, b = (load_file(folder / "models" / f"{weights}.safetensors") for folder in (exp, straight))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def stopped_child(parent: int) -> int | None:
+    """The pid of a child of ``parent`` that is stopped (SIGSTOP), from Linux's /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "T" and int(fields[1]) == parent:
+            return int(stat.parent.name)
+    return None
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the paused worker in Linux's /proc")
+def test_ctrl_c_during_validation_under_torchrun_stops_every_process_at_the_same_iteration(tmp_path):
+    """torchrun, 2 CPU processes: the main process validates alone (paused after image 3 of 60) while the
+    other waits for it; Ctrl-C reaches both (and torchrun, which sends SIGINT again): the validation is
+    abandoned, both processes agree on saving iteration 3, and every process ends."""
+    opt = options(tmp_path, **LONG, **{"val.freq": 3, "val.max_images": None, "train.ema": {}},
+                  imports=["tests.plugins.pause_in_validation"])
+    opt["datasets"]["val"] = {"type": "SyntheticPairDataset", "dataroot_gt": str(write_images(
+        tmp_path / "val", VAL_IMAGES, (32, 32), seed=1)), "degradation": {"type": "GaussianNoise", "sigma": 25}}
+    with socket.socket() as s:          # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = tmp_path / "torchrun.out"
+    with open(out, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                 "--master_port", port, str(ROOT / "osir" / "train.py"),
+                                 "-opt", str(write_yaml(tmp_path / "o.yml", opt))],
+                                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
+                                env={**ENV, "OMP_NUM_THREADS": "1", "OSIR_PAUSE_IN_VALIDATION": "3"})
+    try:
+        for _ in range(2400):           # a bound only against a hung run: nothing here is timed
+            paused = stopped_child(proc.pid)
+            if paused or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert paused, f"no worker paused in validation:\n{out.read_text()[-3000:]}"
+        os.killpg(proc.pid, signal.SIGINT)
+        os.kill(paused, signal.SIGCONT)
+        proc.wait(timeout=120)          # torchrun ends once both workers have ended
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = out.read_text()
+    exp = tmp_path / "experiments" / "tiny"
+    assert f"validation [val] at iteration 3 abandoned after 3 of {VAL_IMAGES} images: stop requested" in text, \
+        text[-3000:]
+    assert interrupted_at(text, "SIGINT") == 3
+    assert sorted(p.name for p in (exp / "training_states").iterdir()) == ["3.state"]
+    assert text.count("saved checkpoint at iteration 3") == 1 and "iter 4/" not in text
+    assert f'File "{ROOT / "osir"}' not in text, text[-3000:]     # no traceback of osir's (torchrun prints its own)
+    assert not (tmp_path / "experiments" / "tiny.lock").exists()

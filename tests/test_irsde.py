@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from osir.engine.checkpoint import CheckpointError
+from osir.core.checkpoint import CheckpointError
 from osir.methods.irsde import IRSDE, ConditionalUNet
 from tests.conftest import FIXTURES
 
@@ -150,15 +150,15 @@ def test_restore_adds_the_last_step_noise_unless_the_option_disables_it():
     ("irsde/deraining.yml", "last_step_noise", True),  # the release's reverse_sde: noise on every step
 ])
 def test_option_files_sample_as_the_release(path, key, expected):
-    from osir.options import load_options
+    from osir.core.options import load_options
     assert load_options(OPTIONS / path)["method"][key] == expected
 
 
 @pytest.mark.parametrize("path", ["irsde/deraining.yml", "refusion/deraining.yml", "refusion/latent_stage2.yml",
                                   "daclip_uir.yml"])
 def test_last_step_noise_is_a_typed_option_of_every_sde_method(path):
-    from osir.options import load_options
-    from osir.registry import OptionsError
+    from osir.core.options import load_options
+    from osir.core.registry import OptionsError
     assert load_options(OPTIONS / path, ["method.last_step_noise=false"])["method"]["last_step_noise"] is False
     with pytest.raises(OptionsError, match="method.last_step_noise"):
         load_options(OPTIONS / path, ["method.last_step_noise=sometimes"])

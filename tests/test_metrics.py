@@ -59,7 +59,7 @@ def test_niqe_agrees_with_basicsr_parameters_through_pyiqa(tmp_path):
 
 
 def test_learned_metric_without_weights_names_the_missing_file(tmp_path):
-    from osir.registry import METRICS
+    from osir.core.registry import METRICS
     backbone = tmp_path / "alexnet-owt-7be5be79.pth"
     backbone.write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"weights file not found: '.*lpips_alex\.pth'"):
@@ -77,7 +77,7 @@ def test_lpips_from_local_files_scores_as_pyiqa_does(tmp_path):
     offline, and score exactly as pyiqa's LPIPS built from the same files."""
     import torchvision
     from pyiqa.archs.lpips_arch import LPIPS
-    from osir.engine.weights import local_torchvision_weights
+    from osir.core.weights import local_torchvision_weights
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet().state_dict(), tmp_path / "alexnet.pth")
     with local_torchvision_weights("AlexNet_Weights.IMAGENET1K_V1", str(tmp_path / "alexnet.pth")):

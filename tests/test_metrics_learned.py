@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from osir.data.io import DataError
-from osir.engine.weights import local_torchvision_weights
+from osir.core.weights import local_torchvision_weights
 from osir.metrics.suite import MetricSuite, MissingWeights, _timm_without_pretrained, quantize
-from osir.registry import METRICS
+from osir.core.registry import METRICS
 from tests.conftest import write_images
 
 VGG16 = "vgg16-397923af.pth"
@@ -192,7 +192,7 @@ def test_clipiqa_and_clipiqa_plus_from_local_clip(clip_rn50, tmp_path):
 def test_clipiqa_plus_with_a_real_backbone_refuses_a_pickled_prompt_file(clip_rn50, tmp_path):
     """With a backbone that builds, the learned-prompt file is the one read: a pickle in it that
     would create a file when unpickled (``weights_only=False``) is refused, naming it, and never runs."""
-    from osir.engine.checkpoint import CheckpointError
+    from osir.core.checkpoint import CheckpointError
     from tests.test_metrics_weights_only import MARKER, plant
     evil = plant(tmp_path / "CLIP-IQA+_learned_prompts-603f3273.pth", tmp_path / MARKER)
     with pytest.raises(CheckpointError, match=r"refused '.*CLIP-IQA\+_learned_prompts-603f3273\.pth': "

@@ -15,8 +15,8 @@ import zipfile
 import pytest
 import torch
 
-from osir.engine.checkpoint import CheckpointError
-from osir.engine.weights import weights_only_loads
+from osir.core.checkpoint import CheckpointError
+from osir.core.weights import weights_only_loads
 from osir.metrics.suite import MetricSuite
 
 MARKER = "pickled_code_ran"

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osir.engine.checkpoint import save_network
+from osir.core.checkpoint import save_network
 from osir.methods.realesrgan import RealESRGAN, RRDBNet
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 from osir.restore import main as restore_main
 from osir.test import main as run_test_script
 from tests.conftest import tiny_options, write_yaml

@@ -1,8 +1,8 @@
 """Options: validation errors name the key path and the nearest key; _base_ and --set."""
 import pytest
 
-from osir.options import apply_overrides, load_options, read_yaml
-from osir.registry import OptionsError
+from osir.core.options import apply_overrides, load_options, read_yaml
+from osir.core.registry import OptionsError
 from tests.conftest import tiny_options, write_yaml
 
 
@@ -93,8 +93,8 @@ def test_shipped_option_files_validate():
     assert files
     for path in files:
         if "degradations" in path.parts:   # fragments: a `degradation:` section to include
-            from osir.options import component, validate
-            from osir.registry import BATCH_DEGRADATIONS
+            from osir.core.options import component, validate
+            from osir.core.registry import BATCH_DEGRADATIONS
             raw = read_yaml(path)
             validate(raw["degradation"], component(BATCH_DEGRADATIONS), "degradation")
             BATCH_DEGRADATIONS.build(raw["degradation"], "degradation")

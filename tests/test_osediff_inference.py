@@ -12,7 +12,7 @@ from PIL import Image
 
 from osir.methods.osediff.method import OSEDiff
 from osir.methods.osediff.tiny import build_tiny_sd
-from osir.registry import PROMPTS, OptionsError
+from osir.core.registry import PROMPTS, OptionsError
 from tests.conftest import write_images, write_yaml
 
 
@@ -112,7 +112,7 @@ def test_merged_lora_restores_the_same_image_with_plain_modules(sd_folder):
 
 def test_test_py_keeps_each_images_prompt_in_metrics_json(tmp_path, sd_folder):
     from osir import test as test_script
-    from osir.options import load_options
+    from osir.core.options import load_options
     lq = write_images(tmp_path / "lq", 2, (12, 12))
     gt = write_images(tmp_path / "gt", 2, (48, 48))
     prompts = tmp_path / "prompts"
@@ -279,7 +279,7 @@ def test_osediff_test_options_with_the_dape_prompt_run_end_to_end(tmp_path, sd_f
     output's prompt in metrics.json is 'tags, extra,' with the tags of the release's SR input (PIL's
     x4, cut to multiples of 8 by LANCZOS: 25 x 27 -> 96 x 104), not of the LR."""
     from osir import test as test_script
-    from osir.options import load_options
+    from osir.core.options import load_options
     from tests.test_dape import TINY_HEAD, TINY_SWIN, release_files
     release_files(tmp_path)
     lq = write_images(tmp_path / "lq", 2, (25, 27))

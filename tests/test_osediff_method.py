@@ -6,7 +6,7 @@ import torch
 from osir.engine.trainer import Trainer
 from osir.methods.osediff.method import OSEDiff, vsd_from_estimates
 from osir.methods.osediff.tiny import build_tiny_sd
-from osir.options import load_options
+from osir.core.options import load_options
 from tests.conftest import tiny_options, train_on_two_cpu_processes, write_images, write_yaml
 
 
@@ -117,7 +117,7 @@ def test_restoration_is_x4_in_0_1_and_refuses_missing_optimisers(tmp_path, sd_fo
     assert out.shape == (1, 3, 48, 80) and 0 <= float(out.min()) and float(out.max()) <= 1
     opt = osediff_options(tmp_path, sd_folder)
     opt["train"]["optimizers"] = {"gen": opt["train"]["optimizers"]["g"], "reg": opt["train"]["optimizers"]["reg"]}
-    from osir.registry import OptionsError
+    from osir.core.registry import OptionsError
     with pytest.raises(OptionsError, match=r"OSEDiff steps an optimiser named g"):
         Trainer(load_options(write_yaml(tmp_path / "p.yml", opt)))
 
@@ -238,7 +238,7 @@ def test_training_prompts_are_ram_tags_of_the_gt_and_an_lr_lq_is_resized_as_rele
     at LR size reaches the generator resized by one of the release's modes and rounded to 8 bits;
     without ram_path training stops with an options error naming the key."""
     import torch.nn.functional as F
-    from osir.registry import PROMPTS, OptionsError
+    from osir.core.registry import PROMPTS, OptionsError
     from tests.test_dape import TINY_HEAD, TINY_SWIN, release_files
     release_files(tmp_path)
     spec = {"type": "ram", "ram_path": str(tmp_path / "ram.pth"), "swin": TINY_SWIN, "head": TINY_HEAD}
@@ -270,7 +270,7 @@ def test_training_prompts_are_ram_tags_of_the_gt_and_an_lr_lq_is_resized_as_rele
 
 def test_training_defaults_are_the_release_settings():
     from pathlib import Path
-    from osir.options import load_options
+    from osir.core.options import load_options
     method = load_options(Path(__file__).parents[1] / "options" / "osediff.yml")["method"]
     assert method["train_prompt"]["type"] == "ram" and method["train_prompt"]["ram_path"].endswith("ram_swin_large_14m.pth")
     assert method.get("train_prompt", {}).get("image", "gt") == "gt" and method["train_lq_resize"] == "release"

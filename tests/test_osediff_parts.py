@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from osir.engine.checkpoint import CheckpointError
+from osir.core.checkpoint import CheckpointError
 from osir.methods.osediff.components import (alpha_bar, check_sd_folder, export_osediff_pkl, load_osediff_pkl,
                                              one_step_latent, trained_state)
 from osir.methods.osediff.lora import VAE_ADAPTER, add_lora, unet_targets, vae_targets
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 from tests.conftest import FIXTURES
 
 LAYOUT = json.loads((FIXTURES / "checkpoints" / "osediff_pkl.json").read_text())      # from shared/checkpoints

@@ -66,7 +66,7 @@ def test_dispatch_is_lazy_and_passes_the_remaining_arguments():
 
 @pytest.mark.skipif(OSIR is None, reason="the osir console script is not installed (pip install -e .)")
 def test_restore_through_the_console_entry_point(tmp_path):
-    from osir.engine.checkpoint import save_network
+    from osir.core.checkpoint import save_network
     from osir.methods.realesrgan import RRDBNet
     torch.manual_seed(0)
     net = RRDBNet(3, 3, num_feat=8, num_block=1, num_grow_ch=32, scale=4)

@@ -36,7 +36,7 @@ def _plugin_modules() -> list[str]:
 def plugin(tmp_path_factory):
     """The plugin installed as a distribution with entry points only (no ``imports:``, no registration by
     hand), for this module; afterwards its registry entries and modules are removed again."""
-    from osir.registry import ARCHS, CARDS, METHODS, discover
+    from osir.core.registry import ARCHS, CARDS, METHODS, discover
     site = tmp_path_factory.mktemp("site")
     dist = site / "osir_sharpen_plugin-0.1.dist-info"
     dist.mkdir()
@@ -62,7 +62,7 @@ def plugin(tmp_path_factory):
 
 def sharpen_net(seed: int = 0, **hp):
     """A SharpenNet built through the registry (which imports the plugin by its entry point, never by hand)."""
-    from osir.registry import ARCHS
+    from osir.core.registry import ARCHS
     torch.manual_seed(seed)
     net = ARCHS.build({"type": "SharpenNet", **HP, **hp}).eval()
     with torch.no_grad():                      # a visible change of the image (PyTorch's init barely changes it)
@@ -73,7 +73,7 @@ def sharpen_net(seed: int = 0, **hp):
 @pytest.fixture(scope="module")
 def weights(plugin, tmp_path_factory):
     """A SharpenNet of the release's hyper-parameters saved as osir's safetensors, and the network."""
-    from osir.engine.checkpoint import save_network
+    from osir.core.checkpoint import save_network
     net = sharpen_net()
     path = tmp_path_factory.mktemp("weights") / "sharpen.safetensors"
     save_network(net, path)
@@ -171,7 +171,7 @@ def test_the_plugin_weights_are_recognised(plugin, weights, tmp_path):
     with torch.no_grad():
         assert torch.equal(found.build_network()(x), net(x))
     other = tmp_path / "other.safetensors"                       # other hyper-parameters, read from the keys
-    from osir.engine.checkpoint import save_network
+    from osir.core.checkpoint import save_network
     save_network(sharpen_net(features=5, blocks=3), other)
     assert recognize(other).hyper_parameters == {"channels": 3, "features": 5, "blocks": 3}
     image = write_images(tmp_path / "in", 1, (32, 36), seed=6) / "img0.png"

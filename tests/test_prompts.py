@@ -2,7 +2,7 @@
 import pytest
 
 from osir.data.io import DataError
-from osir.registry import PROMPTS
+from osir.core.registry import PROMPTS
 from tests.conftest import write_images
 
 
@@ -30,7 +30,7 @@ def test_caption_prompt_from_a_local_blip_folder(tmp_path):
     import torch
     from PIL import Image
     from tests.conftest import tiny_caption_folder
-    from osir.registry import OptionsError
+    from osir.core.registry import OptionsError
     folder = tiny_caption_folder(tmp_path / "blip")
     extractor = PROMPTS.build({"type": "CaptionPrompt", "model_path": str(folder), "max_new_tokens": 6,
                                "suffix": ", high quality"}, "method.prompt")
@@ -52,7 +52,7 @@ def test_ram_prompt_gives_the_plain_ram_tags_of_the_chosen_image(tmp_path):
     in the release layout is loaded through the real loader and compared with the tagger it was saved from."""
     import torch
     from osir.methods.osediff import dape
-    from osir.registry import OptionsError
+    from osir.core.registry import OptionsError
     from tests.test_dape import TINY_HEAD, TINY_SWIN, release_files
     reference, _ = release_files(tmp_path)
     reference.eval()

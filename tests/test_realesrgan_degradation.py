@@ -8,7 +8,7 @@ import yaml
 import torch.nn.functional as F
 
 from osir.degradations.realesrgan import PRESETS, PairPool, RealESRGANDegradation
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_pool_keeps_pairs_matched_and_checks_the_batch_size():
 
 def test_training_with_the_batch_degradation(tmp_path):
     from osir.engine.trainer import Trainer
-    from osir.options import load_options
+    from osir.core.options import load_options
     from tests.conftest import tiny_options, write_yaml
     opt = tiny_options(tmp_path, **{"train.total_iter": 2, "val.freq": 100})
     opt["datasets"]["train"].pop("degradation")

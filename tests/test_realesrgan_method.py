@@ -7,8 +7,8 @@ import torchvision
 
 from osir.engine.trainer import Trainer
 from osir.methods.realesrgan import RealESRGAN
-from osir.options import load_options
-from osir.registry import OptionsError
+from osir.core.options import load_options
+from osir.core.registry import OptionsError
 from tests.conftest import tiny_options, write_images, write_yaml
 
 TINY_G = {"type": "RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4}

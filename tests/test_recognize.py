@@ -9,13 +9,13 @@ import pytest
 import torch
 import yaml
 
-from osir.engine.checkpoint import CheckpointError, read_state_dict, save_network, save_state_dict
+from osir.core.checkpoint import CheckpointError, read_state_dict, save_network, save_state_dict
 from osir.engine.trainer import build_method
 from osir.engine.validation import evaluation_mode
 from osir.inference.tiling import restore_image
 from osir.model_card import options_sha256
 from osir.recognize import main, recognize
-from osir.registry import ARCHS, OptionsError
+from osir.core.registry import ARCHS, OptionsError
 from tests.conftest import FIXTURES
 
 MANIFESTS = FIXTURES / "checkpoints"

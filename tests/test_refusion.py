@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osir.engine.checkpoint import CheckpointError
+from osir.core.checkpoint import CheckpointError
 from osir.engine.trainer import Trainer
 from osir.methods.refusion.arch import CompressionUNet, ConditionalNAFNet, NAFBlock
 from osir.methods.refusion.method import LatentRefusion, Refusion, RefusionCompression
-from osir.options import load_options
-from osir.registry import OptionsError
+from osir.core.options import load_options
+from osir.core.registry import OptionsError
 from tests.conftest import FIXTURES, set_keys, write_images, write_yaml
 
 LAYOUTS = FIXTURES / "checkpoints"            # copied from shared/checkpoints
@@ -299,7 +299,7 @@ def test_shipped_training_files_build_their_method_optimisers_and_emas(tmp_path,
     from pathlib import Path
     from safetensors.torch import save_file
     from osir.engine.trainer import build_emas, build_method, build_optimizers
-    from osir.registry import ARCHS
+    from osir.core.registry import ARCHS
     root = Path(__file__).resolve().parents[1] / "options"
     opt = load_options(root / name)
     if opt["method"]["type"] == "LatentRefusion":

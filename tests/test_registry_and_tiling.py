@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from osir.engine.trainer import Trainer
-from osir.engine.method import Method
+from osir.core.method import Method
 from osir.inference import restore_image, restore_tiled
-from osir.options import load_options
-from osir.registry import OptionsError, Registry
+from osir.core.options import load_options
+from osir.core.registry import OptionsError, Registry
 from tests.conftest import tiny_options, write_yaml
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from osir.core.card import cards, release_options
-from osir.options import Options, OptionsError, load_options, parse_yaml, read_yaml, validate
+from osir.core.options import Options, OptionsError, load_options, parse_yaml, read_yaml, validate
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = REPO / "options"

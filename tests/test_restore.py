@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from osir.engine.checkpoint import save_network
+from osir.core.checkpoint import save_network
 from osir.restore import PRESETS, available_models, load_restorer, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,7 +270,7 @@ def test_options_file_instead_of_a_model(tmp_path, unet, capsys):
 
 
 def test_presets_mirror_their_options_files_and_validate():
-    from osir.options import load_options
+    from osir.core.options import load_options
     from osir.restore import _resolve
     deliberate = {"osediff": {"merge_lora"}}        # options/test/osediff.yml merges LoRA; osediff.yml trains
     for name, preset in PRESETS.items():

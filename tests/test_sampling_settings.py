@@ -8,7 +8,7 @@ import torch
 from osir.inference import restore_image
 from osir.methods.irsde.method import IRSDE
 from osir.methods.refusion.method import Refusion
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 
 
 def _irsde(**kw):

@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from osir.methods.refusion.spatial_entropy import (
     SpatialEntropyLoss, _JointHistograms, kernel_weights, neighbourhood_mean, release_densities, spatial_histogram,
     spatial_histogram_reference, spatial_histograms)
-from osir.registry import LOSSES, OptionsError
+from osir.core.registry import LOSSES, OptionsError
 
 DISTANCES = ("hellinger", "kl")
 
@@ -259,7 +259,7 @@ def test_bad_inputs():
 
 
 def test_registered_and_buildable_from_options():
-    from osir.options import component, validate
+    from osir.core.options import component, validate
 
     assert LOSSES.get("SpatialEntropyLoss") is SpatialEntropyLoss
     spec = validate({"type": "SpatialEntropyLoss", "distance": "kl", "windows": [1, 3]}, component(LOSSES))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import sys
 import urllib.request
 from pathlib import Path
 from urllib.parse import urljoin
@@ -15,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from osir.engine.checkpoint import save_network
+from osir.core.checkpoint import save_network
 from osir.methods.realesrgan import RRDBNet
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 from osir.restore import load_restorer
 from osir.web import AUTO, Demo, build_app, main, to_uint8, weight_files
 
@@ -180,6 +181,23 @@ def test_errors_are_messages(weights, photo, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(OptionsError, match="no weights in --weights-dir '.*empty' "):
         weight_files([], tmp_path / "empty")
+
+
+def test_a_missing_package_is_a_message_with_the_pip_command(weights, monkeypatch):
+    """Choosing weights or a method in the page whose loader needs a package that is not installed (spandrel,
+    hidden by ``sys.modules['spandrel'] = None``, so that importing it raises ModuleNotFoundError) is a
+    gr.Error with the pip command, as on the command line; with the package back the same choice loads."""
+    import gradio as gr
+
+    demo = Demo([weights])
+    with monkeypatch.context() as hidden:
+        hidden.setitem(sys.modules, "spandrel", None)
+        for method in (AUTO, "realesrgan-x2"):
+            with pytest.raises(gr.Error) as caught:
+                demo.restorer(method, str(weights))
+            assert caught.value.message == (f"cannot load '{weights.name}' as {method}: needs the package 'spandrel', "
+                                            "which is not installed (pip install spandrel)")
+    assert demo.restorer(AUTO, str(weights)).scale == 2
 
 
 def test_weights_dir_and_command_line(weights, tmp_path, capsys):

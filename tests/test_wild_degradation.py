@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import yaml
 
 from osir.degradations.wild import OPERATIONS
-from osir.registry import BATCH_DEGRADATIONS, OptionsError
+from osir.core.registry import BATCH_DEGRADATIONS, OptionsError
 
 # every operation of every stage off
 OFF = dict(blur_prob=0.0, blur_prob2=0.0, blur_prob3=0.0, resize_prob=[0.0, 0.0, 1.0], resize_prob2=[0.0, 0.0, 1.0],

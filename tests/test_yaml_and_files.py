@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from osir.engine.checkpoint import CheckpointError, read_weights_file, save_state_dict, save_training_state
-from osir.options import MAX_ALIAS_NODES, apply_overrides, load_options, parse_yaml
-from osir.registry import OptionsError
+from osir.core.checkpoint import CheckpointError, read_weights_file, save_state_dict, save_training_state
+from osir.core.options import MAX_ALIAS_NODES, apply_overrides, load_options, parse_yaml
+from osir.core.registry import OptionsError
 from osir.test import main as run_test_script
 from tests.conftest import tiny_options, write_yaml
 

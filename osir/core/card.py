@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from osir.registry import CARDS
+from osir.core.registry import CARDS
 
 __all__ = ["CARDS", "MethodCard", "Release", "ReleaseFile", "Detector", "ExportName", "SizeRequirements", "Tiling",
            "Sampling", "cards", "releases", "release_options", "card_of_method", "resolve"]
@@ -191,12 +191,12 @@ def releases() -> dict[str, tuple[MethodCard, Release]]:
 
 def release_options(card: MethodCard, release: Release) -> dict:
     """The raw options tree of ``release`` (its YAML, with ``_base_`` resolved), not yet validated."""
-    from osir.options import read_yaml
+    from osir.core.options import read_yaml
     return read_yaml(_package_file(card, release.options))
 
 
 def _package_file(card: MethodCard, name: str):
-    from osir.options import _base_path
+    from osir.core.options import _base_path
     from pathlib import Path
     return _base_path(Path("."), f"pkg://{card.package}/releases/{name}")
 

@@ -15,6 +15,7 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 from torch.utils.data import Dataset
 
 from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
@@ -23,8 +24,8 @@ from basicsr.utils import FileClient
 from osir.data.io import DataError, ImageReadError, decode_image, images_by_name, img2tensor
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
-from osir.options import component
-from osir.registry import DATASETS, DEGRADATIONS
+from osir.core.options import component
+from osir.core.registry import DATASETS, DEGRADATIONS
 
 
 def _lmdb_keys(root: str) -> list[str]:
@@ -96,13 +97,16 @@ class PairedImageDataset(Dataset):
 
     A GT without an LQ partner (or the reverse) is an error naming the file.  With ``gt_size``
     a random paired crop is taken (images smaller than the patch are reflect-padded); the LQ must
-    be exactly GT/``scale`` in size, else the item fails naming both files."""
+    be exactly GT/``scale`` in size, else the item fails naming both files.  ``scale`` and ``gt_size``
+    are positive (``PositiveInt``: checked with the options) and ``gt_size`` a multiple of ``scale``."""
 
-    def __init__(self, dataroot_gt: str, dataroot_lq: str, scale: int = 1, gt_size: Optional[int] = None,
-                 use_flip: bool = False, use_rot: bool = False, filename_tmpl: str = "{}",
-                 io_backend: Literal["disk", "lmdb", "skimage"] = "disk"):
+    def __init__(self, dataroot_gt: str, dataroot_lq: str, scale: PositiveInt = 1,
+                 gt_size: Optional[PositiveInt] = None, use_flip: bool = False, use_rot: bool = False,
+                 filename_tmpl: str = "{}", io_backend: Literal["disk", "lmdb", "skimage"] = "disk"):
         self.gt = _ImageFolderSource(dataroot_gt, io_backend, "gt")
         self.lq = _ImageFolderSource(dataroot_lq, io_backend, "lq")
+        if gt_size is not None and gt_size % scale:   # checked here: the crop would fail at the first item
+            raise ValueError(f"gt_size {gt_size} is not a multiple of scale {scale}")
         self.scale, self.gt_size, self.use_flip, self.use_rot = scale, gt_size, use_flip, use_rot
         self.pairs = []
         lq_names = set(self.lq.items)
@@ -139,8 +143,9 @@ class SyntheticPairDataset(Dataset):
     """GT-only folder; the LQ is synthesised per sample by a registered degradation, seeded by the
     sample's seed (so validation pairs are fixed and training pairs replayable)."""
 
-    def __init__(self, dataroot_gt: str, degradation: Optional[component(DEGRADATIONS)] = None, gt_size: Optional[int] = None,
-                 use_flip: bool = False, use_rot: bool = False, io_backend: Literal["disk", "lmdb", "skimage"] = "disk"):
+    def __init__(self, dataroot_gt: str, degradation: Optional[component(DEGRADATIONS)] = None,
+                 gt_size: Optional[PositiveInt] = None, use_flip: bool = False, use_rot: bool = False,
+                 io_backend: Literal["disk", "lmdb", "skimage"] = "disk"):
         self.gt = _ImageFolderSource(dataroot_gt, io_backend, "gt")
         self.names = list(self.gt.items)
         self.degrade = DEGRADATIONS.build(degradation, "degradation") if degradation else None

@@ -26,7 +26,7 @@ read with tifffile (scikit-image's dependency), and anything else is left to Ope
 ``OPENCV_IO_MAX_IMAGE_PIXELS``, 2**30 by default) and checked after decoding.
 
 Writing: every image file osir writes goes through ``write_array`` (encoded in memory, written to a
-temporary file beside the target and renamed into place with ``osir.engine.checkpoint.atomic_write``):
+temporary file beside the target and renamed into place with ``osir.core.checkpoint.atomic_write``):
 a full disk or a killed process never leaves a truncated image under the final name, and a write error
 is one ``ImageWriteError`` line naming the file.
 """
@@ -43,26 +43,13 @@ import cv2
 import numpy as np
 import torch
 
-from osir.engine.checkpoint import atomic_write     # imports torch and safetensors only: no import cycle
+from osir.core.checkpoint import atomic_write
+from osir.core.errors import DataError, ImageReadError, ImageWriteError  # noqa: F401 (re-exported)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: output suffixes whose files can hold an alpha channel / 16-bit samples (OpenCV's writers)
 ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
 DEEP_SUFFIXES = (".png", ".tif", ".tiff")
-
-
-class ImageReadError(OSError):
-    """An image file could not be read or decoded; the message names the file."""
-
-
-class ImageWriteError(OSError):
-    """An image file could not be encoded or written (a full disk, no permission); the message names the file
-    (the final name: the temporary file it was written to is removed)."""
-
-
-class DataError(ValueError):
-    """The data does not fit the task (missing or empty folder, unmatched or mismatched pairs, an image
-    too small for a metric); the message names the file or folder."""
 
 
 #: EXIF orientation tag (0x0112) value -> the array operation that shows the image upright, as PIL's
@@ -99,13 +86,17 @@ def max_image_pixels() -> int:
     text = os.environ.get(MAX_PIXELS_ENV, "").strip()
     if not text:
         return DEFAULT_MAX_IMAGE_PIXELS
+    wanted = f"expected a number of pixels of at least 1 (default {DEFAULT_MAX_IMAGE_PIXELS})"
     try:
         value = float(text.replace("_", ""))
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 1):
-        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: expected a number of pixels of at least 1 "
+        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: {wanted}") from None
+    if value == math.inf:     # 'inf', or a number beyond float's range ('1e400')
+        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: infinity is not a limit; give a large number of pixels instead "
                         f"(default {DEFAULT_MAX_IMAGE_PIXELS})")
+    if not value >= 1:        # NaN too
+        why = "not a number" if math.isnan(value) else "less than one pixel" if value > 0 else "not above 0"
+        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: {why}; {wanted}")
     return int(value)
 
 
@@ -353,7 +344,7 @@ def tensor2uint8(tensor: torch.Tensor) -> np.ndarray:
 def write_array(path: str | Path, img: np.ndarray, params: tuple[int, ...] = ()) -> None:
     """Encode an OpenCV-ordered array (HxW grey, HxWx3 BGR or HxWx4 BGRA; uint8, or uint16 where the format
     has 16 bits) in the format of ``path``'s suffix (``cv2.imencode``, ``params`` as ``cv2.imwrite``'s) and
-    write it atomically (``osir.engine.checkpoint.atomic_write``: a temporary file beside ``path``, renamed
+    write it atomically (``osir.core.checkpoint.atomic_write``: a temporary file beside ``path``, renamed
     into place): an error leaves no file under ``path`` nor a temporary file, and is one ``ImageWriteError``
     naming ``path`` (a file already there is kept as it was)."""
     path = Path(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from osir.data.io import DataError
-from osir.registry import PROMPTS
+from osir.core.registry import PROMPTS
 
 
 @PROMPTS.register()

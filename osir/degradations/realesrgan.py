@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import NonNegativeInt, PositiveInt
 
 from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
 from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_pt, circular_lowpass_kernel,
@@ -38,8 +39,8 @@ from basicsr.utils.img_process_util import filter2D
 from osir.data.io import DataError, quantise
 from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.usm import SeparableUSMSharp
-from osir.options import validate
-from osir.registry import BATCH_DEGRADATIONS, OptionsError, nearest
+from osir.core.options import validate
+from osir.core.registry import BATCH_DEGRADATIONS, OptionsError, nearest
 
 KERNELS = ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
 MODES = ["area", "bilinear", "bicubic"]
@@ -106,7 +107,7 @@ class RealESRGANDegradation:
     preset sharpens (Real-ESRGAN's pixel and perceptual losses use it), ``gt_unsharpened`` the GT
     itself (its discriminator's real samples, ``gan_gt_usm: false``)."""
 
-    def __init__(self, preset: str = "realesrgan_x4", pool_size: int = 0, gt_size: Optional[int] = None,
+    def __init__(self, preset: str = "realesrgan_x4", pool_size: NonNegativeInt = 0, gt_size: Optional[PositiveInt] = None,
                  **overrides):
         if preset not in PRESETS:
             raise OptionsError(f"degradation.preset: unknown preset '{preset}'{nearest(preset, PRESETS)}; "

@@ -2,12 +2,13 @@
 they are a few lines of numpy / OpenCV each."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from osir.data.io import to_uint8
-from osir.registry import DEGRADATIONS
+from osir.core.registry import DEGRADATIONS
 
 
 @DEGRADATIONS.register()
@@ -36,10 +37,11 @@ class RandomMask:
 
     Per sample: ``strokes`` (drawn in [low, high]) thick polylines of 4-8 vertices with widths drawn
     from ``width`` (pixels, at the image's size), plus with probability ``box_prob`` one rectangle of
-    up to ``max_box`` of each side.  Written here because it is a few lines of OpenCV drawing."""
+    0.1 to ``max_box`` of each side (so ``max_box`` lies in [0.1, 1]).  Written here because it is a
+    few lines of OpenCV drawing."""
 
-    def __init__(self, strokes: list[int] = (1, 4), width: list[int] = (8, 24), box_prob: float = 0.5,
-                 max_box: float = 0.5, fill: float = 1.0):
+    def __init__(self, strokes: list[NonNegativeInt] = (1, 4), width: list[PositiveInt] = (8, 24),
+                 box_prob: float = 0.5, max_box: Annotated[float, Field(ge=0.1, le=1)] = 0.5, fill: float = 1.0):
         if len(strokes) != 2 or strokes[0] > strokes[1] or len(width) != 2 or width[0] > width[1]:
             raise ValueError(f"strokes and width must be [low, high], got {list(strokes)} and {list(width)}")
         self.strokes, self.width, self.box_prob, self.max_box, self.fill = strokes, width, box_prob, max_box, fill
@@ -66,7 +68,7 @@ class RandomMask:
 class BicubicDownscale:
     """LQ = the GT downscaled by ``scale`` with OpenCV's bicubic (a clean x``scale`` SR pair)."""
 
-    def __init__(self, scale: int = 4):
+    def __init__(self, scale: PositiveInt = 4):
         self.scale = scale
 
     def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -101,7 +103,7 @@ class JPEGCompression:
 class GaussianBlur:
     """Isotropic Gaussian blur (basicsr's kernel) with sigma drawn from ``sigma`` ([low, high], pixels)."""
 
-    def __init__(self, sigma: list[float] = (1.0, 3.0), kernel_size: int = 21):
+    def __init__(self, sigma: list[float] = (1.0, 3.0), kernel_size: PositiveInt = 21):
         if len(sigma) != 2 or not 0 < sigma[0] <= sigma[1] or kernel_size % 2 == 0:
             raise ValueError(f"sigma must be [low, high] > 0 and kernel_size odd, got {list(sigma)}, {kernel_size}")
         self.sigma, self.kernel_size = sigma, kernel_size

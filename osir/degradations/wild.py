@@ -67,8 +67,8 @@ from basicsr.utils.diffjpeg import DiffJPEG
 from osir.data.io import DataError, quantise
 from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.realesrgan import KERNEL_SIZE, KERNELS, MODES, RealESRGANDegradation
-from osir.options import validate
-from osir.registry import BATCH_DEGRADATIONS, OptionsError, nearest
+from osir.core.options import validate
+from osir.core.registry import BATCH_DEGRADATIONS, OptionsError, nearest
 
 #: the operations of a stage; ``draw`` returns each stage's order as indices into this list
 OPERATIONS = ["blur", "resize", "noise", "jpeg"]

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from osir.diffusion.sde import MeanRevertingSDE, randn_like
-from osir.registry import SAMPLERS
+from osir.core.registry import SAMPLERS
 
 NoiseModel = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import yaml
 from accelerate.utils import DistributedDataParallelKwargs, FullyShardedDataParallelPlugin
 
-from osir.registry import OptionsError, nearest
+from osir.core.options import load_yaml, short_repr
+from osir.core.registry import OptionsError, nearest
 
 _RENAMED = {"transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap", "offload_params": "cpu_offload"}
 #: keys of an accelerate config file that concern the launcher, not the training strategy
@@ -32,7 +32,9 @@ def fsdp_plugin(config_file: str | None) -> FullyShardedDataParallelPlugin | Non
     path = Path(config_file)
     if not path.is_file():
         raise OptionsError(f"{key}: file not found: '{path}'")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = load_yaml(path, f"{key}: '{path}'") or {}       # read as options files are: no alias bomb
+    if not isinstance(cfg, dict):
+        raise OptionsError(f"{key}: '{path}': not an accelerate config (the top level is not a mapping)")
     kind = str(cfg.get("distributed_type", "NO"))
     if kind in ("NO", "MULTI_GPU", "MULTI_CPU"):
         return None
@@ -44,7 +46,10 @@ def fsdp_plugin(config_file: str | None) -> FullyShardedDataParallelPlugin | Non
             raise OptionsError(f"{key}: '{path}': unsupported key '{k}' for FSDP training")
     fields = [f.name for f in dataclasses.fields(FullyShardedDataParallelPlugin)]
     kwargs = {}
-    for k, value in (cfg.get("fsdp_config") or {}).items():
+    fsdp = cfg.get("fsdp_config") or {}
+    if not isinstance(fsdp, dict):
+        raise OptionsError(f"{key}: '{path}': fsdp_config: expected a mapping, got {short_repr(fsdp)}")
+    for k, value in fsdp.items():
         name = k if k in fields else _RENAMED.get(k.removeprefix("fsdp_"), k.removeprefix("fsdp_"))
         if name not in fields:
             raise OptionsError(f"{key}: '{path}': fsdp_config.{k}: unknown FSDP setting"

@@ -15,7 +15,8 @@ times come from ``psutil`` (a dependency of accelerate), which works on Linux, m
 
 Limits: a lock is taken with ``os.link`` of a finished temporary file (atomic, and never seen
 half-written), or ``O_CREAT | O_EXCL`` where the file system has no hard links.  Two runs that find
-the same stale lock in the same instant can both take it over; a live lock is never taken.
+the same stale lock in the same instant can both take it over; a live lock is never taken.  A lock that
+cannot be written (a full disk, no permission) is one line naming the lock file, and nothing of it is left.
 """
 from __future__ import annotations
 
@@ -64,13 +65,29 @@ def _read(path: Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
 
 
+def _cannot_write(path: Path, err: OSError) -> OSError:
+    """A write error of the lock file (a full disk, no permission) as one line naming it: not a
+    ``FileExistsError`` (which means 'held'), whatever its errno."""
+    failed = OSError(f"cannot write the lock file '{path}' of experiment folder "
+                     f"'{path.with_name(path.name.removesuffix('.lock'))}': {err.strerror or err}")
+    failed.errno = err.errno
+    return failed
+
+
 def _create(path: Path, record: dict) -> None:
-    """Create ``path`` holding ``record``; FileExistsError when it exists."""
-    text = json.dumps(record)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Create ``path`` holding ``record``; FileExistsError when it exists, an OSError naming ``path`` when it
+    cannot be written (nothing of it is left then)."""
+    data = json.dumps(record).encode("utf-8")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as err:
+        raise _cannot_write(path, err) from None
+    try:
+        try:
+            Path(tmp).write_bytes(data)
+        except OSError as err:
+            raise _cannot_write(path, err) from None
         try:
             os.link(tmp, path)          # atomic, and the lock is complete when it appears
             return
@@ -78,11 +95,20 @@ def _create(path: Path, record: dict) -> None:
             raise
         except OSError:                 # no hard links on this file system
             pass
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            raise
+        except OSError as err:
+            raise _cannot_write(path, err) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as err:          # ours, half written: removed, not left to look like another run's
+            path.unlink(missing_ok=True)
+            raise _cannot_write(path, err) from None
     finally:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _stale_because(record: dict | None, path: Path) -> str | None:

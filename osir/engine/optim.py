@@ -14,7 +14,7 @@ import math
 import torch
 from lion_pytorch import Lion
 
-from osir.registry import OPTIMIZERS, SCHEDULERS
+from osir.core.registry import OPTIMIZERS, SCHEDULERS
 
 OPTIMIZERS.register(torch.optim.Adam, name="Adam")
 OPTIMIZERS.register(torch.optim.AdamW, name="AdamW")

@@ -9,8 +9,9 @@ runs before the experiment folder is touched, so a typo leaves an old experiment
 One run at a time per experiment folder: the main process takes ``experiments/<name>.lock``
 (``osir.engine.lock``) before the folder is archived or written, and releases it when training ends;
 temporary files of a save cut short (``kill -9``) are removed at the next start.  SIGINT / SIGTERM
-during training end the current iteration, save its training state like a periodic checkpoint and
-raise ``TrainingInterrupted`` (``osir/train.py`` exits 130 / 143 without a traceback).
+during training end the current iteration (during a validation: its current batch, the rest abandoned),
+save the training state of the last completed iteration like a periodic checkpoint and raise
+``TrainingInterrupted`` (``osir/train.py`` exits 130 / 143 without a traceback).
 
 Randomness is a function of (seed, process, iteration): data samples carry their own seeds
 (``SeededSampler``) and the torch generator is re-seeded before every micro-batch, so a resumed
@@ -35,17 +36,17 @@ from tqdm import tqdm
 
 from osir.data.datasets import WithDegradationParams
 from osir.data.sampler import SeededSampler
-from osir.engine import checkpoint as ckpt
+from osir.core import checkpoint as ckpt
 from osir.engine import lock
 from osir.engine.distributed import ddp_kwargs, fsdp_plugin
 from osir.engine.ema import ParameterEMA
 from osir.engine.logging import TensorboardWriter, get_logger
-from osir.engine.method import Method
-from osir.engine.validation import describe, evaluation_mode, validate
+from osir.core.method import Method
+from osir.engine.validation import ValidationAbandoned, describe, evaluation_mode, validate
 from osir.inference.load import build_method   # the one loader builds every method (training too)
 from osir.metrics.suite import MetricSuite
-from osir.options import dump_options
-from osir.registry import BATCH_DEGRADATIONS, DATASETS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
+from osir.core.options import dump_options
+from osir.core.registry import BATCH_DEGRADATIONS, DATASETS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle")
 OSIR_OPTIMIZER_KEYS = ("type", "params", "exclude_from_weight_decay")
@@ -171,15 +172,18 @@ class TrainingInterrupted(BaseException):
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers ignore SIGINT / SIGTERM (Ctrl-C reaches the whole process group): the main
-    process finishes its iteration with them and ends them; they also end when it dies."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    """DataLoader workers ignore SIGINT (Ctrl-C reaches the whole process group: the main process finishes
+    its iteration and ends them) and end quietly on SIGTERM, with exit status 0 and no traceback: SIGTERM is
+    also how Python ends leftover daemonic children at exit (``multiprocessing``'s exit handler terminates,
+    then joins them), so a worker that ignored it would keep a finished or failed run from exiting."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 
 class _StopRequest:
-    """While training: the first SIGINT / SIGTERM asks the loop to stop after the current iteration
-    (``signum`` is set); the same signal again, ``REPEAT_S`` or more later, stops at once without saving.
+    """While training: the first SIGINT / SIGTERM asks the loop to stop after the current iteration, or a
+    validation after its current batch (``signum`` is set); the same signal again, ``REPEAT_S`` or more
+    later, stops at once without saving.
     Sooner it is the same request: torchrun forwards the signal it got to its workers, which the terminal
     has already signalled.  Installed only in the main thread (Python delivers signals there), the previous
     handlers restored on exit."""
@@ -213,9 +217,10 @@ class _StopRequest:
             if self.main_process:   # os.write: a print could re-enter a write that the signal interrupted
                 again = "Ctrl-C again" if signum == signal.SIGINT else f"a second {name}"
                 try:
-                    os.write(sys.stderr.fileno(), f"\n{name}: stopping after the current iteration to save the "
-                                                  f"training state; {again} ({self.REPEAT_S:.0f} s or more later) "
-                                                  f"stops at once, without saving\n".encode())
+                    os.write(sys.stderr.fileno(), f"\n{name}: stopping after the current iteration (or "
+                                                  f"validation batch) to save the training state; {again} "
+                                                  f"({self.REPEAT_S:.0f} s or more later) stops at once, "
+                                                  f"without saving\n".encode())
                 except (OSError, ValueError, AttributeError):
                     pass
 
@@ -317,12 +322,13 @@ class Trainer:
                 self._lock_file, warning = lock.acquire(self.exp_dir)
                 weakref.finalize(self, lock.release, self._lock_file)   # a Trainer dropped unfinished
                 self._lock_notes += [warning] if warning else []
-            except lock.ExperimentLocked as err:
-                refusal = str(err)
+            except (lock.ExperimentLocked, OSError) as err:    # in use; or the lock cannot be written
+                refusal = (isinstance(err, lock.ExperimentLocked), str(err))
         if acc.num_processes > 1:
             refusal = broadcast_object_list([refusal], from_process=0)[0]
-        if refusal is not None:
-            raise lock.ExperimentLocked(refusal)
+        if refusal is not None:             # every process raises it: none waits at a broadcast forever
+            locked, message = refusal
+            raise (lock.ExperimentLocked if locked else OSError)(message)
 
     def close(self) -> None:
         """Release the experiment folder (its lock); ``train()`` does this when it ends, however it ends."""
@@ -498,23 +504,39 @@ class Trainer:
             old.unlink(missing_ok=True)
 
     # -- loop --------------------------------------------------------------------------------
-    def validate(self, it: int) -> dict:
+    def validate(self, it: int, stop: _StopRequest | None = None) -> dict:
+        """Every validation set's summary.  A ``stop`` request cuts it short between batches: the rest of
+        the validation is abandoned (one line logged, nothing reported for the set cut short); the caller
+        then stops training.  The main process validates alone, or all of them when the networks are
+        sharded (every forward needs every process): then every process asks all of them before each batch,
+        so all abandon at the same one.  A request that only another process got stops after the
+        validation (``_stop_requested``); no process waits for one that has stopped."""
         acc = self.accelerator
         results = {}
+        should_stop = None
+        if stop is not None:
+            should_stop = ((lambda: self._stop_requested(stop) != 0) if self.sharded
+                           else (lambda: stop.signum is not None))
         # sharded networks need every process in their forward: then all validate, the main one reports
         if (acc.is_main_process or self.sharded) and self.val_sets:
             vopt = self.opt["val"]
             emas = list(self.ema.values()) if vopt["use_ema"] else []
-            with evaluation_mode(self.method, emas):
-                for set_name, (dataset, spec) in self.val_sets.items():
-                    save_dir = self.exp_dir / "visualization" if vopt["save_images"] and acc.is_main_process else None
-                    summary = validate(self.method, dataset, self.metrics, acc.device, save_dir, f"_{it}",
-                                       vopt["max_images"], self.opt["tile"], seed=self.opt["seed"],
-                                       batch_size=spec["batch_size"])
-                    results[set_name] = summary
-                    self.logger.info(f"validation [{set_name}] iter {it}: {describe(summary)}")
-                    self.tb.scalars({k: v.get("restored", v.get("value")) for k, v in summary.items()}, it,
-                                    f"val/{set_name}/")
+            set_name = None
+            try:
+                with evaluation_mode(self.method, emas):   # the EMA swapped back out before anything is saved
+                    for set_name, (dataset, spec) in self.val_sets.items():
+                        save_dir = self.exp_dir / "visualization" if vopt["save_images"] and acc.is_main_process \
+                            else None
+                        summary = validate(self.method, dataset, self.metrics, acc.device, save_dir, f"_{it}",
+                                           vopt["max_images"], self.opt["tile"], seed=self.opt["seed"],
+                                           batch_size=spec["batch_size"], should_stop=should_stop)
+                        results[set_name] = summary
+                        self.logger.info(f"validation [{set_name}] iter {it}: {describe(summary)}")
+                        self.tb.scalars({k: v.get("restored", v.get("value")) for k, v in summary.items()}, it,
+                                        f"val/{set_name}/")
+            except ValidationAbandoned as cut:
+                self.logger.info(f"validation [{set_name}] at iteration {it} abandoned after {cut.done} of "
+                                 f"{cut.total} images: stop requested")
         acc.wait_for_everyone()
         return results
 
@@ -577,17 +599,24 @@ class Trainer:
             if saved:
                 self.save_checkpoint(it)
             signum = self._stop_requested(stop)
+            if not signum and it % self.opt["val"]["freq"] == 0 and it != total:
+                self.validate(it, stop)
+                signum = self._stop_requested(stop)   # a request during the validation: the same save as before it
             if signum:
-                if not saved:
-                    self.save_checkpoint(it)
-                state = self.exp_dir / "training_states" / f"{it}.state"
-                self.logger.info(f"interrupted ({signal.Signals(signum).name}) at iteration {it}: training "
-                                 f"state saved to {state}; resume with --auto_resume")
-                raise TrainingInterrupted(f"interrupted at iteration {it}: training state saved to {state}",
-                                          signum, it, state)
-            if it % self.opt["val"]["freq"] == 0 and it != total:
-                self.validate(it)
+                self._interrupted(it, signum, saved)
         bar.close()
         self.save_checkpoint(total)
-        results = self.validate(total)
+        results = self.validate(total, stop)
+        signum = self._stop_requested(stop)
+        if signum:                                    # the final validation cut short; its state is saved
+            self._interrupted(total, signum, saved=True)
         return {"train": last, "val": results}
+
+    def _interrupted(self, it: int, signum: int, saved: bool):
+        """Save the training state of iteration ``it`` unless it is saved, say where, and stop."""
+        if not saved:
+            self.save_checkpoint(it)
+        state = self.exp_dir / "training_states" / f"{it}.state"
+        self.logger.info(f"interrupted ({signal.Signals(signum).name}) at iteration {it}: training "
+                         f"state saved to {state}; resume with --auto_resume")
+        raise TrainingInterrupted(f"interrupted at iteration {it}: training state saved to {state}", signum, it, state)

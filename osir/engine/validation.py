@@ -1,7 +1,8 @@
 """Restore a dataset with a method and score it: shared by validation during training and by
 ``osir/test.py``.  The engine, not the method, puts the networks in ``eval()`` under
 ``torch.no_grad()`` (with EMA weights swapped in when asked) and restores their modes afterwards,
-also when evaluation raises."""
+also when evaluation raises.  A caller may ask it to stop between batches (``should_stop``): the rest is
+abandoned (``ValidationAbandoned``), no partial mean is returned as if complete."""
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
@@ -33,6 +34,14 @@ def evaluation_mode(method, emas=()):
                 module.training = training
 
 
+class ValidationAbandoned(Exception):
+    """``should_stop()`` answered True before all images were restored: ``done`` of ``total`` were."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f"abandoned after {done} of {total} images: stop requested")
+        self.done, self.total = done, total
+
+
 def _collate(items: list[dict]) -> dict:
     """Batch items of one size; different sizes are an error naming two of the files."""
     sizes = {tuple(item["lq"].shape[-2:]) for item in items}
@@ -45,18 +54,23 @@ def _collate(items: list[dict]) -> dict:
 
 
 def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=None, tile=None, seed: int = 0,
-            batch_size: int = 1, num_workers: int = 0, sources: dict | None = None, restore=None):
+            batch_size: int = 1, num_workers: int = 0, sources: dict | None = None, restore=None,
+            should_stop=None):
     """Yield (item, restored, scores, input_scores) per image of ``dataset``, restored in batches of
     ``batch_size``; ``item`` holds the image's own entries (``name``, paths, ...).  A NaN/Inf output is a
     ``DataError`` naming the image and the network (``sources``: network -> its weights file).
     ``restore``: called instead of ``osir.inference.restore_image``, with its arguments (a benchmark's timed
-    and counted restoration)."""
+    and counted restoration).  ``should_stop``: called before every batch; True raises
+    ``ValidationAbandoned`` with the number of images restored so far (training's stop request: under
+    several processes that validate together it must answer the same on every one)."""
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     subset = torch.utils.data.Subset(dataset, range(count)) if count < len(dataset) else dataset
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
     tile = tile or {}
     first = 0
     for batch in loader:
+        if should_stop is not None and should_stop():
+            raise ValidationAbandoned(first, count)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         generator = torch.Generator(device=device).manual_seed(seed + first)
         method.output_notes = {}
@@ -78,15 +92,16 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
 
 
 def validate(method, dataset, metrics: MetricSuite, device, save_dir: Path | None, suffix: str = "",
-             max_images=None, tile=None, seed: int = 0, batch_size: int = 1) -> dict:
+             max_images=None, tile=None, seed: int = 0, batch_size: int = 1, should_stop=None) -> dict:
     """Mean metrics of the restored images (and of the inputs, when LQ and GT align), or the
-    method's own ``evaluate`` results; call inside ``evaluation_mode``."""
+    method's own ``evaluate`` results; call inside ``evaluation_mode``.  ``should_stop``: see ``iterate``
+    (raises ``ValidationAbandoned``; a method's own ``evaluate`` runs to its end)."""
     custom = method.evaluate(dataset, batch_size)
     if custom is not None:
         return {k: {"value": float(v)} for k, v in custom.items()}
     sums, input_sums, n = {}, {}, 0
     for item, restored, scores, inputs in iterate(method, dataset, metrics, device, max_images, tile, seed,
-                                                  batch_size):
+                                                  batch_size, should_stop=should_stop):
         n += 1
         for k, v in scores.items():
             sums[k] = sums.get(k, 0.0) + v

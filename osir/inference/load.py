@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from osir.registry import METHODS, OptionsError, nearest
+from osir.core.registry import METHODS, OptionsError, nearest
 
 #: ``--precision`` -> the method's mixed-precision setting
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -36,7 +36,7 @@ def pick_device(name: str | None = None, flag: str = "--device") -> torch.device
         device = torch.device(name)
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as err:
-        from osir.cli import one_line
+        from osir.core.cli import one_line
         raise OptionsError(f"{flag}: '{name}' is not usable here ({one_line(err)[:160]}); "
                            "use cpu or an available accelerator (cuda, cuda:1, mps, xpu)") from None
     return device
@@ -111,7 +111,7 @@ def validated(raw: dict, overrides: list[str] | None, needs=()) -> dict:
     """``raw`` with ``--set`` overrides applied and validated as inference options; every file in ``needs``
     (``ReleaseFile``s) that is still missing is an ``OptionsError`` naming its key, what it is and where
     users get it."""
-    from osir.options import Options, apply_overrides, validate
+    from osir.core.options import Options, apply_overrides, validate
     raw = apply_overrides(raw, overrides or [])
     missing = [f for f in needs if not _get(raw, f.option)]
     if missing:
@@ -127,8 +127,8 @@ def from_release(name: str, weights, overrides: list[str] | None = None) -> Reso
     weights where a card's detector recognises the file (falling back to the release network, loaded
     strictly, when none does)."""
     from osir.core.card import release_options, releases
-    from osir.engine.checkpoint import CheckpointError
-    from osir.recognize import recognize
+    from osir.core.checkpoint import CheckpointError
+    from osir.core.recognition import recognize
     known = releases()
     if name not in known:
         raise OptionsError(f"--model: unknown model '{name}'{nearest(name, known)}; allowed: {', '.join(known)}")
@@ -145,7 +145,7 @@ def from_release(name: str, weights, overrides: list[str] | None = None) -> Reso
     try:
         rec = recognize(weights)
     except CheckpointError as err:        # not a layout any card knows: the release network, strictly
-        from osir.cli import one_line
+        from osir.core.cli import one_line
         note = f"note: '{weights}' not recognised ({one_line(err)[:200]}); using {name}'s release network"
     expected = (method.get("network") or {}).get("type")
     if rec is not None and rec.arch is not None:
@@ -186,8 +186,8 @@ def _mentions(tree, value: str) -> bool:
 def from_weights(weights, overrides: list[str] | None = None) -> Resolved:
     """Options for weights without ``--model``: the method and its network recognised by the cards'
     detectors; what only the user can give (``needs``) from ``--set method.<key>=``."""
-    from osir.options import apply_overrides
-    from osir.recognize import recognize
+    from osir.core.options import apply_overrides
+    from osir.core.recognition import recognize
     weights = weights_file(weights)
     rec = recognize(weights)
     given = apply_overrides({}, overrides or []).get("method") or {}
@@ -221,7 +221,7 @@ def weights_option(method_type: str) -> str:
 
 def from_options(path, weights=None, overrides: list[str] | None = None) -> Resolved:
     """An osir options file; ``weights`` replaces the file its method's releases take (``weights_option``)."""
-    from osir.options import load_options
+    from osir.core.options import load_options
     opt = load_options(path, overrides)
     if weights is not None:
         _set(opt, weights_option(opt["method"]["type"]), str(weights_file(weights)))
@@ -232,7 +232,7 @@ def from_options(path, weights=None, overrides: list[str] | None = None) -> Reso
 def load(resolved: Resolved, device: torch.device, precision: str = "fp32"):
     """The method of ``resolved`` built, given its weights (the recognised file's converted tensors where the
     options cannot name the file) and prepared for inference on ``device``."""
-    from osir.engine.checkpoint import load_network
+    from osir.core.checkpoint import load_network
     check_precision(precision, device)
     opt, rec = resolved.options, resolved.recognized
     method = build_method(opt)

@@ -16,12 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from osir.cli import run
+from osir.core.cli import run
 from osir.data.io import DataError, images_by_name, img2tensor, read_image
 from osir.metrics.results import DatasetHash, format_table, provenance, write_results
 from osir.metrics.suite import MetricSuite
-from osir.options import OptionsError, component, read_yaml, validate
-from osir.registry import METRICS
+from osir.core.options import OptionsError, component, read_yaml, validate
+from osir.core.registry import METRICS
 
 DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "ssim": {"type": "ssim", "test_y_channel": True},

@@ -28,9 +28,9 @@ from unittest import mock
 import numpy as np
 
 from osir.data.io import DataError
-from osir.engine.checkpoint import sha256
+from osir.core.checkpoint import sha256
 from osir.metrics.suite import Metric, Need, offline, resolve_weights, url_name
-from osir.registry import METRICS
+from osir.core.registry import METRICS
 
 CACHE_VERSION = 1
 DIMS = 2048       # Inception's final average pool: the standard FID features

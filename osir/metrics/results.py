@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import osir
+from osir.core.checkpoint import write_text
 
 
 def package_version(name: str) -> str:
@@ -96,26 +98,27 @@ def write_results(out_dir: str | Path, rows: list[dict], info: dict, per_seed: d
     if set_scores:
         mean = {**mean, **set_scores}
     if rows:
-        with open(out_dir / "metrics.csv", "w", newline="", encoding="utf-8") as f:
-            if stats:
-                all_rows = [{"image": r["image"], "seed": seed, **{k: v for k, v in r.items() if k != "image"}}
-                            for seed, seed_rows in per_seed.items() for r in seed_rows]
-                writer = csv.DictWriter(f, fieldnames=list(all_rows[0]) + [k for k in mean if k not in all_rows[0]])
-                writer.writeheader()
-                writer.writerows(all_rows)
-                writer.writerow({"image": "mean", **mean})
-                writer.writerow({"image": "std", **stats["std"]})
-            else:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]) + [k for k in mean if k not in rows[0]])
-                writer.writeheader()
-                writer.writerows(rows)
-                writer.writerow({"image": "mean", **mean})
+        f = io.StringIO(newline="")
+        if stats:
+            all_rows = [{"image": r["image"], "seed": seed, **{k: v for k, v in r.items() if k != "image"}}
+                        for seed, seed_rows in per_seed.items() for r in seed_rows]
+            writer = csv.DictWriter(f, fieldnames=list(all_rows[0]) + [k for k in mean if k not in all_rows[0]])
+            writer.writeheader()
+            writer.writerows(all_rows)
+            writer.writerow({"image": "mean", **mean})
+            writer.writerow({"image": "std", **stats["std"]})
+        else:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) + [k for k in mean if k not in rows[0]])
+            writer.writeheader()
+            writer.writerows(rows)
+            writer.writerow({"image": "mean", **mean})
+        write_text(out_dir / "metrics.csv", f.getvalue())
     summary = {"mean": mean, "count": len(rows), "images": rows, **info}
     if stats:
         summary.update(seeds=stats["seeds"], std=stats["std"], per_seed=stats["per_seed"])
     if set_scores:
         summary["set_metrics"] = dict(set_scores)
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -19,8 +19,8 @@ an error), and while a metric is built every download route of pyiqa, torch hub,
 Hugging Face hub is refused.  NIQE needs no file: its pristine-model parameters ship inside basicsr.
 
 Every weights file is read as weights only: osir's own reads through
-``osir.engine.checkpoint.read_weights_file``, and the reads of pyiqa, torchvision and torch hub
-(which pass ``weights_only=False``) inside ``osir.engine.weights.weights_only_loads``; a file that
+``osir.core.checkpoint.read_weights_file``, and the reads of pyiqa, torchvision and torch hub
+(which pass ``weights_only=False``) inside ``osir.core.weights.weights_only_loads``; a file that
 holds pickled objects beyond tensors is refused in one line naming it, and nothing in it runs.
 OpenAI CLIP's TorchScript backbones are read by ``torch.jit.load``, whose unpickler knows only
 tensors and TorchScript types.
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from osir.data.io import DataError, quantise
-from osir.engine.checkpoint import CheckpointError, read_weights_file
-from osir.engine.weights import local_torchvision_weights, weights_only_loads
-from osir.registry import METRICS, missing_package
+from osir.core.checkpoint import CheckpointError, read_weights_file
+from osir.core.weights import local_torchvision_weights, weights_only_loads
+from osir.core.registry import METRICS, missing_package
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
@@ -222,7 +222,7 @@ class PyiqaMetric(Metric):
         super().__init__(metric=metric, **kwargs)
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
         if metric not in DEFAULT_CONFIGS:
-            from osir.registry import nearest
+            from osir.core.registry import nearest
             raise ValueError(f"unknown pyiqa metric '{metric}'{nearest(metric, DEFAULT_CONFIGS)}")
         path = kwargs.get("pretrained_model_path")
         if path is not None and not Path(path).is_file():

@@ -3,8 +3,8 @@ EMA on one of them, and a frozen pretrained diffusers folder cast to the trainin
 import torch.nn.functional as F
 from torch import nn
 
-from osir.engine.method import Method
-from osir.registry import METHODS
+from osir.core.method import Method
+from osir.core.registry import METHODS
 
 
 @METHODS.register()

@@ -9,7 +9,7 @@ import re
 import signal
 from pathlib import Path
 
-from osir.engine import checkpoint
+from osir.core import checkpoint
 
 _atomic_write = checkpoint.atomic_write
 _paused = []

@@ -132,7 +132,7 @@ def caption_folder(gt_dir: str | Path, model_path: str | Path, out: str | Path, 
 
 def main(argv=None) -> int:
     """python -m osir.methods.daclip.captions GT_DIR --model DIR --out FILE: caption and cache."""
-    from osir import cli
+    from osir.core import cli
     parser = argparse.ArgumentParser(prog="python -m osir.methods.daclip.captions",
                                      description="Caption clean images once with a local transformers model.")
     parser.add_argument("gt_dir", help="folder of clean images (searched recursively)")

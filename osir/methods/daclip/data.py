@@ -30,13 +30,14 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from pydantic import PositiveInt
 
 from osir.data.datasets import _ImageFolderSource, _split_key
 from osir.data.io import DataError, img2tensor, read_image, to_uint8
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
-from osir.options import component
-from osir.registry import DATASETS, DEGRADATIONS
+from osir.core.options import component
+from osir.core.registry import DATASETS, DEGRADATIONS
 
 
 def read_caption_csv(path: str | Path) -> list[tuple[str, str, str]]:
@@ -66,8 +67,8 @@ class DegradationTypeDataset(Dataset):
     def __init__(self, dataroot: Optional[str] = None, csv: Optional[str] = None, dataroot_gt: Optional[str] = None,
                  degradations: Optional[dict[str, component(DEGRADATIONS)]] = None, captions: Optional[str] = None,
                  caption_template: str = "a photo of {}", types: Optional[list[str]] = None,
-                 gt_size: Optional[int] = None, use_flip: bool = False, use_rot: bool = False,
-                 clip_train_size: Optional[int] = None, io_backend: Literal["disk", "skimage"] = "disk"):
+                 gt_size: Optional[PositiveInt] = None, use_flip: bool = False, use_rot: bool = False,
+                 clip_train_size: Optional[PositiveInt] = None, io_backend: Literal["disk", "skimage"] = "disk"):
         given = [k for k, v in (("dataroot", dataroot), ("csv", csv), ("dataroot_gt", dataroot_gt)) if v]
         if len(given) != 1:
             raise ValueError(f"give exactly one of dataroot, csv, dataroot_gt (got {given or 'none'})")

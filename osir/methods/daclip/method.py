@@ -25,11 +25,11 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from osir.engine.method import Method
+from osir.core.method import Method
 from osir.methods.daclip.model import DACLIP, build_clip, load_release
 from osir.methods.irsde.method import IRSDE
-from osir.options import component
-from osir.registry import ARCHS, METHODS, OptionsError
+from osir.core.options import component
+from osir.core.registry import ARCHS, METHODS, OptionsError
 
 LOGIT_SCALE_MAX = math.log(100)
 

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_torch_file, torch_load_reason
+from osir.core.checkpoint import CheckpointError, describe_mismatch, load_torch_file, torch_load_reason
 
 
 def image_tokens(tower: nn.Module, image: torch.Tensor) -> torch.Tensor:

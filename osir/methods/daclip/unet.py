@@ -25,7 +25,7 @@ from torch import nn
 
 from osir.methods.irsde.arch import (ChannelLayerNorm, LinearAttention, ResBlock, SinusoidalPosEmb,
                                      conditional_input)
-from osir.registry import ARCHS
+from osir.core.registry import ARCHS
 
 HEAD_SIZE = 32
 

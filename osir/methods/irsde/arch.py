@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osir.registry import ARCHS
+from osir.core.registry import ARCHS
 
 
 class SinusoidalPosEmb(nn.Module):

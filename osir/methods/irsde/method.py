@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from osir.diffusion import MeanRevertingSDE
 from osir.diffusion.sde import randn_like
-from osir.engine.method import Method
-from osir.options import component
-from osir.registry import ARCHS, METHODS, SAMPLERS, OptionsError
+from osir.core.method import Method
+from osir.core.options import component
+from osir.core.registry import ARCHS, METHODS, SAMPLERS, OptionsError
 
 
 @METHODS.register()

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_torch_file
+from osir.core.checkpoint import CheckpointError, describe_mismatch, load_torch_file
 from osir.methods.osediff.lora import UNET_ADAPTERS, VAE_ADAPTER, release_vae_list
-from osir.registry import OptionsError
+from osir.core.registry import OptionsError
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 ONE_STEP_T = 999
@@ -158,7 +158,7 @@ def trained_state(unet: nn.Module, vae: nn.Module) -> tuple[dict, dict]:
 def export_osediff_pkl(unet: nn.Module, vae: nn.Module, path: str | Path, rank: int = 4) -> None:
     """Write osir's trained tensors in the release's layout (a torch dict, CPU tensors); the module
     lists in module order, ``vae_lora_encoder_modules`` with the release's repeats (``release_vae_list``)."""
-    from osir.engine.checkpoint import atomic_write
+    from osir.core.checkpoint import atomic_write
     unet_state, vae_state = trained_state(unet, vae)
     groups = unet_targets_from_adapters(unet)
     payload = {"vae_lora_encoder_modules": release_vae_list(vae_targets_from_adapter(vae)),

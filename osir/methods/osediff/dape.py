@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from osir.data.io import DataError
-from osir.engine.checkpoint import describe_mismatch
-from osir.registry import PROMPTS
+from osir.core.checkpoint import describe_mismatch
+from osir.core.registry import PROMPTS
 
 DATA = Path(__file__).parent / "ram_data"
 #: Swin-L 384 (RAM's config_swinL_384.json) and the tagging head (q2l_config.json, key/value width 512)
@@ -142,7 +142,7 @@ def _meta(layout: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
 
 
 def _read(path: str | Path, what: str) -> dict:
-    from osir.engine.checkpoint import CheckpointError
+    from osir.core.checkpoint import CheckpointError
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} not found: '{path}'")
@@ -228,7 +228,7 @@ def load_tagger(ram_path: str | Path, dape_path: Optional[str | Path] = None, sw
                 head: dict = TAGGING_HEAD) -> RAMTagger:
     """The RAM tagger from the release files (read with weights_only; only the tagging part is kept:
     the release's tag encoder and caption decoder are never materialised, the file is memory-mapped)."""
-    from osir.engine.checkpoint import CheckpointError
+    from osir.core.checkpoint import CheckpointError
     tag_list = read_lines(DATA / "ram_tag_list.txt")
     tagger = RAMTagger(swin, head, num_classes=len(tag_list))
     data = _read(ram_path, "RAM checkpoint")
@@ -309,7 +309,7 @@ class RAMPrompt:
 
 def main(argv=None) -> int:
     """python -m osir.methods.osediff.dape LR_DIR --ram FILE [--dape FILE]: print each image's tags."""
-    from osir import cli
+    from osir.core import cli
     from osir.data.io import img2tensor, list_images, read_image
     from osir.methods.osediff.components import release_sr_input, to_uint8
     parser = argparse.ArgumentParser(prog="python -m osir.methods.osediff.dape", description="Print DAPE / RAM tags.")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from osir.cli import run
+from osir.core.cli import run
 
 
 def export(args) -> int:
     from osir.inference.load import build_method
-    from osir.options import load_options
+    from osir.core.options import load_options
     opt = load_options(args.opt, [f"path.pretrained.unet={args.unet}", f"path.pretrained.vae={args.vae}"])
     method = build_method(opt)
     method.export_release(args.output)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osir.engine.method import Method
+from osir.core.method import Method
 from osir.methods.osediff.color import correct_colour
 from osir.methods.osediff import tiled_vae
 from osir.methods.osediff.components import (ONE_STEP_T, alpha_bar, load_sd, one_step_latent, pil_resize,
@@ -39,8 +39,8 @@ from osir.methods.osediff.components import (ONE_STEP_T, alpha_bar, load_sd, one
 from osir.methods.osediff.latent_tiles import predict_tiled
 from osir.methods.osediff.lora import (UNET_ADAPTERS, VAE_ADAPTER, add_lora, merge_and_unload, unet_targets,
                                        vae_targets)
-from osir.options import component
-from osir.registry import METHODS, PROMPTS, OptionsError
+from osir.core.options import component
+from osir.core.registry import METHODS, PROMPTS, OptionsError
 
 REG_ADAPTER = "reg"
 #: the paper code's negative prompt for the classifier-free-guided frozen score
@@ -205,7 +205,7 @@ class OSEDiff(Method):
             if not Path(p).is_file():
                 raise OptionsError(f"method.lpips_weights_path / lpips_vgg_path: file not found: '{p}'")
         import pyiqa
-        from osir.engine.weights import local_torchvision_weights
+        from osir.core.weights import local_torchvision_weights
         with local_torchvision_weights("VGG16_Weights.IMAGENET1K_V1", self._lpips_paths[1]):
             self.lpips = pyiqa.create_metric("lpips-vgg", as_loss=True, device=self.device,
                                              pretrained_model_path=self._lpips_paths[0])

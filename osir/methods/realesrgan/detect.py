@@ -36,8 +36,8 @@ def rrdbnet(state: dict, path: Path) -> Recognized:
     hp = {"num_in_ch": descriptor.input_channels, "num_out_ch": descriptor.output_channels, "scale": descriptor.scale,
           "num_feat": spandrel_hp["num_filters"], "num_block": spandrel_hp["num_blocks"],
           "num_grow_ch": 32}   # spandrel's RRDB has a fixed growth of 32 channels (a file with another fails there)
-    from osir.engine.checkpoint import describe_mismatch
-    from osir.registry import ARCHS
+    from osir.core.checkpoint import describe_mismatch
+    from osir.core.registry import ARCHS
     with torch.device("meta"):
         expected = ARCHS.build({"type": "RRDBNet", **hp}, "RRDBNet").state_dict()
     converted = bool(describe_mismatch(expected, state))

@@ -19,10 +19,10 @@ from basicsr.archs.rrdbnet_arch import RRDBNet
 from basicsr.losses.basic_loss import PerceptualLoss
 from basicsr.losses.gan_loss import GANLoss
 
-from osir.engine.method import Method
-from osir.engine.weights import local_torchvision_weights
-from osir.options import component
-from osir.registry import ARCHS, METHODS, OptionsError
+from osir.core.method import Method
+from osir.core.weights import local_torchvision_weights
+from osir.core.options import component
+from osir.core.registry import ARCHS, METHODS, OptionsError
 
 ARCHS.register(RRDBNet, name="RRDBNet")
 ARCHS.register(UNetDiscriminatorSN, name="UNetDiscriminatorSN")

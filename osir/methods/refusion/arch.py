@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from osir.methods.irsde.arch import Block, ChannelLayerNorm, LinearAttention, PreNorm, Residual, SinusoidalPosEmb
-from osir.registry import ARCHS
+from osir.core.registry import ARCHS
 
 
 class SimpleGate(nn.Module):

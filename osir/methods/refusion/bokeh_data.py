@@ -24,12 +24,13 @@ from typing import Literal, Optional
 
 import torch
 from torch.utils.data import Dataset
+from pydantic import PositiveInt
 
 from osir.data.datasets import _ImageFolderSource, _split_key
 from osir.data.io import DataError, img2tensor
 from osir.data.sampler import AUGMENT, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
-from osir.registry import DATASETS, nearest
+from osir.core.registry import DATASETS, nearest
 
 #: the lenses of the challenge data and their numbers (sign = maker, magnitude = 10 x f-number)
 KNOWN_LENSES: dict[str, float] = {
@@ -123,7 +124,7 @@ class BokehPairDataset(Dataset):
     image without a meta line, and source/target images of different sizes are errors naming the file.
     """
 
-    def __init__(self, dataroot: str, gt_size: Optional[int] = None, use_flip: bool = False, use_rot: bool = False,
+    def __init__(self, dataroot: str, gt_size: Optional[PositiveInt] = None, use_flip: bool = False, use_rot: bool = False,
                  io_backend: Literal["disk", "lmdb"] = "disk", meta_file: str = "meta.txt",
                  with_target: Optional[bool] = None, use_swap: bool = False,
                  lenses: Optional[dict[str, float]] = None, src_dir: Optional[str] = None,

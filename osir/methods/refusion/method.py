@@ -18,11 +18,11 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from osir.engine.checkpoint import CheckpointError, load_network, read_state_dict
-from osir.engine.method import Method
+from osir.core.checkpoint import CheckpointError, load_network, read_state_dict
+from osir.core.method import Method
 from osir.methods.irsde.method import IRSDE
-from osir.options import component
-from osir.registry import ARCHS, LOSSES, METHODS, OptionsError
+from osir.core.options import component
+from osir.core.registry import ARCHS, LOSSES, METHODS, OptionsError
 
 NAFNET = {"type": "ConditionalNAFNet", "img_channel": 3, "width": 64, "enc_blk_nums": [1, 1, 1, 28],
           "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1, 1]}

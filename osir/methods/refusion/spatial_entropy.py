@@ -103,7 +103,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from osir.registry import LOSSES
+from osir.core.registry import LOSSES
 
 DISTANCES = ("hellinger", "kl")
 VARIANTS = ("osir", "release")

@@ -17,7 +17,7 @@ def standins(method_options: dict, scratch: Path, seed: int) -> list[str]:
     import torch
     from safetensors.torch import save_file
 
-    from osir.registry import ARCHS
+    from osir.core.registry import ARCHS
     torch.manual_seed(seed)
     model = ARCHS.build(m["compression"], "method.compression")
     scratch.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from osir.engine.method import Method
-from osir.options import component
-from osir.registry import ARCHS, METHODS
+from osir.core.method import Method
+from osir.core.options import component
+from osir.core.registry import ARCHS, METHODS
 
 
 @ARCHS.register()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from osir.engine.checkpoint import CheckpointError, check_finite_weights, pickled_code_refusal
+from osir.core.checkpoint import CheckpointError, check_finite_weights, pickled_code_refusal
 
 _FORCE, _FORCE_NO = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 

@@ -2,15 +2,15 @@
 naming the file or key, exit code 2, no traceback.  Errors raised inside a DataLoader worker reach
 the main process with the worker's traceback in their message; only its last line is kept.  A
 missing third-party package (``ModuleNotFoundError``) is one line too, naming the osir module that
-imports it and the pip command (``osir.registry.missing_package``)."""
+imports it and the pip command (``osir.core.registry.missing_package``)."""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-from osir.data.io import DataError
-from osir.engine.checkpoint import CheckpointError
-from osir.registry import OptionsError, missing_package
+from osir.core.errors import DataError
+from osir.core.checkpoint import CheckpointError
+from osir.core.registry import OptionsError, missing_package
 
 #: what a user can cause with bad options, files or data, or the file system (a missing, existing or
 #: unwritable path): everything else is a bug and keeps its traceback

@@ -112,7 +112,7 @@ PIP_NAMES = {"open_clip": "open-clip-torch", "cv2": "opencv-python-headless", "s
 def missing_package(err: ModuleNotFoundError) -> str | None:
     """'needs the package 'X', which is not installed (pip install Y)' for an optional dependency that is
     missing, with the pip name of ``PIP_NAMES``; None when the missing module is osir's own (a bug, not
-    something to install) or unnamed.  Every command reports a missing package with it (``osir.cli.run``,
+    something to install) or unnamed.  Every command reports a missing package with it (``osir.core.cli.run``,
     ``osir <command>`` importing the command's module, the registries' lazy imports)."""
     missing = (err.name or "").split(".")[0]
     if not missing or missing == "osir":

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from osir.engine.checkpoint import CheckpointError, describe_mismatch, load_network, read_state_dict
+from osir.core.checkpoint import CheckpointError, describe_mismatch, load_network, read_state_dict
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -5,8 +5,8 @@ dataclasses below, and every ``type:`` section is checked against the signature 
 hints, defaults) of the registered class it names.  Validation runs before any work starts and
 fails with the key path and the nearest valid key.  Leaf type checks use pydantic, and so do the
 ranges declared with the types (``PositiveInt`` frequencies, batch sizes and iteration counts,
-``NonNegativeInt`` workers and overlaps, ``Seed``): ``val.freq: 0`` is an options error naming the
-key, before any work starts.
+``NonNegativeInt`` workers and overlaps, ``Seed``, ``FolderName``): ``val.freq: 0`` or ``name: .`` is an
+options error naming the key, before any work starts.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import pydantic
 import yaml
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
-from osir.registry import (BATCH_DEGRADATIONS, DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
+from osir.core.registry import (BATCH_DEGRADATIONS, DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
                            Registry, nearest)
 
 
@@ -49,6 +49,22 @@ def component(registry: Registry, extra: Any = None):
 # ----------------------------------------------------------------------------- schema
 #: a random seed numpy accepts (numpy's seeds are 32-bit, non-negative)
 Seed = Annotated[int, pydantic.Field(ge=0, lt=2 ** 32)]
+
+FOLDER_NAME_RULE = ("must be one folder name (not empty, no '/' or '\\', not '.' or '..', no leading or trailing "
+                    "whitespace, no NUL)")
+
+
+def _one_folder_name(value: str) -> str:
+    """``value`` if it names one folder inside a root (``experiments/<name>``): '.', '..', 'a/b' or ' x'
+    would name the root itself, its parent, a sub-folder or a name that differs from what the user sees."""
+    if (not value or value in (".", "..") or any(c in value for c in "/\\\0") or value != value.strip()):
+        raise ValueError(FOLDER_NAME_RULE)
+    return value
+
+
+#: ``name``: the experiment's folder under experiments/, tb_logger/ and results/ (one plain folder name)
+FolderName = Annotated[str, pydantic.AfterValidator(_one_folder_name)]
+
 
 @dataclass
 class LoaderOptions:
@@ -133,7 +149,7 @@ class InferenceOptions:
 
 @dataclass
 class Options:
-    name: str
+    name: FolderName                  # experiments/<name>, tb_logger/<name>, results/<name>
     method: component(METHODS)
     seed: Seed = 0
     imports: list[str] = field(default_factory=list)       # extra modules that register entries
@@ -320,8 +336,9 @@ def short_repr(value, limit: int = 80) -> str:
 
 
 def _short(msg: str) -> str:
-    """pydantic's 'Input should be greater than 0' as 'must be greater than 0'."""
-    return msg.replace("Input should be", "must be", 1)
+    """pydantic's 'Input should be greater than 0' as 'must be greater than 0' (and a validator's own
+    message without pydantic's 'Value error, ' prefix)."""
+    return msg.removeprefix("Value error, ").replace("Input should be", "must be", 1)
 
 
 def _type_name(annotation) -> str:
@@ -410,6 +427,26 @@ def parse_yaml(stream, source: str):
         print(f"warning: {source}: key '{key[:60]}' appears twice in one mapping "
               f"(lines {first} and {last}); the last one (line {last}) is used", file=sys.stderr)
     return data
+
+
+def load_yaml(path: str | Path, label: str | None = None, text: str | None = None):
+    """The data of a YAML file that is not an options file (a degradation or model card, a run's options.yml
+    read beside its weights, an accelerate config; or ``text``, e.g. a ``--set`` value, which ``path`` then
+    only names): read by ``parse_yaml`` (plain data only, alias expansion limited, repeated keys warned), no
+    ``_base_``.  An unreadable file, or text that is not valid YAML, is one ``OptionsError`` line naming it
+    (``label``; default ``'<path>'``, or ``path`` as it is for ``text``)."""
+    label = label or (str(path) if text is not None else f"'{path}'")
+    try:
+        if text is not None:
+            return parse_yaml(text, label)
+        with open(path, encoding="utf-8") as f:
+            return parse_yaml(f, label)
+    except OSError as err:
+        raise OptionsError(f"{label}: cannot read it: {err.strerror or err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise OptionsError(f"{label}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise OptionsError(f"{label}: not valid YAML: nested too deeply") from None
 
 
 def _deep_merge(base: dict, child: dict) -> dict:
@@ -508,6 +545,6 @@ def load_options(path: str | Path, overrides: list[str] | None = None) -> dict:
 
 
 def dump_options(opt: dict, path: str | Path) -> None:
+    from osir.core.checkpoint import write_text
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(opt, f, sort_keys=False)
+    write_text(path, yaml.safe_dump(opt, sort_keys=False))

@@ -106,6 +106,13 @@ def remove_orphans(folder: str | Path) -> list[Path]:
     return orphans
 
 
+def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """``Path.write_text`` through ``atomic_write``: a reader never sees half a file, and a failed write (a full
+    disk) leaves the earlier file and raises one line naming the file."""
+    data = text.encode(encoding)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def archive_folder(folder: str | Path) -> Path | None:
     """Move an existing ``folder`` aside to ``<name>_archived_<YYYYmmdd_HHMMSS>`` (``_2``, ``_3``, ...
     when that exists too) and return the new path; None when ``folder`` does not exist.  A training
@@ -225,7 +232,7 @@ def read_weights_file(path: str | Path):
             raise CheckpointError(f"cannot read '{path}' as safetensors: {err}") from None
     try:
         payload = _torch_load(path)
-    except CheckpointError:      # refused inside osir.engine.weights.weights_only_loads: already one line
+    except CheckpointError:      # refused inside osir.core.weights.weights_only_loads: already one line
         raise
     except Exception as err:
         raise CheckpointError(pickled_code_refusal(path, err)
