@@ -101,7 +101,9 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="osir/test.py", description="Restore and score test sets.")
+    from osir.core.options import options_help
+    parser = argparse.ArgumentParser(prog="osir/test.py", description="Restore and score test sets.",
+                                     epilog=options_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-opt", "--opt", required=True, nargs="+", action="extend", metavar="OPTIONS_YML",
                         help="YAML options file(s), run one after the other")
     parser.add_argument("--seeds", type=int, default=1, metavar="K",

@@ -14,7 +14,9 @@ from osir.core.cli import run
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="osir/train.py", description="Train an osir method.")
+    from osir.core.options import options_help
+    parser = argparse.ArgumentParser(prog="osir/train.py", description="Train an osir method.", epilog=options_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-opt", "--opt", required=True, help="YAML options file")
     parser.add_argument("--auto_resume", action="store_true",
                         help="resume from the newest training state of this experiment, if any")

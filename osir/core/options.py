@@ -66,102 +66,186 @@ def _one_folder_name(value: str) -> str:
 FolderName = Annotated[str, pydantic.AfterValidator(_one_folder_name)]
 
 
+def option(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, help: str):
+    """A field of an options section with its description (``help``): the one text that ``--help``, the
+    schema listing (``schema_rows`` / ``schema_text``) and the tests read."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class LoaderOptions:
     """Data-loader settings that sit next to a dataset's own arguments."""
-    batch_size: PositiveInt = 1          # per process
-    num_workers: NonNegativeInt = 0      # per process
-    shuffle: bool = True         # training loaders only
+    batch_size: PositiveInt = option(1, help="images per batch, per process")
+    num_workers: NonNegativeInt = option(0, help="loader worker processes, per process (0: load in the main one)")
+    shuffle: bool = option(True, help="shuffle the order (training loaders only)")
 
 
 @dataclass
 class OptimizerExtra:
     """osir's keys next to an optimiser's own arguments."""
-    params: Optional[list[str]] = None        # networks or method-given groups it steps (default: its own name)
-    exclude_from_weight_decay: bool = False   # the method's no-decay parameters (gains, biases) get weight_decay 0
+    params: Optional[list[str]] = option(None, help="networks or method-given groups it steps (default: its own name)")
+    exclude_from_weight_decay: bool = option(False, help="the method's no-decay parameters (gains, biases) get "
+                                                         "weight_decay 0")
 
 
 @dataclass
 class EMAOptions:
-    decay: float = 0.999
-    update_every: PositiveInt = 1        # iterations between EMA updates
+    """An exponential moving average of a network's trained tensors."""
+    decay: float = option(0.999, help="EMA decay per update")
+    update_every: PositiveInt = option(1, help="iterations between EMA updates")
 
 
 @dataclass
 class DDPOptions:
     """Passed to torch's DistributedDataParallel (through accelerate)."""
-    find_unused_parameters: bool = False
-    static_graph: bool = False
+    find_unused_parameters: bool = option(False, help="DDP's find_unused_parameters")
+    static_graph: bool = option(False, help="DDP's static_graph")
 
 
 @dataclass
 class TrainOptions:
-    total_iter: PositiveInt                                          # optimiser updates
-    optimizers: dict[str, component(OPTIMIZERS, OptimizerExtra)] = field(default_factory=dict)  # name -> optimiser
-    scheduler: Optional[component(SCHEDULERS)] = None                # one per optimiser, same settings
-    ema: dict[str, Optional[EMAOptions]] = field(default_factory=dict)   # network -> EMA of its trained tensors
-    grad_clip: Optional[PositiveFloat] = None                        # max gradient norm, per optimiser
-    grad_accum_steps: PositiveInt = 1
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    force_cpu: bool = False                                          # train on the CPU even with a GPU
-    channels_last: bool = False                                      # networks in channels_last memory format
-    ddp: DDPOptions = field(default_factory=DDPOptions)
-    accelerate_config: Optional[str] = None                          # accelerate config file (FSDP), see README
+    """How the method is trained (``osir/train.py``)."""
+    total_iter: PositiveInt = option(help="optimiser updates of the run")
+    optimizers: dict[str, component(OPTIMIZERS, OptimizerExtra)] = option(
+        factory=dict, help="name -> a registered optimiser (type + its arguments, plus params / "
+                           "exclude_from_weight_decay)")
+    scheduler: Optional[component(SCHEDULERS)] = option(None, help="a registered scheduler, one per optimiser "
+                                                                   "with the same settings")
+    ema: dict[str, Optional[EMAOptions]] = option(factory=dict, help="network -> EMA of its trained tensors")
+    grad_clip: Optional[PositiveFloat] = option(None, help="max gradient norm, per optimiser (null: no clipping)")
+    grad_accum_steps: PositiveInt = option(1, help="micro-batches accumulated per optimiser update")
+    mixed_precision: Literal["no", "fp16", "bf16"] = option("no", help="autocast precision of training")
+    force_cpu: bool = option(False, help="train on the CPU even with a GPU")
+    channels_last: bool = option(False, help="networks in channels_last memory format")
+    ddp: DDPOptions = option(factory=DDPOptions, help="DistributedDataParallel settings")
+    accelerate_config: Optional[str] = option(None, help="an accelerate config file (FSDP), see README")
 
 
 @dataclass
 class ValOptions:
-    freq: PositiveInt = 5000     # validate every N iterations (and at the end)
-    use_ema: bool = True         # validate with the EMA weights of networks that have them (false: raw weights)
-    save_images: bool = True
-    max_images: Optional[PositiveInt] = None   # null: all
+    """Validation during training."""
+    freq: PositiveInt = option(5000, help="validate every N iterations (and at the end)")
+    use_ema: bool = option(True, help="validate with the EMA weights of networks that have them (false: raw weights)")
+    save_images: bool = option(True, help="write the restored validation images under visualization/")
+    max_images: Optional[PositiveInt] = option(None, help="validate on the first N images of each set (null: all)")
 
 
 @dataclass
 class LoggerOptions:
-    print_freq: PositiveInt = 100
-    checkpoint_freq: PositiveInt = 5000
-    tensorboard: bool = True
-    keep_checkpoints: Optional[PositiveInt] = None   # keep only the newest N (null: all)
-    progress_bar: bool = True
+    """Log file, progress and checkpoints."""
+    print_freq: PositiveInt = option(100, help="log the mean losses every N iterations")
+    checkpoint_freq: PositiveInt = option(5000, help="save weights and the training state every N iterations")
+    tensorboard: bool = option(True, help="write tensorboard scalars under tb_logger/<name>")
+    keep_checkpoints: Optional[PositiveInt] = option(None, help="keep only the newest N checkpoints (null: all)")
+    progress_bar: bool = option(True, help="show a progress bar")
 
 
 @dataclass
 class PathOptions:
-    pretrained: dict[str, str] = field(default_factory=dict)   # network name -> weights file
-    strict_load: bool = True
-    resume_state: Optional[str] = None                          # a training_states/*.state file
-    experiments_root: str = "experiments"
-    results_root: str = "results"
-    tb_logger_root: str = "tb_logger"
+    """Files the run reads and the roots it writes under."""
+    pretrained: dict[str, str] = option(factory=dict, help="network name -> weights file to start from")
+    strict_load: bool = option(True, help="pretrained weights must fit their network exactly")
+    resume_state: Optional[str] = option(None, help="a training_states/*.state file to resume from")
+    experiments_root: str = option("experiments", help="root of experiments/<name>")
+    results_root: str = option("results", help="root of results/<name> (osir/test.py)")
+    tb_logger_root: str = option("tb_logger", help="root of tb_logger/<name>")
 
 
 @dataclass
 class TileOptions:
-    size: Optional[PositiveInt] = None   # restore images larger than this (LQ pixels) tile by tile
-    overlap: NonNegativeInt = 32
+    """Tiled restoration of large images (validation, test, restore)."""
+    size: Optional[PositiveInt] = option(None, help="restore images larger than this (LQ pixels) tile by tile "
+                                                    "(null: whole images)")
+    overlap: NonNegativeInt = option(32, help="overlap of neighbouring tiles (LQ pixels), blended")
 
 
 @dataclass
 class InferenceOptions:
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"   # test.py's precision (training uses train.*)
+    """Inference settings of osir/test.py."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = option("no", help="test.py's precision (training uses "
+                                                                       "train.mixed_precision)")
 
 
 @dataclass
 class Options:
-    name: FolderName                  # experiments/<name>, tb_logger/<name>, results/<name>
-    method: component(METHODS)
-    seed: Seed = 0
-    imports: list[str] = field(default_factory=list)       # extra modules that register entries
-    datasets: dict[str, Optional[component(DATASETS, LoaderOptions)]] = field(default_factory=dict)  # null: drop
-    degradation: Optional[component(BATCH_DEGRADATIONS)] = None    # applied to training batches on the device
-    train: Optional[TrainOptions] = None
-    val: ValOptions = field(default_factory=ValOptions)
-    metrics: dict[str, component(METRICS)] = field(default_factory=dict)
-    logger: LoggerOptions = field(default_factory=LoggerOptions)
-    path: PathOptions = field(default_factory=PathOptions)
-    tile: TileOptions = field(default_factory=TileOptions)
-    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    """An options file: the top level."""
+    name: FolderName = option(help="the run's folder name: experiments/<name>, tb_logger/<name>, results/<name>")
+    method: component(METHODS) = option(help="a registered method (type + its arguments)")
+    seed: Seed = option(0, help="the run's seed (weights, data order, noise)")
+    imports: list[str] = option(factory=list, help="extra modules to import (they register methods, archs, ...)")
+    datasets: dict[str, Optional[component(DATASETS, LoaderOptions)]] = option(
+        factory=dict, help="set name -> a registered dataset (type + its arguments, plus loader settings); 'train' "
+                           "trains, the others validate / test; null drops a set of a base file")
+    degradation: Optional[component(BATCH_DEGRADATIONS)] = option(None, help="a registered batch degradation "
+                                                                            "applied to training batches on the device")
+    train: Optional[TrainOptions] = option(None, help="training settings (required by osir/train.py)")
+    val: ValOptions = option(factory=ValOptions, help="validation settings")
+    metrics: dict[str, component(METRICS)] = option(factory=dict, help="name -> a registered metric (type + its "
+                                                                       "settings)")
+    logger: LoggerOptions = option(factory=LoggerOptions, help="logging and checkpoint settings")
+    path: PathOptions = option(factory=PathOptions, help="files read and folders written")
+    tile: TileOptions = option(factory=TileOptions, help="tiled restoration")
+    inference: InferenceOptions = option(factory=InferenceOptions, help="inference settings of osir/test.py")
+
+
+def _type_text(annotation) -> str:
+    """A short name for an option's type (``int > 0``, ``one of no, fp16, bf16``, ``mapping``)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        inner, extras = args[0], args[1:]
+        if any(isinstance(e, Component) for e in extras):
+            return "registered spec"
+        for e in extras:
+            for m in getattr(e, "metadata", [e]):
+                for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<")):
+                    if getattr(m, attr, None) is not None:
+                        return f"{_type_text(inner)} {sign} {getattr(m, attr)}"
+        return _type_text(inner)
+    if origin is Union:
+        named = [_type_text(a) for a in args if a is not type(None)]
+        return " | ".join(named) + (" | null" if type(None) in args else "")
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (dict, list):
+        return "mapping" if origin is dict else "list"
+    if dataclasses.is_dataclass(annotation):
+        return "section"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def schema_rows(cls=Options, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, description) of every option, sections expanded, from the fields' ``help``."""
+    rows = []
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.default is not dataclasses.MISSING:
+            default = "null" if f.default is None else str(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = "" if dataclasses.is_dataclass(f.default_factory) else repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((key, _type_text(hints[f.name]), default, f.metadata.get("help", "")))
+        section = hints[f.name]
+        if typing.get_origin(section) is Union:
+            section = next((a for a in typing.get_args(section) if dataclasses.is_dataclass(a)), None)
+        if dataclasses.is_dataclass(section):
+            rows += schema_rows(section, key + ".")
+    return rows
+
+
+def options_help() -> str:
+    """The ``--help`` epilog of the commands that read options files (train, test)."""
+    return ("options (YAML keys of an options file, or --set key.path=value); a registered spec is 'type:' plus the "
+            "entry's own arguments:\n" + schema_text())
+
+
+def schema_text(cls=Options) -> str:
+    """The options of an options file, one per line: key path, type, default and description."""
+    rows = schema_rows(cls)
+    width = max(len(k) for k, *_ in rows)
+    return "\n".join(f"  {k:<{width}}  {desc}  [{typ}{', default ' + d if d and d != '(required)' else ''}"
+                     f"{', required' if d == '(required)' else ''}]" for k, typ, d, desc in rows)
 
 
 # ----------------------------------------------------------------------------- validation
