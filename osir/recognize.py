@@ -17,20 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from osir.core.recognition import (RUN_FILE, Recognized, detectors, read, recognize,  # noqa: F401 (re-exported)
-                                   release_tile)
+from osir.core.recognition import RUN_FILE, Recognized, detectors, read, recognize  # noqa: F401 (re-exported)
 from osir.core.registry import OptionsError
 
-
-def __getattr__(name: str):
-    """``TILES``: method type -> the inference tiling its releases set (computed from the cards when asked
-    for, so that importing this module reads no release file)."""
-    if name == "TILES":
-        from osir.core.card import cards
-        return {m: tile for card in cards() for m in card.methods if (tile := release_tile(m))}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-__all__ = ["Recognized", "recognize", "detectors", "read", "RUN_FILE", "main"]
+__all__ = ["Recognized", "recognize", "detectors", "read", "RUN_FILE", "convert", "main"]
 
 
 # ----------------------------------------------------------------------------- command line

@@ -33,7 +33,8 @@ _FAMILY = {"png": (".png",), "jpg": (".jpg", ".jpeg")}
 class Preset:
     """A ``--model`` name as this command shows it: a release of a method card (``osir.core.card``).
     ``method``: the release's method section; ``weights``: the network or option the ``--weights`` file
-    goes to; ``needs``: option -> the file only the user can give."""
+    goes to; ``needs``: option -> the file only the user can give; ``source`` is None: the options files
+    include the release's YAML themselves (``tests/test_release_options.py`` checks which)."""
     description: str
     method: dict
     source: str | None = None

@@ -16,8 +16,9 @@ A command never names a method: it loops over the cards.  A card holds
 * its **sampling capability** (``Sampling``): which samplers and step counts ``restore`` accepts.
 
 Cards are plain data: importing one imports no torch, so ``osir restore --list-models`` stays fast.
-Written by hand (a registry of dataclasses); spandrel's own classes describe single networks, not methods
-with releases and samplers.
+Written by hand (a registry of dataclasses): spandrel's own classes describe single networks, not methods
+with releases and samplers, and its ``SizeRequirements`` / ``ModelTiling``, which these mirror, cannot be
+imported without importing spandrel and with it torch.
 """
 from __future__ import annotations
 
