@@ -56,13 +56,13 @@ def steps_part(args) -> dict:
     from osir.core.options import load_options
     train_file = ROOT / "options" / "daclip_uir_demo.yml"
     opt = load_options(train_file)
-    weights = ROOT / "experiments" / "demo_daclip_uir" / "models" / f"net_g_{opt['train']['total_iter']}.safetensors"
-    daclip = Path(opt["method"]["daclip_path"])
+    weights = ROOT / "experiments" / "demo_daclip_uir" / "models" / f"net_g_{opt.train.total_iter}.safetensors"
+    daclip = Path(opt.method["daclip_path"])
     daclip = daclip if daclip.is_absolute() else ROOT / daclip
     for needed, command in ((daclip, "options/daclip_demo.yml"), (weights, "options/daclip_uir_demo.yml")):
         if not needed.is_file():
             sys.exit(f"no trained weights at {needed}: run python osir/train.py -opt {command}")
-    held_out = opt["datasets"]["val"]
+    held_out = opt.datasets["val"]
     dataset = build_dataset(held_out, "held_out")
     suite = MetricSuite({"psnr": {"type": "psnr"}})
     input_psnr = sum(suite.score(it["lq"][None], it["gt"][None])["psnr"][0] for it in dataset) / len(dataset)
@@ -77,7 +77,7 @@ def steps_part(args) -> dict:
                 seconds = time.perf_counter() - start
             test_opt = load_options(train_file, [f"method.sample_steps={steps}", f"path.results_root={tmp}",
                                                  f"method.daclip_path={daclip}", f"path.pretrained.g={weights}"])
-            test_opt["datasets"] = {"held_out": held_out}
+            test_opt.datasets = {"held_out": held_out}
             demo = test_script.run(test_opt)["held_out"]["mean"]
             rows[steps] = {"release_net_seconds_256": seconds, "demo_psnr": demo["psnr"], "demo_ssim": demo["ssim"]}
     most = rows[max(rows)]["release_net_seconds_256"]

@@ -257,7 +257,7 @@ class Context:
         ``prepare_inference`` yet: the caller decides when)."""
         import torch
         from osir.engine.trainer import build_method
-        torch.manual_seed(opt["seed"])
+        torch.manual_seed(opt.seed)
         method = build_method(opt)
         method.setup(self.device, {"fp32": "no"}.get(precision, precision))
         for net in method.networks.values():
@@ -294,8 +294,8 @@ class Context:
             extra.append(f"method.process_size={self.plan.px(512)}")
         opt, replaced = self.options(file, [f"method.sd_path={self.sd}", "method.build_tiny=false", *extra, *overrides])
         if train:
-            opt["method"]["lpips_weights_path"] = str(self.work / "lpips_vgg.pth")
-            opt["method"]["lpips_vgg_path"] = str(self.work / "vgg16.pth")
+            opt.method["lpips_weights_path"] = str(self.work / "lpips_vgg.pth")
+            opt.method["lpips_vgg_path"] = str(self.work / "vgg16.pth")
             notes.append("LPIPS-VGG with random weights (the loss network's cost, not its values)")
         return opt, replaced + notes
 
@@ -493,10 +493,10 @@ def stage_osediff_tiled(ctx: Context) -> None:
     from osir.engine.validation import evaluation_mode
     opt, notes = ctx.osediff_options("options/test/osediff.yml", [f"method.release_path={ctx.pkl}",
                                                                    "method.merge_lora=true"])
-    opt["method"]["tiling"] = ctx.dry_tiling(opt["method"].get("tiling"))
+    opt.method["tiling"] = ctx.dry_tiling(opt.method.get("tiling"))
     method = ctx.build(opt, "bf16")
     method.prepare_inference()
-    notes = notes + [f"method.tiling {opt['method']['tiling']}"]
+    notes = notes + [f"method.tiling {opt.method['tiling']}"]
     with evaluation_mode(method):
         for side in (1024, 2048):
             batch = ctx.random_batch(ctx.plan.px(side) // method.scale)
@@ -599,7 +599,7 @@ def _sde_stage(ctx: Context, key: str) -> None:
                     nfe = counter.samples[noise] / max(1, counter.restore_samples)
                 finally:
                     counter.remove()
-                sampler = opt["method"].get("sampler")
+                sampler = opt.method.get("sampler")
                 return {"seconds": seconds, "peak_gb": ctx.peak_gb(),
                         "details": {"nfe": float(nfe), "s_per_nfe": seconds / nfe if nfe else float("nan"),
                                     "runs": len(runs), "nonfinite_output": _nonfinite(out)},
@@ -633,7 +633,7 @@ def stage_rrdbnet(ctx: Context) -> None:
             batch = ctx.random_batch(side)
             with evaluation_mode(method):
                 seconds, runs, out = ctx.timed(lambda: restore_image(method, batch))
-            net = opt["method"]["network"]
+            net = opt.method["network"]
             return {"seconds": seconds, "peak_gb": ctx.peak_gb(),
                     "details": {"output_side": float(out.shape[-1]), "runs": len(runs),
                                 "nonfinite_output": _nonfinite(out)},
@@ -677,7 +677,7 @@ def stage_two_optimizers(ctx: Context) -> None:
         start = time.perf_counter()
         result = trainer.train()
         ctx.sync()
-        seconds = (time.perf_counter() - start) / opt["train"]["total_iter"]
+        seconds = (time.perf_counter() - start) / opt.train.total_iter
         losses = _finite_losses(result["train"])
         scalers = getattr(trainer.method, "scalers", {}) or {}
         if ctx.cuda and len(scalers) != 2:

@@ -36,18 +36,18 @@ def main(argv=None) -> int:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (test_file, train_file) in DEMOS.items():
-            held_out = load_options(ROOT / train_file)["datasets"]["val"]
+            held_out = load_options(ROOT / train_file).datasets["val"]
             item = build_dataset(held_out, "held_out")[0]
             rows.setdefault("input", {})[name] = MetricSuite({"psnr": {"type": "psnr"}}).score(
                 item["lq"][None], item["gt"][None])["psnr"][0]
             for steps in args.steps:
                 opt = load_options(ROOT / test_file, [f"method.sample_steps={steps}", f"path.results_root={tmp}"])
-                weights = Path(opt["path"]["pretrained"]["g"])
-                opt["path"]["pretrained"]["g"] = str(weights if weights.is_absolute() else ROOT / weights)
-                if not Path(opt["path"]["pretrained"]["g"]).is_file():
+                weights = Path(opt.path.pretrained["g"])
+                opt.path.pretrained["g"] = str(weights if weights.is_absolute() else ROOT / weights)
+                if not Path(opt.path.pretrained["g"]).is_file():
                     print(f"{name}: no trained weights at {weights}: run python osir/train.py -opt {train_file}")
                     return 2
-                opt["datasets"] = {"held_out": held_out}
+                opt.datasets = {"held_out": held_out}
                 start = time.perf_counter()
                 summary = test_script.run(opt)["held_out"]
                 seconds = time.perf_counter() - start

@@ -32,7 +32,7 @@ def main(argv=None):
         start = time.perf_counter()
         trainer.train()
         elapsed = time.perf_counter() - start
-    batch = opt["datasets"]["train"]["batch_size"] * opt["train"]["grad_accum_steps"]
+    batch = opt.datasets["train"]["batch_size"] * opt.train.grad_accum_steps
     row = {"options": args.opt, "iters": args.iters, "seconds": elapsed, "iters_per_s": args.iters / elapsed,
            "images_per_s": args.iters * batch / elapsed, "device": str(trainer.accelerator.device)}
     print(f"{'options':<24} {'iters':>6} {'s':>8} {'it/s':>7} {'img/s':>7}")

@@ -29,6 +29,7 @@ from osir.core import cli
 from osir.inference.load import pick_device
 from osir.core.registry import OptionsError
 from osir.core.checkpoint import write_text
+from osir.core.options import Options
 
 PROG = "osir.bench"
 WEIGHTS_NOTE = ("latency, MACs and memory do not depend on the weights' values: networks without a weights file "
@@ -155,10 +156,10 @@ class TimedRestore:
         return out
 
 
-def card_of(opt: dict):
+def card_of(opt: Options):
     """The card of the options' method type (``osir.core.card.card_of_method``), or None."""
     from osir.core.card import card_of_method
-    return card_of_method(opt["method"]["type"])
+    return card_of_method(opt.method["type"])
 
 
 def noise_network(method, counter: CallCounter | None = None, card=None) -> str:
@@ -207,12 +208,12 @@ def synchronize(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------- shared
-def prepare_method(opt: dict, device: torch.device, mixed_precision: str):
+def prepare_method(opt: Options, device: torch.device, mixed_precision: str):
     """The method as test.py prepares it (``osir.inference.load``: weights of path.pretrained loaded, on
     ``device``, inference preparations done) and the networks that got no weights file."""
     from osir.inference.load import build_method, prepare_for_inference
     method = prepare_for_inference(build_method(opt), device, mixed_precision, frozen=False)
-    return method, method.networks_without_weights(opt["path"]["pretrained"])
+    return method, method.networks_without_weights(opt.path.pretrained)
 
 
 def warn(message: str) -> None:
@@ -238,10 +239,10 @@ def _num(value, digits: int = 4) -> str:
 
 
 # ----------------------------------------------------------------------------- steps
-def steps_configs(path, base: dict, steps: list[int], samplers: list[str] | None) -> list[tuple]:
+def steps_configs(path, base: Options, steps: list[int], samplers: list[str] | None) -> list[tuple]:
     """(sampler, steps) pairs for a diffusion method, ``[(None, None)]`` for a single point."""
     from osir.core.registry import SAMPLERS
-    method = base["method"]
+    method = base.method
     if "sample_steps" not in method or "sampler" not in method:
         return [(None, None)]
     T = method.get("T")
@@ -262,18 +263,18 @@ def run_steps(path, args, device: torch.device) -> dict:
     from osir.core.options import load_options
     base = load_options(path, args.set)
     configs = steps_configs(path, base, args.steps, args.samplers)
-    metrics = MetricSuite(base["metrics"], device)
-    specs = {k: v for k, v in base["datasets"].items() if k != "train"}
+    metrics = MetricSuite(base.metrics, device)
+    specs = {k: v for k, v in base.datasets.items() if k != "train"}
     if not specs:
         raise OptionsError(f"datasets: '{path}' names no test set to restore")
     datasets = {k: build_dataset(v, f"datasets.{k}") for k, v in specs.items()}
-    result = {"command": "steps", "options": str(path), "name": base["name"], "method": base["method"]["type"],
+    result = {"command": "steps", "options": str(path), "name": base.name, "method": base.method["type"],
               "device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
               "overrides": list(args.set),
               "metrics": metrics.settings(), "sets": {k: len(v) for k, v in datasets.items()},
               "seconds_per_image": "restore_image only (padding, tiles, sampling), after the warm-up; "
                                    "not data loading or scoring", "points": []}
-    method_opts = base["method"]
+    method_opts = base.method
     for index, (sampler, steps) in enumerate(configs):
         overrides, notes = list(args.set), []
         if sampler is None:
@@ -286,8 +287,8 @@ def run_steps(path, args, device: torch.device) -> dict:
                 notes.append(f"eta {method_opts.get('eta')} / clip_denoised {method_opts.get('clip_denoised')} "
                              f"apply to the posterior sampler only: '{sampler}' runs with eta 1, no clamp")
         opt = load_options(path, overrides)
-        torch.manual_seed(opt["seed"])        # the same initial weights for every point when there are no files
-        method, missing = prepare_method(opt, device, opt["inference"]["mixed_precision"])
+        torch.manual_seed(opt.seed)        # the same initial weights for every point when there are no files
+        method, missing = prepare_method(opt, device, opt.inference.mixed_precision)
         if missing:
             notes.append(f"no weights for {', '.join(missing)}: initial weights")
             if index == 0:
@@ -299,11 +300,11 @@ def run_steps(path, args, device: torch.device) -> dict:
             timer = TimedRestore(counter, device)       # handed to iterate: restore_image, counted and timed
             wall = 0.0
             for set_name, dataset in datasets.items():
-                spec = opt["datasets"][set_name]
+                spec = opt.datasets[set_name]
                 if method.evaluate(dataset, spec["batch_size"]) is not None:
-                    raise OptionsError(f"method: {opt['method']['type']} evaluates itself (no restoration to "
+                    raise OptionsError(f"method: {opt.method['type']} evaluates itself (no restoration to "
                                        "benchmark)")
-                loader = {"tile": opt["tile"], "seed": opt["seed"], "batch_size": spec["batch_size"],
+                loader = {"tile": opt.tile, "seed": opt.seed, "batch_size": spec["batch_size"],
                           "num_workers": spec["num_workers"], "restore": timer}
                 if index == 0 and set_name == next(iter(datasets)) and args.warmup > 0:
                     for _ in iterate(method, dataset, None, device, max_images=args.warmup, **loader):
@@ -322,7 +323,7 @@ def run_steps(path, args, device: torch.device) -> dict:
                 rows += scores
         noise = noise_network(method, counter, card_of(opt))
         images = len(rows)
-        point = {"sampler": sampler if sampler is not None else opt["method"]["type"], "steps": steps,
+        point = {"sampler": sampler if sampler is not None else opt.method["type"], "steps": steps,
                  "nfe": counter.nfe(noise), "noise_network": noise,
                  "network_calls_per_image": {k: v / max(images, 1) for k, v in counter.samples.items()},
                  "restores_per_image": counter.restore_samples / max(images, 1),
@@ -331,7 +332,7 @@ def run_steps(path, args, device: torch.device) -> dict:
         if hasattr(method, "timesteps"):
             point["timesteps"] = list(method.timesteps)
         result["points"].append(point)
-        print(f"{PROG}: {base['name']}: {point['sampler']}" + (f" steps {steps}" if steps else "")
+        print(f"{PROG}: {base.name}: {point['sampler']}" + (f" steps {steps}" if steps else "")
               + f": NFE {_num(point['nfe'])}, "
               f"{point['seconds_per_image']:.3f} s/image, "
               + ", ".join(f"{k} {v:.4f}" for k, v in point["metrics"].items()), file=sys.stderr)
@@ -419,7 +420,7 @@ def steps_command(args) -> int:
         result = run_steps(path, args, device)
         from osir.core.options import load_options
         out_dir = Path(args.output) if args.output else \
-            Path(load_options(path, args.set)["path"]["results_root"]) / "bench"
+            Path(load_options(path, args.set).path.results_root) / "bench"
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path, png_path = out_dir / f"{result['name']}_steps.json", out_dir / f"{result['name']}_steps.png"
         write_text(json_path, json.dumps(result, indent=2))
@@ -436,7 +437,7 @@ def steps_command(args) -> int:
 
 
 # ----------------------------------------------------------------------------- efficiency
-def efficiency_options(path, overrides: list[str], scratch: Path) -> tuple[dict, list[str]]:
+def efficiency_options(path, overrides: list[str], scratch: Path) -> tuple[Options, list[str]]:
     """The options with missing weight files replaced, and what was replaced: files of ``path.pretrained``
     that do not exist are dropped (random initial weights), then the method's own files by its card's
     ``standin`` (``MethodCard.standin``, which changes the ``method`` section and says what it did)."""
@@ -444,14 +445,14 @@ def efficiency_options(path, overrides: list[str], scratch: Path) -> tuple[dict,
     from osir.core.options import load_options
     opt = load_options(path, overrides)
     notes = []
-    pretrained = opt["path"]["pretrained"]
+    pretrained = opt.path.pretrained
     for name, file in list(pretrained.items()):
         if not Path(file).exists():
             del pretrained[name]
             notes.append(f"path.pretrained.{name}: '{file}' not found: random initial weights")
     card = card_of(opt)
     if card is not None and card.standin:
-        notes += resolve(card.standin)(opt["method"], Path(scratch), opt["seed"])
+        notes += resolve(card.standin)(opt.method, Path(scratch), opt.seed)
     return opt, notes
 
 
@@ -475,16 +476,18 @@ def measure(spec: dict) -> dict:
     (``count_macs``) MACs of restoring one ``size`` x ``size`` image, whole or tiled."""
     from osir.engine.validation import evaluation_mode
     from osir.inference import restore_image
-    opt, device = spec["opt"], torch.device(spec["device"])
+    from osir.core.options import as_options
+    device = torch.device(spec["device"])
     tile = spec["tile"] if spec["mode"] == "tiled" else None
     result = {k: spec[k] for k in ("size", "mode", "precision")}
     result["tile"] = tile
     result["memory"] = "torch.cuda.max_memory_allocated" if device.type == "cuda" else \
         "peak resident set size of the process (ru_maxrss)"
     try:
-        for module in opt.get("imports") or []:
+        for module in spec["opt"].get("imports") or []:        # they register what the options name
             importlib.import_module(module)
-        torch.manual_seed(opt["seed"])
+        opt = as_options(spec["opt"])
+        torch.manual_seed(opt.seed)
         method, _ = prepare_method(opt, device, _PRECISION[spec["precision"]])
         card = card_of(opt)
         lq = torch.rand(1, 3, spec["size"], spec["size"], generator=torch.Generator().manual_seed(0)).to(device)
@@ -493,7 +496,7 @@ def measure(spec: dict) -> dict:
         counter = CallCounter(method)
 
         def restore(**settings):          # settings: per-call sampling settings (steps=1 for the MACs)
-            generator.manual_seed(opt["seed"])
+            generator.manual_seed(opt.seed)
             return restore_image(counter.counted, batch, tile, spec["overlap"], generator, **settings)
         with evaluation_mode(method), counter:
             if device.type == "cuda":
@@ -619,24 +622,24 @@ def efficiency_command(args) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         # every options file is read and checked before the first measurement
         loaded = [efficiency_options(path, args.set, Path(scratch) / str(i)) for i, path in enumerate(args.opt)]
-        results_root = loaded[0][0]["path"]["results_root"]
+        results_root = loaded[0][0].path.results_root
         for path, (opt, notes) in zip(args.opt, loaded):
             for note in notes:
-                warn(f"{opt['name']}: {note}")
-            entry = {"options": str(path), "name": opt["name"], "type": opt["method"]["type"], "notes": notes}
+                warn(f"{opt.name}: {note}")
+            entry = {"options": str(path), "name": opt.name, "type": opt.method["type"], "notes": notes}
             result["methods"].append(entry)
             try:
-                torch.manual_seed(opt["seed"])
+                torch.manual_seed(opt.seed)
                 method = build_method(opt)
             except cli.USER_ERRORS as err:
                 entry["error"] = cli.one_line(err)
-                warn(f"{opt['name']}: cannot build the method: {entry['error']}")
+                warn(f"{opt.name}: cannot build the method: {entry['error']}")
                 continue
             entry["parameters"] = count_parameters(method)
             entry.update(scale=method.scale, noise_network=noise_network(method, card=card_of(opt)),
                          tiles_internally=method.tiles_internally, sample_steps=configured_steps(method))
             del method
-            overlap = args.overlap if args.overlap is not None else opt["tile"]["overlap"]
+            overlap = args.overlap if args.overlap is not None else opt.tile.overlap
             entry["measurements"] = []
             for size in args.sizes:
                 for mode in ["whole", "tiled"] if args.tile else ["whole"]:
@@ -646,7 +649,7 @@ def efficiency_command(args) -> int:
                                 "repeats": args.repeats, "count_macs": k == 0, "threads": args.threads}
                         row = run_measurement(spec, args.timeout, args.memory_limit)
                         entry["measurements"].append(row)
-                        print(f"{PROG}: {opt['name']} {size} {mode} {precision}: {row['status']}"
+                        print(f"{PROG}: {opt.name} {size} {mode} {precision}: {row['status']}"
                               + (f", {row['seconds']:.3f} s" if row["status"] == "ok" else f" ({row.get('error')})"),
                               file=sys.stderr)
     out_dir = Path(args.output) if args.output else Path(results_root) / "bench"
@@ -658,11 +661,13 @@ def efficiency_command(args) -> int:
     return 0
 
 
-def _for_mode(opt: dict, mode: str) -> dict:
-    """Whole images without a method's own tiling (OSEDiff's ``method.tiling``): the options for ``mode``."""
-    if mode != "whole" or opt["method"].get("tiling") is None:
-        return opt
-    return {**opt, "method": {**opt["method"], "tiling": None}}
+def _for_mode(opt: Options, mode: str) -> dict:
+    """The options for ``mode`` as plain data (they travel to the measuring process as JSON): whole images
+    without a method's own tiling (OSEDiff's ``method.tiling``)."""
+    plain = opt.to_dict()
+    if mode == "whole" and opt.method.get("tiling") is not None:
+        plain["method"]["tiling"] = None
+    return plain
 
 
 def _short(text: str, width: int = 90) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from osir.core import cli
 from osir.core.checkpoint import write_text
+from osir.core.options import Options, as_options
 
 
 def set_metrics(metrics, out_dir: Path, spec: dict) -> dict[str, float]:
@@ -35,9 +36,9 @@ def set_metrics(metrics, out_dir: Path, spec: dict) -> dict[str, float]:
     return dict(metrics.score_sets(out_dir, gt_dir) or {})
 
 
-def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
-    """Restore and score every test set of ``opt`` with the seeds ``opt['seed'] + 0..seeds-1``;
-    returns {set name: summary} (the content of its metrics.json)."""
+def run(opt: Options, seeds: int = 1) -> dict[str, dict]:
+    """Restore and score every test set of ``opt`` (typed options; a plain mapping is validated first) with the
+    seeds ``opt.seed + 0..seeds-1``; returns {set name: summary} (the content of its metrics.json)."""
     from osir.data.io import write_image
     from osir.core.checkpoint import archive_folder, sha256
     from osir.engine.trainer import build_dataset
@@ -46,31 +47,32 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
     from osir.metrics.results import DatasetHash, format_table, provenance, write_results
     from osir.metrics.suite import MetricSuite
 
+    opt = as_options(opt)
     device = pick_device()
-    method = prepare_for_inference(build_method(opt), device, opt["inference"]["mixed_precision"], frozen=False)
-    sources = {**method.pretrained, **opt["path"]["pretrained"]}
-    missing = method.networks_without_weights(opt["path"]["pretrained"])
+    method = prepare_for_inference(build_method(opt), device, opt.inference.mixed_precision, frozen=False)
+    sources = {**method.pretrained, **opt.path.pretrained}
+    missing = method.networks_without_weights(opt.path.pretrained)
     if missing:
         print(f"warning: network(s) {', '.join(missing)} got no trained weights (path.pretrained, or files the "
               "method loads itself): they keep the weights they were built with", file=sys.stderr)
-    metrics = MetricSuite(opt["metrics"], device)
+    metrics = MetricSuite(opt.metrics, device)
     checkpoints = {name: {"path": str(path), "sha256": sha256(path)} for name, path in sources.items()}
-    seed_list = [opt["seed"] + i for i in range(seeds)]
-    datasets = {name: build_dataset(spec, f"datasets.{name}") for name, spec in opt["datasets"].items()
+    seed_list = [opt.seed + i for i in range(seeds)]
+    datasets = {name: build_dataset(spec, f"datasets.{name}") for name, spec in opt.datasets.items()
                 if name != "train"}
     # a fresh results folder, once everything it needs was built: an earlier run's images and scores
     # never sit beside this run's (the earlier folder is moved aside, as a training run does)
-    results = Path(opt["path"]["results_root"]) / opt["name"]
+    results = Path(opt.path.results_root) / opt.name
     archived = archive_folder(results)
     if archived is not None:
         print(f"results folder '{results}' held an earlier run: moved it to '{archived}'", file=sys.stderr)
     summaries = {}
     with evaluation_mode(method):
         for set_name, dataset in datasets.items():
-            spec = opt["datasets"][set_name]
+            spec = opt.datasets[set_name]
             out_dir = results / set_name
-            info = provenance(metrics.settings(), seed=opt["seed"], seeds=seed_list, checkpoints=checkpoints,
-                              method=opt["method"], tile=opt["tile"], dataset=spec)
+            info = provenance(metrics.settings(), seed=opt.seed, seeds=seed_list, checkpoints=checkpoints,
+                              method=opt.method, tile=opt.tile.to_dict(), dataset=spec)
             custom = method.evaluate(dataset, spec["batch_size"])
             if custom is not None:   # the method's own evaluation (e.g. retrieval accuracy), seed-independent
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,7 @@ def run(opt: dict, seeds: int = 1) -> dict[str, dict]:
             per_seed = {}
             for k, seed in enumerate(seed_list):
                 rows = per_seed[seed] = []
-                for item, restored, scores, _ in iterate(method, dataset, metrics, device, tile=opt["tile"],
+                for item, restored, scores, _ in iterate(method, dataset, metrics, device, tile=opt.tile,
                                                          seed=seed, batch_size=spec["batch_size"],
                                                          num_workers=spec["num_workers"], sources=sources):
                     if k == 0:           # images and the set's identity from the first seed's pass
@@ -120,19 +122,19 @@ def main(argv=None) -> int:
         opts = {}           # every file is loaded and validated before any work starts
         for path in args.opt:
             opt = load_options(path, args.set)
-            out = (Path(opt["path"]["results_root"]) / opt["name"]).resolve()
-            clash = next((p for p, o in opts.items() if (Path(o["path"]["results_root"]) / o["name"]).resolve() == out),
+            out = (Path(opt.path.results_root) / opt.name).resolve()
+            clash = next((p for p, o in opts.items() if (Path(o.path.results_root) / o.name).resolve() == out),
                          None)
             if clash is not None:
-                raise OptionsError(f"{path}: name '{opt['name']}' is also the name of {clash} (same results_root): "
+                raise OptionsError(f"{path}: name '{opt.name}' is also the name of {clash} (same results_root): "
                                    f"their results would overwrite each other in '{out}'")
             opts[path] = opt
         combined = {}
         for path, opt in opts.items():
             if len(opts) > 1:
-                print(f"== {path} ({opt['name']})")
+                print(f"== {path} ({opt.name})")
             for set_name, summary in run(opt, args.seeds).items():
-                combined[f"{opt['name']}/{set_name}"] = summary
+                combined[f"{opt.name}/{set_name}"] = summary
         if len(opts) > 1 and combined:
             print(f"== all runs ({len(opts)} options files)")
             print(format_table(combined, label="run/set"))

@@ -20,6 +20,7 @@ import reprlib
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -72,38 +73,88 @@ def option(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, help: st
     return field(default=default, default_factory=factory, metadata={"help": help})
 
 
-@dataclass
-class LoaderOptions:
+class Section(Mapping):
+    """An options section: a dataclass read by attribute (``opt.train.total_iter``), the typed object the code
+    reads (traiNNer-redux's typed options are the model).  It is also a read-write mapping of its fields
+    (``opt["train"]["total_iter"]``, ``opt.get("train")``, ``dict(opt)``, ``opt == {...}``), so code and files
+    written for the plain-dict options of earlier versions keep working, and it dumps to YAML as that mapping
+    (``to_dict``; ``yaml.safe_dump`` knows sections, see below).  Registered specs (``method``, datasets,
+    metrics, optimisers, ...) stay mappings: their keys are the registered class's own arguments."""
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))
+
+    def __getitem__(self, key: str):
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value) -> None:
+        if key not in self._names():
+            raise KeyError(f"{type(self).__name__} has no option '{key}'{nearest(key, self._names())}")
+        setattr(self, key, value)
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def to_dict(self) -> dict:
+        """The section as plain data (YAML- and JSON-safe), sections inside it included."""
+        return {name: _to_plain(getattr(self, name)) for name in self._names()}
+
+
+def _to_plain(value):
+    if isinstance(value, Section):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# yaml.safe_dump(options) writes a section as the mapping it replaces (a registration with PyYAML's safe
+# dumper, as registries register entries: nothing else changes)
+yaml.SafeDumper.add_multi_representer(Section, lambda dumper, section: dumper.represent_dict(section.to_dict()))
+
+#: the options dataclasses: compared as mappings (``Section``), so equal to the dict of the same options
+section = dataclass(eq=False)
+
+
+@section
+class LoaderOptions(Section):
     """Data-loader settings that sit next to a dataset's own arguments."""
     batch_size: PositiveInt = option(1, help="images per batch, per process")
     num_workers: NonNegativeInt = option(0, help="loader worker processes, per process (0: load in the main one)")
     shuffle: bool = option(True, help="shuffle the order (training loaders only)")
 
 
-@dataclass
-class OptimizerExtra:
+@section
+class OptimizerExtra(Section):
     """osir's keys next to an optimiser's own arguments."""
     params: Optional[list[str]] = option(None, help="networks or method-given groups it steps (default: its own name)")
     exclude_from_weight_decay: bool = option(False, help="the method's no-decay parameters (gains, biases) get "
                                                          "weight_decay 0")
 
 
-@dataclass
-class EMAOptions:
+@section
+class EMAOptions(Section):
     """An exponential moving average of a network's trained tensors."""
     decay: float = option(0.999, help="EMA decay per update")
     update_every: PositiveInt = option(1, help="iterations between EMA updates")
 
 
-@dataclass
-class DDPOptions:
+@section
+class DDPOptions(Section):
     """Passed to torch's DistributedDataParallel (through accelerate)."""
     find_unused_parameters: bool = option(False, help="DDP's find_unused_parameters")
     static_graph: bool = option(False, help="DDP's static_graph")
 
 
-@dataclass
-class TrainOptions:
+@section
+class TrainOptions(Section):
     """How the method is trained (``osir/train.py``)."""
     total_iter: PositiveInt = option(help="optimiser updates of the run")
     optimizers: dict[str, component(OPTIMIZERS, OptimizerExtra)] = option(
@@ -121,8 +172,8 @@ class TrainOptions:
     accelerate_config: Optional[str] = option(None, help="an accelerate config file (FSDP), see README")
 
 
-@dataclass
-class ValOptions:
+@section
+class ValOptions(Section):
     """Validation during training."""
     freq: PositiveInt = option(5000, help="validate every N iterations (and at the end)")
     use_ema: bool = option(True, help="validate with the EMA weights of networks that have them (false: raw weights)")
@@ -130,8 +181,8 @@ class ValOptions:
     max_images: Optional[PositiveInt] = option(None, help="validate on the first N images of each set (null: all)")
 
 
-@dataclass
-class LoggerOptions:
+@section
+class LoggerOptions(Section):
     """Log file, progress and checkpoints."""
     print_freq: PositiveInt = option(100, help="log the mean losses every N iterations")
     checkpoint_freq: PositiveInt = option(5000, help="save weights and the training state every N iterations")
@@ -140,8 +191,8 @@ class LoggerOptions:
     progress_bar: bool = option(True, help="show a progress bar")
 
 
-@dataclass
-class PathOptions:
+@section
+class PathOptions(Section):
     """Files the run reads and the roots it writes under."""
     pretrained: dict[str, str] = option(factory=dict, help="network name -> weights file to start from")
     strict_load: bool = option(True, help="pretrained weights must fit their network exactly")
@@ -151,23 +202,23 @@ class PathOptions:
     tb_logger_root: str = option("tb_logger", help="root of tb_logger/<name>")
 
 
-@dataclass
-class TileOptions:
+@section
+class TileOptions(Section):
     """Tiled restoration of large images (validation, test, restore)."""
     size: Optional[PositiveInt] = option(None, help="restore images larger than this (LQ pixels) tile by tile "
                                                     "(null: whole images)")
     overlap: NonNegativeInt = option(32, help="overlap of neighbouring tiles (LQ pixels), blended")
 
 
-@dataclass
-class InferenceOptions:
+@section
+class InferenceOptions(Section):
     """Inference settings of osir/test.py."""
     mixed_precision: Literal["no", "fp16", "bf16"] = option("no", help="test.py's precision (training uses "
                                                                        "train.mixed_precision)")
 
 
-@dataclass
-class Options:
+@section
+class Options(Section):
     """An options file: the top level."""
     name: FolderName = option(help="the run's folder name: experiments/<name>, tb_logger/<name>, results/<name>")
     method: component(METHODS) = option(help="a registered method (type + its arguments)")
@@ -369,7 +420,10 @@ def validate(value, annotation, path: str = ""):
         if len(rest) == 1:
             return validate(value, rest[0], path)
     if dataclasses.is_dataclass(annotation):
-        return _check_mapping(value, _dataclass_params(annotation), path)
+        if isinstance(value, Section):
+            value = value.to_dict()
+        checked = _check_mapping(value, _dataclass_params(annotation), path)
+        return annotation(**checked) if issubclass(annotation, Section) else checked
     if origin is dict and isinstance(value, dict):
         _, item_type = typing.get_args(annotation) or (Any, Any)
         return {k: validate(v, item_type, _join(path, k)) for k, v in value.items()}
@@ -615,8 +669,15 @@ def apply_overrides(opt: dict, overrides: list[str]) -> dict:
     return opt
 
 
-def load_options(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """Read, override and validate an options file; return the resolved options (a plain dict)."""
+def as_options(opt: Mapping) -> Options:
+    """``opt`` as the typed ``Options``: returned as it is when it already is, else validated (a plain dict of
+    options written in code, e.g. by earlier versions' callers)."""
+    return opt if isinstance(opt, Options) else validate(dict(opt), Options)
+
+
+def load_options(path: str | Path, overrides: list[str] | None = None) -> Options:
+    """Read, override and validate an options file; return the resolved options, typed (``Options``: read
+    ``opt.train.total_iter``; a mapping too, see ``Section``)."""
     raw = apply_overrides(read_yaml(path), overrides or [])
     for module in raw.get("imports") or []:
         try:
@@ -624,11 +685,12 @@ def load_options(path: str | Path, overrides: list[str] | None = None) -> dict:
         except ImportError as err:
             raise OptionsError(f"imports: cannot import '{module}': {err}") from None
     opt = validate(raw, Options)
-    opt["datasets"] = {k: v for k, v in opt["datasets"].items() if v is not None}   # null removes a base's set
+    opt.datasets = {k: v for k, v in opt.datasets.items() if v is not None}   # null removes a base's set
     return opt
 
 
-def dump_options(opt: dict, path: str | Path) -> None:
+def dump_options(opt: Mapping, path: str | Path) -> None:
+    """Write resolved options (typed or plain) as YAML, atomically."""
     from osir.core.checkpoint import write_text
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, yaml.safe_dump(opt, sort_keys=False))
+    write_text(path, yaml.safe_dump(_to_plain(opt) if isinstance(opt, Section) else opt, sort_keys=False))

@@ -20,6 +20,7 @@ import torch
 
 from osir.core.card import Detector, cards, resolve
 from osir.core.checkpoint import CheckpointError, read_weights_file, unwrap_state_dict
+from osir.core.options import Options
 from osir.core.registry import OptionsError
 
 __all__ = ["Recognized", "NoMatch", "indices", "need", "verify", "levels", "release_settings", "release_tile"]
@@ -66,13 +67,13 @@ class Recognized:
         net.load_state_dict(self.state_dict, strict=True)
         return net.eval()
 
-    def method_options(self, pretrained: bool = True, **method_options) -> dict:
+    def method_options(self, pretrained: bool = True, **method_options) -> Options:
         """A resolved options tree (``osir.core.options.Options``) that ``build_method`` builds for inference:
         the method with its network spec and ``settings``, ``method_options`` on top (e.g. the files in
         ``needs``).  With ``pretrained``, ``path.pretrained`` names the file when it loads as it is
         (otherwise load ``state_dict`` into ``method.networks[network]``, see ``load_into``).  A needed
         option that is not given is an ``OptionsError`` naming it."""
-        from osir.core.options import Options, validate
+        from osir.core.options import validate
         missing = [k for k in self.needs if method_options.get(k) is None]
         if missing:
             raise OptionsError("; ".join(f"method.{k}: {self.needs[k]}" for k in missing))

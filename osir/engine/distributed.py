@@ -8,7 +8,7 @@ from pathlib import Path
 
 from accelerate.utils import DistributedDataParallelKwargs, FullyShardedDataParallelPlugin
 
-from osir.core.options import load_yaml, short_repr
+from osir.core.options import DDPOptions, load_yaml, short_repr
 from osir.core.registry import OptionsError, nearest
 
 _RENAMED = {"transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap", "offload_params": "cpu_offload"}
@@ -19,9 +19,9 @@ _LAUNCHER_KEYS = {"compute_environment", "debug", "downcast_bf16", "enable_cpu_a
                   "mixed_precision", "dynamo_config"}
 
 
-def ddp_kwargs(ddp: dict) -> DistributedDataParallelKwargs:
-    return DistributedDataParallelKwargs(find_unused_parameters=ddp["find_unused_parameters"],
-                                         static_graph=ddp["static_graph"])
+def ddp_kwargs(ddp: DDPOptions) -> DistributedDataParallelKwargs:
+    return DistributedDataParallelKwargs(find_unused_parameters=ddp.find_unused_parameters,
+                                         static_graph=ddp.static_graph)
 
 
 def fsdp_plugin(config_file: str | None) -> FullyShardedDataParallelPlugin | None:

@@ -45,7 +45,7 @@ from osir.core.method import Method
 from osir.engine.validation import ValidationAbandoned, describe, evaluation_mode, validate
 from osir.inference.load import build_method   # the one loader builds every method (training too)
 from osir.metrics.suite import MetricSuite
-from osir.core.options import dump_options
+from osir.core.options import EMAOptions, Options, as_options, dump_options
 from osir.core.registry import BATCH_DEGRADATIONS, DATASETS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle")
@@ -131,7 +131,7 @@ def build_optimizers(method: Method, specs: dict) -> tuple[dict, dict[str, list[
     return optimizers, trained
 
 
-def build_emas(method: Method, specs: dict, trained: dict[str, list[str]]) -> dict[str, ParameterEMA]:
+def build_emas(method: Method, specs: dict[str, EMAOptions | None], trained: dict[str, list[str]]) -> dict[str, ParameterEMA]:
     emas = {}
     for net_name, spec in specs.items():
         if spec is None:
@@ -143,7 +143,7 @@ def build_emas(method: Method, specs: dict, trained: dict[str, list[str]]) -> di
             raise OptionsError(f"train.ema.{net_name}: network '{net_name}' is frozen (no optimiser steps it)")
         params = dict(method.networks[net_name].named_parameters())
         try:
-            emas[net_name] = ParameterEMA({n: params[n] for n in trained[net_name]}, spec["decay"], spec["update_every"])
+            emas[net_name] = ParameterEMA({n: params[n] for n in trained[net_name]}, spec.decay, spec.update_every)
         except ValueError as err:
             raise OptionsError(f"train.ema.{net_name}: {err}") from None
     return emas
@@ -230,16 +230,17 @@ class Trainer:
     everything that can fail on the options and touch no file; 4 locks the experiment folder; 5-9 open it,
     prepare the networks with accelerate, resume, build the loader and log what will run."""
 
-    def __init__(self, opt: dict, auto_resume: bool = False):
-        if opt.get("train") is None:
+    def __init__(self, opt: Options, auto_resume: bool = False):
+        opt = as_options(opt)           # typed options (load_options); a plain mapping is validated here
+        if opt.train is None:
             raise OptionsError("train: missing required section for training")
-        if opt["datasets"].get("train") is None:
+        if opt.datasets.get("train") is None:
             raise OptionsError("datasets.train: missing required dataset for training")
         self.opt = opt
         self.accelerator = self._accelerator()                          # 1. devices, precision, DDP / FSDP
         optimizers = self._build_method(auto_resume)                    # 2. method, optimisers, EMA, schedulers
         self._build_data()                                              # 3. datasets, batch degradation, metrics
-        self.exp_dir = Path(opt["path"]["experiments_root"]) / opt["name"]
+        self.exp_dir = Path(opt.path.experiments_root) / opt.name
         self._lock_file, self._lock_notes = None, []
         self._take_lock()                                               # 4. one run per experiment folder
         try:
@@ -255,50 +256,50 @@ class Trainer:
             raise
 
     def _accelerator(self) -> Accelerator:
-        tr = self.opt["train"]
+        tr = self.opt.train
         # accelerate only sets up multi-process CPU training (gloo) when told it runs on the CPU
-        on_cpu = tr["force_cpu"] or not torch.accelerator.is_available()
-        acc = Accelerator(cpu=on_cpu, mixed_precision=tr["mixed_precision"],
-                          gradient_accumulation_steps=tr["grad_accum_steps"],
-                          kwargs_handlers=[ddp_kwargs(tr["ddp"])],
-                          fsdp_plugin=fsdp_plugin(tr["accelerate_config"]))
+        on_cpu = tr.force_cpu or not torch.accelerator.is_available()
+        acc = Accelerator(cpu=on_cpu, mixed_precision=tr.mixed_precision,
+                          gradient_accumulation_steps=tr.grad_accum_steps,
+                          kwargs_handlers=[ddp_kwargs(tr.ddp)],
+                          fsdp_plugin=fsdp_plugin(tr.accelerate_config))
         self.sharded = acc.distributed_type.value == "FSDP"
         return acc
 
     def _build_method(self, auto_resume: bool) -> dict:
         """The method on the device with its optimisers (returned, not yet prepared), EMA and schedulers."""
-        opt, tr, acc, sharded = self.opt, self.opt["train"], self.accelerator, self.sharded
-        set_seed(opt["seed"])   # initial weights from the run seed, equal on every process
+        opt, tr, acc, sharded = self.opt, self.opt.train, self.accelerator, self.sharded
+        set_seed(opt.seed)   # initial weights from the run seed, equal on every process
         self.method = method = build_method(opt)
         for net in method.networks.values():   # networks with trainable parameters train; setup may refine
             net.train(any(p.requires_grad for p in net.parameters()))
-        method.setup(acc.device, tr["mixed_precision"])
+        method.setup(acc.device, tr.mixed_precision)
         method.prepare_training()
         for net in method.networks.values():
             net.to(acc.device)
-            if tr["channels_last"]:
+            if tr.channels_last:
                 net.to(memory_format=torch.channels_last)
-        optimizers, self.trained = build_optimizers(method, tr["optimizers"])
+        optimizers, self.trained = build_optimizers(method, tr.optimizers)
         method.trained_parameters = self.trained
-        if sharded and tr["ema"]:
+        if sharded and tr.ema:
             raise OptionsError("train.ema: EMA of FSDP-sharded parameters is not supported; set train.ema: {}")
-        if sharded and tr["mixed_precision"] == "fp16" and tr["grad_clip"] and len(optimizers) > 1:
+        if sharded and tr.mixed_precision == "fp16" and tr.grad_clip and len(optimizers) > 1:
             raise OptionsError("train.mixed_precision: fp16 with clipping and several optimisers is not supported "
                                "under FSDP (its clipping unscales every optimiser); use bf16")
-        if sharded and (opt["path"]["resume_state"] or auto_resume):
+        if sharded and (opt.path.resume_state or auto_resume):
             raise OptionsError("path.resume_state / --auto_resume: resuming FSDP-sharded training is not supported yet")
-        self.ema = build_emas(method, tr["ema"], self.trained)
-        self.schedulers = {n: SCHEDULERS.build(tr["scheduler"], "train.scheduler", optimizer=o)
-                           for n, o in optimizers.items()} if tr["scheduler"] else {}
+        self.ema = build_emas(method, tr.ema, self.trained)
+        self.schedulers = {n: SCHEDULERS.build(tr.scheduler, "train.scheduler", optimizer=o)
+                           for n, o in optimizers.items()} if tr.scheduler else {}
         return optimizers
 
     def _build_data(self) -> None:
         opt = self.opt
-        spec = opt["datasets"]["train"]
+        spec = opt.datasets["train"]
         self.train_set = build_dataset(spec, "datasets.train")
         self.degradation = None
-        if opt["degradation"] is not None:
-            self.degradation = BATCH_DEGRADATIONS.build(opt["degradation"], "degradation")
+        if opt.degradation is not None:
+            self.degradation = BATCH_DEGRADATIONS.build(opt.degradation, "degradation")
             pool = getattr(self.degradation, "pool", None)
             if pool is not None and pool.size % spec["batch_size"]:
                 raise OptionsError(f"degradation.pool_size {pool.size} is not a multiple of datasets.train.batch_size "
@@ -310,8 +311,8 @@ class Trainer:
             self.train_set = WithDegradationParams(self.train_set, self.degradation.draw)
         if len(self.train_set) == 0:
             raise OptionsError(f"datasets.train: no images in '{spec.get('dataroot_gt')}'")
-        self.val_sets = {k: (build_dataset(v, f"datasets.{k}"), v) for k, v in opt["datasets"].items() if k != "train"}
-        self.metrics = MetricSuite(opt["metrics"], self.accelerator.device)
+        self.val_sets = {k: (build_dataset(v, f"datasets.{k}"), v) for k, v in opt.datasets.items() if k != "train"}
+        self.metrics = MetricSuite(opt.metrics, self.accelerator.device)
 
     def _take_lock(self) -> None:
         """The experiment folder's lock (``osir.engine.lock``), taken by the main process before anything
@@ -340,13 +341,13 @@ class Trainer:
         """The training state to resume (read and checked) or None; the experiment folder (an earlier run's
         archived when not resuming), its options.yml, the log file and tensorboard."""
         opt, acc = self.opt, self.accelerator
-        name, paths = opt["name"], opt["path"]
+        name, paths = opt.name, opt.path
         if acc.is_main_process:   # nothing else writes in the folder while its lock is held
             orphans = ckpt.remove_orphans(self.exp_dir)
             if orphans:
                 self._lock_notes.append(f"removed {len(orphans)} temporary file(s) of a save that was cut short: "
                                         + ", ".join(str(p.relative_to(self.exp_dir)) for p in orphans))
-        resume = self._find_resume(paths["resume_state"], auto_resume)
+        resume = self._find_resume(paths.resume_state, auto_resume)
         if acc.is_main_process:
             if resume is None and self.exp_dir.exists():
                 ckpt.archive_folder(self.exp_dir)
@@ -358,8 +359,8 @@ class Trainer:
         self.logger = get_logger(log_file, acc.is_main_process)
         for warning in self._lock_notes + self._resume_warnings:
             self.logger.warning(warning)
-        self.tb = TensorboardWriter(Path(paths["tb_logger_root"]) / name
-                                    if opt["logger"]["tensorboard"] and acc.is_main_process else None)
+        self.tb = TensorboardWriter(Path(paths.tb_logger_root) / name
+                                    if opt.logger.tensorboard and acc.is_main_process else None)
         return resume
 
     def _prepare(self, optimizers: dict) -> None:
@@ -373,14 +374,14 @@ class Trainer:
         for n, net in method.networks.items():
             if n not in self.trained:
                 net.eval()                      # frozen component
-        method.attach(acc, self.optimizers, self.opt["train"]["grad_clip"])
+        method.attach(acc, self.optimizers, self.opt.train.grad_clip)
 
     def _build_loader(self) -> None:
         """The loader, its seeded sampler starting after the samples of ``start_iter`` iterations."""
         opt, acc = self.opt, self.accelerator
-        spec = opt["datasets"]["train"]
-        micro_per_iter = opt["train"]["grad_accum_steps"]
-        sampler = SeededSampler(len(self.train_set), opt["seed"], spec["shuffle"], acc.process_index,
+        spec = opt.datasets["train"]
+        micro_per_iter = opt.train.grad_accum_steps
+        sampler = SeededSampler(len(self.train_set), opt.seed, spec["shuffle"], acc.process_index,
                                 acc.num_processes, start=self.start_iter * micro_per_iter * spec["batch_size"])
         self.train_loader = DataLoader(self.train_set, batch_size=spec["batch_size"], sampler=sampler,
                                        num_workers=spec["num_workers"], drop_last=True,
@@ -440,7 +441,7 @@ class Trainer:
             diff = ckpt.describe_mismatch(expected, weights[file])
             if diff:
                 raise ckpt.CheckpointError(f"'{path}' does not fit network '{name}': {diff}")
-        for key, names in (("optimizers", list(self.opt["train"]["optimizers"])), ("schedulers", list(self.schedulers)),
+        for key, names in (("optimizers", list(self.opt.train.optimizers)), ("schedulers", list(self.schedulers)),
                            ("ema", list(self.ema))):
             missing = [n for n in names if n not in state.get(key, {})]
             if missing:
@@ -495,7 +496,7 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _prune(self) -> None:
-        keep = self.opt["logger"]["keep_checkpoints"]
+        keep = self.opt.logger.keep_checkpoints
         if not keep:
             return
         for old in ckpt.states_newest_first(self.exp_dir / "training_states")[keep:]:
@@ -519,16 +520,16 @@ class Trainer:
                            else (lambda: stop.signum is not None))
         # sharded networks need every process in their forward: then all validate, the main one reports
         if (acc.is_main_process or self.sharded) and self.val_sets:
-            vopt = self.opt["val"]
-            emas = list(self.ema.values()) if vopt["use_ema"] else []
+            vopt = self.opt.val
+            emas = list(self.ema.values()) if vopt.use_ema else []
             set_name = None
             try:
                 with evaluation_mode(self.method, emas):   # the EMA swapped back out before anything is saved
                     for set_name, (dataset, spec) in self.val_sets.items():
-                        save_dir = self.exp_dir / "visualization" if vopt["save_images"] and acc.is_main_process \
+                        save_dir = self.exp_dir / "visualization" if vopt.save_images and acc.is_main_process \
                             else None
                         summary = validate(self.method, dataset, self.metrics, acc.device, save_dir, f"_{it}",
-                                           vopt["max_images"], self.opt["tile"], seed=self.opt["seed"],
+                                           vopt.max_images, self.opt.tile, seed=self.opt.seed,
                                            batch_size=spec["batch_size"], should_stop=should_stop)
                         results[set_name] = summary
                         self.logger.info(f"validation [{set_name}] iter {it}: {describe(summary)}")
@@ -546,8 +547,8 @@ class Trainer:
         ``TrainingInterrupted`` is raised; a second signal of the same kind stops at once.  The experiment
         folder's lock is released however training ends."""
         acc = self.accelerator
-        bar = tqdm(total=self.opt["train"]["total_iter"], initial=self.start_iter, dynamic_ncols=True,
-                   desc=self.opt["name"], disable=not (acc.is_main_process and self.opt["logger"]["progress_bar"]))
+        bar = tqdm(total=self.opt.train.total_iter, initial=self.start_iter, dynamic_ncols=True,
+                   desc=self.opt.name, disable=not (acc.is_main_process and self.opt.logger.progress_bar))
         try:
             with _StopRequest(acc.is_main_process, self.exp_dir / "training_states") as stop:
                 return self._train(stop, bar)
@@ -564,15 +565,15 @@ class Trainer:
         return int(acc.reduce(torch.tensor([stop.signum or 0], device=acc.device), "max").item())
 
     def _train(self, stop: _StopRequest, bar) -> dict:
-        acc, tr, log_opt = self.accelerator, self.opt["train"], self.opt["logger"]
-        total = tr["total_iter"]
+        acc, tr, log_opt = self.accelerator, self.opt.train, self.opt.logger
+        total = tr.total_iter
         nets = [self.method.networks[n] for n in self.trained]
         data = iter(self.train_loader)
         window, t0, last = {}, time.time(), {}
         for it in range(self.start_iter + 1, total + 1):
-            for micro in range(tr["grad_accum_steps"]):
+            for micro in range(tr.grad_accum_steps):
                 batch = to_device(next(data), acc.device)
-                torch.manual_seed(_iteration_seed(self.opt["seed"], acc.process_index, it, micro))
+                torch.manual_seed(_iteration_seed(self.opt.seed, acc.process_index, it, micro))
                 if self.degradation is not None:
                     batch.update(self.degradation(batch["gt"], batch.pop("degradation_params")))   # lq, gt, ...
                 with acc.accumulate(*nets):
@@ -587,7 +588,7 @@ class Trainer:
                 raise FloatingPointError(f"iteration {it}: non-finite loss {({k: v[-1] for k, v in window.items()})}")
             bar.update(1)
             bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in window.items()})
-            if it % log_opt["print_freq"] == 0 or it == total:
+            if it % log_opt.print_freq == 0 or it == total:
                 speed = (it - self.start_iter) / max(time.time() - t0, 1e-9)
                 last = {k: sum(v) / len(v) for k, v in window.items()}
                 lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
@@ -595,11 +596,11 @@ class Trainer:
                                  + f" ({speed:.2f} it/s, eta {(total - it) / max(speed, 1e-9) / 60:.1f} min)")
                 self.tb.scalars({**last, "lr": lr}, it, "train/")
                 window = {}
-            saved = it % log_opt["checkpoint_freq"] == 0 and it != total
+            saved = it % log_opt.checkpoint_freq == 0 and it != total
             if saved:
                 self.save_checkpoint(it)
             signum = self._stop_requested(stop)
-            if not signum and it % self.opt["val"]["freq"] == 0 and it != total:
+            if not signum and it % self.opt.val.freq == 0 and it != total:
                 self.validate(it, stop)
                 signum = self._stop_requested(stop)   # a request during the validation: the same save as before it
             if signum:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from osir.core.options import TileOptions
 from osir.data.io import DataError, write_image
 from osir.inference import check_finite_output, restore_image
 from osir.metrics.suite import MetricSuite
@@ -53,8 +54,8 @@ def _collate(items: list[dict]) -> dict:
     return default_collate(items)
 
 
-def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=None, tile=None, seed: int = 0,
-            batch_size: int = 1, num_workers: int = 0, sources: dict | None = None, restore=None,
+def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=None, tile: TileOptions | None = None,
+            seed: int = 0, batch_size: int = 1, num_workers: int = 0, sources: dict | None = None, restore=None,
             should_stop=None):
     """Yield (item, restored, scores, input_scores) per image of ``dataset``, restored in batches of
     ``batch_size``; ``item`` holds the image's own entries (``name``, paths, ...).  A NaN/Inf output is a
@@ -66,7 +67,7 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     subset = torch.utils.data.Subset(dataset, range(count)) if count < len(dataset) else dataset
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
-    tile = tile or {}
+    tile = tile or TileOptions()
     first = 0
     for batch in loader:
         if should_stop is not None and should_stop():
@@ -74,8 +75,7 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         generator = torch.Generator(device=device).manual_seed(seed + first)
         method.output_notes = {}
-        restored = (restore or restore_image)(method, batch, tile.get("size"), tile.get("overlap", 32),
-                                              generator).float()
+        restored = (restore or restore_image)(method, batch, tile.size, tile.overlap, generator).float()
         check_finite_output(method, restored, list(batch.get("lq_path") or batch["name"]),
                             {**getattr(method, "pretrained", {}), **(sources or {})})
         restored = restored.clamp(0, 1)
@@ -92,7 +92,8 @@ def iterate(method, dataset, metrics: MetricSuite | None, device, max_images=Non
 
 
 def validate(method, dataset, metrics: MetricSuite, device, save_dir: Path | None, suffix: str = "",
-             max_images=None, tile=None, seed: int = 0, batch_size: int = 1, should_stop=None) -> dict:
+             max_images=None, tile: TileOptions | None = None, seed: int = 0, batch_size: int = 1,
+             should_stop=None) -> dict:
     """Mean metrics of the restored images (and of the inputs, when LQ and GT align), or the
     method's own ``evaluate`` results; call inside ``evaluation_mode``.  ``should_stop``: see ``iterate``
     (raises ``ValidationAbandoned``; a method's own ``evaluate`` runs to its end)."""

@@ -6,25 +6,29 @@ through ``build_method`` here; this module names no method.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from osir.core.options import Options, as_options
 from osir.core.registry import METHODS, OptionsError, nearest
 
 #: ``--precision`` -> the method's mixed-precision setting
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
-def build_method(opt: dict):
-    """The method of resolved options ``opt``, with the files of ``path.pretrained`` loaded into its networks."""
-    method = METHODS.build(opt["method"], "method")
-    for name, path in opt["path"]["pretrained"].items():
+def build_method(opt: Options):
+    """The method of resolved options ``opt`` (typed; a plain mapping is validated first), with the files of
+    ``path.pretrained`` loaded into its networks."""
+    opt = as_options(opt)
+    method = METHODS.build(opt.method, "method")
+    for name, path in opt.path.pretrained.items():
         if name not in method.networks:
             raise OptionsError(f"path.pretrained.{name}: the method has no network '{name}'; "
                                f"networks: {', '.join(method.networks)}")
-        method.load_pretrained(name, path, strict=opt["path"]["strict_load"])
+        method.load_pretrained(name, path, strict=opt.path.strict_load)
     return method
 
 
@@ -71,17 +75,20 @@ def check_precision(precision: str, device: torch.device) -> None:
 class Resolved:
     """Options ready for ``build_method``, with what was recognised in the weights (None when the options
     name the file) and a note for the user."""
-    options: dict
+    options: Options
     recognized: object = None
     note: str = ""
     name: str = ""
 
 
-def _set(tree: dict, key: str, value) -> None:
+def _set(tree: Mapping, key: str, value) -> None:
+    """``tree[a][b][c] = value`` for ``key`` 'a.b.c' (options typed or plain), missing mappings created."""
     node = tree
     *parents, last = key.split(".")
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
     node[last] = value
 
 
@@ -107,18 +114,18 @@ def describe(rec) -> str:
     return f"{rec.method} ({arch}; detected by {rec.detector})"
 
 
-def validated(raw: dict, overrides: list[str] | None, needs=()) -> dict:
+def validated(raw: dict, overrides: list[str] | None, needs=()) -> Options:
     """``raw`` with ``--set`` overrides applied and validated as inference options; every file in ``needs``
     (``ReleaseFile``s) that is still missing is an ``OptionsError`` naming its key, what it is and where
     users get it."""
-    from osir.core.options import Options, apply_overrides, validate
+    from osir.core.options import apply_overrides, validate
     raw = apply_overrides(raw, overrides or [])
     missing = [f for f in needs if not _get(raw, f.option)]
     if missing:
         raise OptionsError("; ".join(f"{f.option}: --model {raw['name']} needs {f.describe()}; give it with "
                                      f"--set {f.option}=PATH" for f in missing))
     opt = validate(raw, Options)
-    opt["datasets"] = {}
+    opt.datasets = {}
     return opt
 
 
@@ -195,7 +202,7 @@ def from_weights(weights, overrides: list[str] | None = None) -> Resolved:
     if missing:
         raise OptionsError("; ".join(f"method.{k}: {rec.needs[k]} ('{weights}' is {rec.method} weights); give it "
                                      f"with --set method.{k}=PATH" for k in missing))
-    opt = rec.method_options(pretrained=False, **{k: given[k] for k in rec.needs})
+    raw = rec.method_options(pretrained=False, **{k: given[k] for k in rec.needs}).to_dict()
     note = f"recognised '{weights}' as {describe(rec)}"
     if rec.settings and rec.settings_source.startswith("not in the weights"):
         shown = " ".join(f"{k}={v}" for k, v in rec.settings.items() if k in SDE_KEYS)
@@ -203,11 +210,11 @@ def from_weights(weights, overrides: list[str] | None = None) -> Resolved:
             note += (f"; assumed {shown} ({rec.settings_source}): change with --set method.<key>=VALUE, "
                      "e.g. --set method.max_sigma=70")
     if rec.arch is None:                           # e.g. osediff.pkl: the method reads the file itself
-        if not _mentions(opt["method"], str(weights)):
-            opt["path"]["pretrained"][rec.network] = str(weights)
+        if not _mentions(raw["method"], str(weights)):
+            raw["path"]["pretrained"][rec.network] = str(weights)
         rec = None
-    opt = validated(opt, overrides)
-    return Resolved(opt, rec, note, opt["method"]["type"])
+    opt = validated(raw, overrides)
+    return Resolved(opt, rec, note, opt.method["type"])
 
 
 def weights_option(method_type: str) -> str:
@@ -224,9 +231,9 @@ def from_options(path, weights=None, overrides: list[str] | None = None) -> Reso
     from osir.core.options import load_options
     opt = load_options(path, overrides)
     if weights is not None:
-        _set(opt, weights_option(opt["method"]["type"]), str(weights_file(weights)))
-    opt["datasets"] = {}
-    return Resolved(opt, None, "", opt["name"])
+        _set(opt, weights_option(opt.method["type"]), str(weights_file(weights)))
+    opt.datasets = {}
+    return Resolved(opt, None, "", opt.name)
 
 
 def load(resolved: Resolved, device: torch.device, precision: str = "fp32"):
@@ -238,8 +245,8 @@ def load(resolved: Resolved, device: torch.device, precision: str = "fp32"):
     method = build_method(opt)
     if rec is not None:
         if rec.network not in method.networks:
-            raise OptionsError(f"'{rec.path}' holds network '{rec.network}', which {opt['method']['type']} does not "
+            raise OptionsError(f"'{rec.path}' holds network '{rec.network}', which {opt.method['type']} does not "
                                f"have; networks: {', '.join(method.networks)}")
         load_network(method.networks[rec.network], str(rec.path), strict=True, state=rec.state_dict)
-        opt["path"]["pretrained"][rec.network] = str(rec.path)     # the file named when an output is not finite
+        opt.path.pretrained[rec.network] = str(rec.path)     # the file named when an output is not finite
     return prepare_for_inference(method, device, PRECISIONS[precision])
