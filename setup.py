@@ -5,6 +5,9 @@ from setuptools import find_packages, setup
 version = {}
 exec(Path("osir/__init__.py").read_text(), version)
 
+WEB = ["gradio>=6"]                                  # osir web (gr.ImageSlider, 6.x launch)
+EXPORT = ["onnx", "onnxscript", "onnxruntime"]       # osir export onnx (+ --int8 quantisation)
+
 setup(
     name="osir",
     version=version["__version__"],
@@ -38,10 +41,12 @@ setup(
         "open-clip-torch>=2.24",  # DA-CLIP
         "timm>=0.9",              # DAPE's Swin (RAM tagger)
         "spandrel>=0.4",          # osir restore: architecture detection of RRDBNet / NAFNet checkpoints
-        "gradio>=6",              # osir web (gr.ImageSlider, 6.x launch)
-        "onnx", "onnxscript", "onnxruntime",   # osir export onnx (+ --int8 quantisation)
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout", "selenium>=4"]},   # selenium: the web demo's browser test
+    # The core install trains, tests and restores with every method; the extras add the two tools that need
+    # more (a missing one is named with its extra by osir.core.registry.missing_package).
+    extras_require={"web": WEB, "export": EXPORT, "all": WEB + EXPORT,
+                    # CI installs .[test]: everything, so that every test runs (selenium: the web page's browser test)
+                    "test": WEB + EXPORT + ["pytest>=7", "pytest-timeout", "selenium>=4"]},
     # Registered entries, found by osir.core.registry.discover() and imported only when an options file
     # names them ("Name = module that registers it"); other packages add their own the same way.
     entry_points={
@@ -55,7 +60,8 @@ setup(
                          "OSEDiff = osir.methods.osediff.method"]
                         + [f"{name} = osir.methods.refusion.method" for name in
                            ("Refusion", "RefusionCompression", "LatentRefusion")]
-                        + ["DACLIP = osir.methods.daclip.method", "DACLIPUIR = osir.methods.daclip.method"],
+                        + ["DACLIP = osir.methods.daclip.method", "DACLIPUIR = osir.methods.daclip.method"]
+                        + ["SpandrelModel = osir.methods.spandrel.method"],
         "osir.archs": ["ConditionalUNet = osir.methods.irsde.arch", "RRDBNet = osir.methods.realesrgan.method",
                        "UNetDiscriminatorSN = osir.methods.realesrgan.method",
                        "ConditionalNAFNet = osir.methods.refusion.arch", "CompressionUNet = osir.methods.refusion.arch",
@@ -73,8 +79,10 @@ setup(
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "dists", "musiq", "maniqa",
                                                                     "clipiqa", "pyiqa", "niqe")] + ["fid = osir.metrics.fid"],
         "osir.cards": [f"{name} = osir.methods.{name}.card" for name in
-                       ("daclip", "irsde", "osediff", "realesrgan", "refusion")],
-        "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")],
+                       ("daclip", "irsde", "osediff", "realesrgan", "refusion", "spandrel")],
+        "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")]
+                         + [f"{name} = osir.diffusion.solvers" for name in
+                            ("ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "deis", "heun")],
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
         "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",
                                                                           "CaptionPrompt")]

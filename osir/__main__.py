@@ -1,5 +1,6 @@
 """The ``osir`` command: one entry point for every tool, each sub-command handed to its module's
-``main(argv)`` with the remaining arguments (only the chosen module is imported).
+``main(argv)`` with the remaining arguments (only the chosen module is imported, after the known harmless
+third-party messages are hidden: ``osir.core.quiet``, before the libraries that print them are imported).
 
     osir restore --weights W.pth photo.jpg -o out/      # = python -m osir.restore ...
     osir train -opt options/demo.yml                     # = python osir/train.py -opt ...
@@ -51,6 +52,8 @@ def main(argv=None) -> int:
         print(f"osir: unknown command '{command}'{nearest(command, COMMANDS)}; commands: {', '.join(COMMANDS)} "
               "(osir --help)", file=sys.stderr)
         return 2
+    from osir.core import quiet         # here, not at the top: ``osir --help`` stays small
+    quiet.install()
     try:
         module = importlib.import_module(COMMANDS[command][0])
     except ModuleNotFoundError as err:      # e.g. osir web without gradio: one line with the pip command

@@ -30,6 +30,7 @@ from osir.inference.load import pick_device
 from osir.core.registry import OptionsError
 from osir.core.checkpoint import write_text
 from osir.core.options import Options
+from osir.core.progress import Progress
 
 PROG = "osir.bench"
 WEIGHTS_NOTE = ("latency, MACs and memory do not depend on the weights' values: networks without a weights file "
@@ -260,8 +261,9 @@ def run_steps(path, args, device: torch.device) -> dict:
     from osir.engine.trainer import build_dataset
     from osir.engine.validation import evaluation_mode, iterate
     from osir.metrics.suite import MetricSuite
-    from osir.core.options import load_options
+    from osir.core.options import check_files, load_options
     base = load_options(path, args.set)
+    check_files(base, source=str(path))      # every file and folder it names, all missing ones in one error
     configs = steps_configs(path, base, args.steps, args.samplers)
     metrics = MetricSuite(base.metrics, device)
     specs = {k: v for k, v in base.datasets.items() if k != "train"}
@@ -296,7 +298,10 @@ def run_steps(path, args, device: torch.device) -> dict:
                      "initial weights")
         per_set, rows = {}, []
         set_level = bool(getattr(metrics, "set_metrics", None))
-        with evaluation_mode(method), CallCounter(method) as counter:
+        label = f"{PROG}: {base.name}: point {index + 1}/{len(configs)} " + \
+            (f"({sampler} steps {steps})" if sampler is not None else f"({opt.method['type']})")
+        with evaluation_mode(method), CallCounter(method) as counter, \
+                Progress(sum(map(len, datasets.values())), label) as progress:     # per measured image
             timer = TimedRestore(counter, device)       # handed to iterate: restore_image, counted and timed
             wall = 0.0
             for set_name, dataset in datasets.items():
@@ -318,6 +323,7 @@ def run_steps(path, args, device: torch.device) -> dict:
                         scores.append(score)
                         if set_level:            # set metrics (FID) score the written images
                             write_image(Path(written) / f"{item['name']}.png", restored[0])
+                        progress.update()
                     per_set[set_name] = {**_means(scores), **_set_scores(metrics, set_level, written, spec)}
                 wall += time.perf_counter() - start
                 rows += scores
@@ -619,10 +625,12 @@ def efficiency_command(args) -> int:
                         "process per measurement, incl. Python, torch and the weights (baseline_memory_mib: its peak "
                         "before the first restoration)",
               "methods": []}
+    modes = ["whole", "tiled"] if args.tile else ["whole"]
     with tempfile.TemporaryDirectory() as scratch:
         # every options file is read and checked before the first measurement
         loaded = [efficiency_options(path, args.set, Path(scratch) / str(i)) for i, path in enumerate(args.opt)]
         results_root = loaded[0][0].path.results_root
+        progress = Progress(len(loaded) * len(args.sizes) * len(modes) * len(precisions), PROG, "measurement")
         for path, (opt, notes) in zip(args.opt, loaded):
             for note in notes:
                 warn(f"{opt.name}: {note}")
@@ -634,6 +642,7 @@ def efficiency_command(args) -> int:
             except cli.USER_ERRORS as err:
                 entry["error"] = cli.one_line(err)
                 warn(f"{opt.name}: cannot build the method: {entry['error']}")
+                progress.update(len(args.sizes) * len(modes) * len(precisions))        # its measurements: none
                 continue
             entry["parameters"] = count_parameters(method)
             entry.update(scale=method.scale, noise_network=noise_network(method, card=card_of(opt)),
@@ -642,16 +651,18 @@ def efficiency_command(args) -> int:
             overlap = args.overlap if args.overlap is not None else opt.tile.overlap
             entry["measurements"] = []
             for size in args.sizes:
-                for mode in ["whole", "tiled"] if args.tile else ["whole"]:
+                for mode in modes:
                     for k, precision in enumerate(precisions):
                         spec = {"opt": _for_mode(opt, mode), "device": str(device), "size": size, "mode": mode,
                                 "tile": args.tile, "overlap": overlap, "precision": precision, "warmup": args.warmup,
                                 "repeats": args.repeats, "count_macs": k == 0, "threads": args.threads}
                         row = run_measurement(spec, args.timeout, args.memory_limit)
                         entry["measurements"].append(row)
-                        print(f"{PROG}: {opt.name} {size} {mode} {precision}: {row['status']}"
-                              + (f", {row['seconds']:.3f} s" if row["status"] == "ok" else f" ({row.get('error')})"),
-                              file=sys.stderr)
+                        progress.write(f"{PROG}: {opt.name} {size} {mode} {precision}: {row['status']}"
+                                       + (f", {row['seconds']:.3f} s" if row["status"] == "ok"
+                                          else f" ({row.get('error')})"))
+                        progress.update()
+        progress.close()
     out_dir = Path(args.output) if args.output else Path(results_root) / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "efficiency.json", json.dumps(result, indent=2))

@@ -23,6 +23,7 @@ import osir
 from osir.core.cli import run
 from osir.data.io import images_by_name, img2tensor, read_image, write_image
 from osir.core.options import component, load_yaml, read_yaml, short_repr, validate
+from osir.core.progress import Progress
 from osir.core.registry import BATCH_DEGRADATIONS, OptionsError
 from osir.core.checkpoint import write_text
 
@@ -32,24 +33,28 @@ def image_seed(base_seed: int, name: str) -> int:
     return (base_seed * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 31)
 
 
-def synthesise(spec: dict, input_dir: Path, output_dir: Path, base_seed: int, seeds: dict | None = None) -> dict:
-    # whole images, one at a time: no pair pool, no training-patch crop
+def synthesise(spec: dict, input_dir: Path, output_dir: Path, base_seed: int, seeds: dict | None = None,
+               progress: bool = False) -> dict:
+    # whole images, one at a time: no pair pool, no training-patch crop; progress: per image on stderr
     stage = BATCH_DEGRADATIONS.build({k: v for k, v in spec.items() if k not in ("pool_size", "gt_size")}, "degradation")
     scale = int(getattr(stage, "opt", {}).get("scale", 1))
     # the resolved values, not only the preset's name: the card replays the same LQ after a preset changes
     resolved = {"type": spec["type"], **({"preset": stage.preset, **stage.opt} if hasattr(stage, "opt") else spec)}
     card = {"osir": osir.__version__, "degradation": resolved, "seed": base_seed, "images": {}}
-    for name, path in images_by_name(input_dir).items():     # a.png + a.jpg would write one GT/a.png: an error
-        seed = (seeds or {}).get(name, image_seed(base_seed, name))
-        gt = img2tensor(read_image(path))[None]
-        h, w = gt.shape[-2:]
-        gt = gt[..., : h - h % scale, : w - w % scale]
-        params = {k: v[None] for k, v in stage.draw(seed).items()}
-        torch.manual_seed(seed)
-        out = stage(gt, params)
-        write_image(output_dir / "GT" / f"{name}.png", out.get("gt_unsharpened", out["gt"])[0])   # not the USM target
-        write_image(output_dir / "LQ" / f"{name}.png", out["lq"][0])
-        card["images"][name] = seed
+    images = images_by_name(input_dir)       # a.png + a.jpg would write one GT/a.png: an error
+    with Progress(len(images), "osir.degrade", disable=not progress) as bar:
+        for name, path in images.items():
+            seed = (seeds or {}).get(name, image_seed(base_seed, name))
+            gt = img2tensor(read_image(path))[None]
+            h, w = gt.shape[-2:]
+            gt = gt[..., : h - h % scale, : w - w % scale]
+            params = {k: v[None] for k, v in stage.draw(seed).items()}
+            torch.manual_seed(seed)
+            out = stage(gt, params)
+            write_image(output_dir / "GT" / f"{name}.png", out.get("gt_unsharpened", out["gt"])[0])   # not USM's target
+            write_image(output_dir / "LQ" / f"{name}.png", out["lq"][0])
+            card["images"][name] = seed
+            bar.update()
     write_text(output_dir / "degradation_card.yml", yaml.safe_dump(card, sort_keys=False))
     return card
 
@@ -114,7 +119,7 @@ def degrade(args) -> int:
         if spec is None:
             raise OptionsError(f"{args.opt}: no degradation: section")
         spec = validate(spec, component(BATCH_DEGRADATIONS), "degradation")
-    card = synthesise(spec, Path(args.input), Path(args.output), seed, seeds)
+    card = synthesise(spec, Path(args.input), Path(args.output), seed, seeds, progress=True)
     print(f"wrote {len(card['images'])} pairs and degradation_card.yml to {args.output}")
     return 0
 

@@ -4,25 +4,33 @@
 
 The manual (where the method comes from, folders, grey / alpha / 16-bit inputs, seeds, limits, exit codes) is
 ``docs/restore.md``; ``--help`` gives the same choices in short (``HELP``).  Hand-written here: the file plan
-(outputs never overwrite inputs) and the batch loop; images are read and written by ``osir.data.io``'s codec,
-models loaded by ``osir.inference.load``, and the releases come from the method cards (``osir.core.card``).
+(outputs never overwrite inputs), the batch loop and ``--outscale`` (a resize after the network, as Real-ESRGAN's
+``inference_realesrgan.py`` does: OpenCV's Lanczos-4, no library offers it as one call with that rounding);
+images are read and written by ``osir.data.io``'s codec, models loaded by ``osir.inference.load``, and the
+releases come from the method cards (``osir.core.card``).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from osir.core import cli
-from osir.inference import check_finite_output
-from osir.data.io import IMAGE_EXTENSIONS, DataError, Decoded, ImageReadError, read_decoded, write_rgb
-from osir.inference.load import PRECISIONS
+from osir.core.errors import DataError, ImageReadError
+from osir.core.options import PRECISIONS, Options
 from osir.core.registry import OptionsError
+from osir.data.formats import IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:             # torch and the codec are imported where used: --help, --list-models and path
+    import torch              # errors answer without loading them
+    from osir.data.io import Decoded as Loaded
 
 EXTENSIONS = ("png", "jpg", "same")
 _FAMILY = {"png": (".png",), "jpg": (".jpg", ".jpeg")}
@@ -53,6 +61,9 @@ def presets() -> dict[str, Preset]:
 def __getattr__(name: str):
     if name == "PRESETS":         # computed from the cards when asked for (not at import)
         return presets()
+    if name == "Loaded":          # a decoded input as ``osir restore`` keeps it (``osir.data.io.Decoded``)
+        from osir.data.io import Decoded
+        return Decoded
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -75,32 +86,71 @@ def _recognised_options(weights: Path, overrides: list[str] | None) -> tuple[dic
     return found.options, found.recognized, found.note
 
 
+# ----------------------------------------------------------------------------- precision and output scale
+def default_precision(device: torch.device) -> str:
+    """``--precision`` when none is given: fp16 on a CUDA device (as Real-ESRGAN's ``inference_realesrgan.py``,
+    whose default is half precision), fp32 elsewhere (fp16 autocast does not run on the CPU)."""
+    import torch
+    return "fp16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def check_outscale(outscale: float | None) -> float | None:
+    """``--outscale`` checked: None (the network's own scale) or a finite number above 0."""
+    if outscale is None:
+        return None
+    if not math.isfinite(outscale) or outscale <= 0:
+        raise OptionsError(f"--outscale must be a number above 0 (the output size over the input size), "
+                           f"got {outscale:g}")
+    return float(outscale)
+
+
+def outscale_size(height: int, width: int, outscale: float) -> tuple[int, int]:
+    """The output (height, width) of an input of ``height`` x ``width`` at ``outscale``: ``int(side *
+    outscale)``, truncated as Real-ESRGAN's ``RealESRGANer.enhance`` does, and at least 1."""
+    return max(1, int(height * outscale)), max(1, int(width * outscale))
+
+
+def resize_output(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Float RGB resized to ``height`` x ``width`` with OpenCV's Lanczos-4 (``cv2.INTER_LANCZOS4``, the
+    interpolation of Real-ESRGAN's ``--outscale``), clipped to [0, 1] (the Lanczos lobes overshoot)."""
+    import cv2
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    out = cv2.resize(np.ascontiguousarray(rgb, dtype=np.float32), (width, height), interpolation=cv2.INTER_LANCZOS4)
+    return np.clip(out.reshape(height, width, *rgb.shape[2:]), 0.0, 1.0)
+
+
 # ----------------------------------------------------------------------------- the restorer
 class Restorer:
     """A method built for inference on one device: ``restore(image)`` takes HxWx3 RGB (uint8, uint16
     or float in [0, 1]; HxW / HxWx1 grey is repeated, a 4th alpha channel ignored) and returns float32
-    RGB in [0, 1] of ``scale`` x the size.  Diffusion methods (``is_diffusion``) take ``steps``,
-    ``sampler`` and ``seed`` per call (None: the preset's / options' steps and sampler, seed 0), handed to the
-    method's ``restore``: the method is never changed, so one ``Restorer`` serves several threads."""
+    RGB in [0, 1] of ``scale`` x the size (``outscale`` x the size where given: the network's output resized,
+    ``resize_output``).  Diffusion methods (``is_diffusion``) take ``steps``, ``sampler`` and ``seed`` per
+    call (None: the preset's / options' steps and sampler, seed 0), and every method ``tile`` (None: the
+    restorer's, 0: whole images), handed to the method's ``restore``: the method is never changed, so one
+    ``Restorer`` serves several threads."""
 
-    def __init__(self, method, opt: dict, name: str, device: torch.device, precision: str, tile: int | None,
+    def __init__(self, method, opt: Options, name: str, device: torch.device, precision: str, tile: int | None,
                  overlap: int):
-        from osir.core.card import FEED_FORWARD, card_of_method
+        from osir.core.card import FEED_FORWARD, Tiling, card_of_method
         self.model, self.opt, self.name = method, opt, name
-        self.method = opt["method"]["type"]
+        self.method = opt.method["type"]
         card = card_of_method(self.method)
         self.sampling = card.sampling_for(self.method) if card is not None else FEED_FORWARD
-        #: how the inference layer may tile it (the card's ``Tiling``; a method that tiles itself: internal)
-        self.tiling = "internal" if method.tiles_internally else (card.tiling.value if card is not None else "supported")
+        #: how the inference layer may tile it: a method that tiles itself: internal; else the method's own
+        #: ``tiling`` where it declares one per instance (a network loaded by a generic loader), else its card's
+        declared = method.tiling_advice
+        self.tiling = "internal" if method.tiles_internally else (
+            Tiling(declared).value if declared is not None else card.tiling.value if card is not None else "supported")
         self.is_diffusion = self.sampling.iterative
         self.scale = int(method.scale)
         self.device, self.precision = device, precision
         self.tile, self.overlap = tile, overlap
         self.steps = len(method.timesteps) - 1 if self.is_diffusion else None
-        self.sampler = opt["method"].get("sampler") if self.is_diffusion else None
+        self.sampler = opt.method.get("sampler") if self.is_diffusion else None
         self.note = ""          # what was recognised in the weights
         #: network -> the file its weights came from (named when an output is not finite)
-        self.sources = {**method.pretrained, **opt["path"]["pretrained"]}
+        self.sources = {**method.pretrained, **opt.path.pretrained}
 
     def __repr__(self) -> str:
         return (f"Restorer({self.name!r}, method={self.method}, scale={self.scale}, device={self.device}, "
@@ -109,6 +159,7 @@ class Restorer:
     @staticmethod
     def to_tensor(image: np.ndarray) -> torch.Tensor:
         """HxWx3 (or grey / RGBA) uint8, uint16 or float array -> 3xHxW float32 in [0, 1]."""
+        import torch
         image = np.asarray(image)
         if image.dtype == np.uint8:
             image = image.astype(np.float32) / 255.0
@@ -145,45 +196,69 @@ class Restorer:
 
     def restore_tensor(self, lq: torch.Tensor, *, steps: int | None = None, sampler: str | None = None,
                        seed: int | None = None, names: list[str] | None = None,
-                       paths: list[str] | None = None) -> torch.Tensor:
+                       paths: list[str] | None = None, tile: int | None = None) -> torch.Tensor:
         """B x 3 x H x W in [0, 1] -> B x 3 x sH x sW float32 in [0, 1], on the restorer's device.  ``names`` /
         ``paths`` (default image0, image1, ...) reach the method as a dataset's ``name`` / ``lq_path`` do (prompt
-        extractors read them, e.g. ``TextFilePrompt``)."""
-        from osir.inference import restore_image
+        extractors read them, e.g. ``TextFilePrompt``); ``tile``: LQ pixels per tile (None: the restorer's,
+        0: the whole image)."""
+        import torch
+        from osir.inference import check_finite_output, restore_image
         self.check_sampling(steps, sampler)
+        if tile is not None and tile < 0:
+            raise OptionsError(f"tile must be 0 (whole images) or a size in pixels, got {tile}")
+        tile = self.tile if tile is None else (tile or None)
         generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
         shown = list(paths or names or ["the image"] * lq.shape[0])        # named if an output is not finite
         with torch.no_grad():
             names = list(names or [f"image{i}" for i in range(lq.shape[0])])
             batch = {"lq": lq.to(self.device), "name": names, "lq_path": list(paths or names)}
-            out = restore_image(self.model, batch, self.tile, self.overlap, generator, sampler=sampler, steps=steps)
+            out = restore_image(self.model, batch, tile, self.overlap, generator, sampler=sampler, steps=steps)
         check_finite_output(self.model, out, shown, self.sources)
         return out.float().clamp(0, 1)
 
     def restore_batch(self, images: list[np.ndarray], *, steps: int | None = None, sampler: str | None = None,
                       seed: int | None = None, names: list[str] | None = None,
-                      paths: list[str] | None = None) -> list[np.ndarray]:
-        """Images of one size restored together (one generator for the batch)."""
+                      paths: list[str] | None = None, tile: int | None = None,
+                      outscale: float | None = None) -> list[np.ndarray]:
+        """Images of one size restored together (one generator for the batch); ``outscale`` (None: the
+        network's scale) resizes each output to ``outscale_size`` of its input (``resize_output``)."""
+        import torch
+        outscale = check_outscale(outscale)
         batch = torch.stack([self.to_tensor(im) for im in images])
-        out = self.restore_tensor(batch, steps=steps, sampler=sampler, seed=seed, names=names, paths=paths)
-        return [np.ascontiguousarray(o.permute(1, 2, 0).cpu().numpy()) for o in out]
+        out = self.restore_tensor(batch, steps=steps, sampler=sampler, seed=seed, names=names, paths=paths, tile=tile)
+        outputs = [np.ascontiguousarray(o.permute(1, 2, 0).cpu().numpy()) for o in out]
+        if outscale is None or outscale == self.scale:      # the network's own scale: nothing to resize
+            return outputs
+        import cv2
+        height, width = outscale_size(*batch.shape[-2:], outscale)
+        shown = list(paths or names or ["the image"] * len(outputs))
+        resized = []
+        for rgb, name in zip(outputs, shown):
+            try:
+                resized.append(resize_output(rgb, height, width))
+            except (MemoryError, cv2.error) as err:             # an output too large to allocate
+                raise OptionsError(f"--outscale {outscale:g}: cannot resize '{name}' to {width}x{height} pixels "
+                                   f"({cli.one_line(err)[:120]})") from None
+        return resized
 
     def restore(self, image: np.ndarray, *, steps: int | None = None, sampler: str | None = None,
-                seed: int | None = None) -> np.ndarray:
-        return self.restore_batch([image], steps=steps, sampler=sampler, seed=seed)[0]
+                seed: int | None = None, tile: int | None = None, outscale: float | None = None) -> np.ndarray:
+        return self.restore_batch([image], steps=steps, sampler=sampler, seed=seed, tile=tile, outscale=outscale)[0]
 
 
 def load_restorer(weights: str | Path | None, model: str | None = None, *, device: str = "cpu",
-                  precision: str = "fp32", tile: int | None = None, options: str | Path | None = None,
+                  precision: str | None = None, tile: int | None = None, options: str | Path | None = None,
                   tile_overlap: int | None = None, overrides: list[str] | None = None) -> Restorer:
     """Build a ``Restorer`` from a weights file and a preset name (``available_models()``), or from
     the weights alone (recognised by ``osir.recognize``), or from an osir options file (``options``;
     ``weights`` then replaces its ``path.pretrained.g``).  ``overrides``: ``key.path=value`` strings as
     ``--set``; ``tile``: tile size in LQ pixels (None: the preset's / options file's tiling, 0: whole
-    images).  ``Restorer.note`` says what was recognised in the weights.  Steps and samplers are per-call arguments
+    images); ``precision``: fp32, bf16 or fp16 (None: ``default_precision`` of the device).  ``Restorer.note``
+    says what was recognised in the weights, and where the method does not run the precision asked for.  Steps and samplers are per-call arguments
     of the method's ``restore`` (never written into it): a ``Restorer`` may be shared by threads."""
     from osir.inference import load
     dev = load.pick_device(device)
+    precision = default_precision(dev) if precision is None else precision
     load.check_precision(precision, dev)
     if options is not None:
         if model is not None:
@@ -197,11 +272,12 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
         found = load.from_weights(weights, overrides)
     opt, name = found.options, found.name
     if tile is None:
-        tile = (opt.get("tile") or {}).get("size")
-    overlap = tile_overlap if tile_overlap is not None else (opt.get("tile") or {}).get("overlap", 32)
+        tile = opt.tile.size
+    overlap = tile_overlap if tile_overlap is not None else opt.tile.overlap
     method = load.load(found, dev, precision)
     restorer = Restorer(method, opt, name, dev, precision, tile or None, int(overlap))
-    restorer.note = found.note
+    # a method may say where it does not run as asked (e.g. a network without fp16 support, run in fp32)
+    restorer.note = "\n".join([found.note] * bool(found.note) + list(method.inference_notes))
     return restorer
 
 
@@ -213,15 +289,12 @@ class Job:
     name: str           # the path relative to its input folder, without the extension (a dataset's ``name``)
 
 
-#: a decoded input as ``osir restore`` keeps it: float32 RGB and how it was stored (grey, alpha, bits)
-Loaded = Decoded
-
-
 def read_input(path: Path, max_pixels: int | None = None) -> Loaded:
     """Decode an image (``osir.data.io.read_decoded``: OpenCV, all bit depths, upright by its EXIF orientation),
     a floating-point file's samples clipped to [0, 1]; ``ImageReadError`` naming the file when it is empty,
     cannot be decoded, holds NaN/Inf or has more than ``max_pixels`` pixels (read from its header before
     decoding; default ``osir.data.io.max_image_pixels()``)."""
+    from osir.data.io import read_decoded
     return read_decoded(path, max_pixels).clipped()
 
 
@@ -229,6 +302,7 @@ def write_output(path: Path, rgb: np.ndarray, loaded: Loaded) -> str | None:
     """Write the restored float RGB as the input was stored (grey, alpha, 16-bit) where the format of
     ``path`` allows it, atomically (``osir.data.io.write_rgb``: a failed write leaves nothing under ``path``
     and is an ``ImageWriteError`` naming it); returns a note when something could not be kept."""
+    from osir.data.io import write_rgb
     return write_rgb(path, rgb, loaded)
 
 
@@ -304,7 +378,13 @@ inputs and outputs:
   outputs are written atomically (a temporary file renamed into place)
 
 sampling: --steps / --sampler apply to diffusion methods only; --seed (default 0) seeds each batch, so an
-  image restored alone or in a folder matches at --batch-size 1; --precision fp16 is refused on the CPU
+  image restored alone or in a folder matches at --batch-size 1
+
+precision: fp16 by default on CUDA, fp32 elsewhere; --precision fp16 is refused on the CPU; a network that
+  does not support the precision asked for runs in fp32 (with a note)
+
+output scale: --outscale X resizes each output to int(X * input size) with OpenCV's Lanczos-4 after the
+  network (as Real-ESRGAN's --outscale); default: the network's own scale
 
 exit codes: 0 every image restored; 1 some inputs skipped as unreadable (corrupt, empty, NaN/Inf, over
   --max-megapixels; each named); 2 user errors, a NaN/Inf output (named with its network), a failed write
@@ -327,7 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override an option (repeatable), e.g. --set method.daclip_path=daclip_ViT-B-32.pt")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, ...")
-    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="autocast precision")
+    parser.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                        help="autocast precision (default: fp16 on CUDA, fp32 elsewhere)")
+    parser.add_argument("--outscale", type=float, default=None, metavar="X",
+                        help="output size = int(X * input size), the network's output resized with Lanczos-4 "
+                             "(default: the network's own scale)")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
                         help="restore images larger than PX (LQ pixels) tile by tile; 0: whole images")
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="PX", help="tile overlap (default 32)")
@@ -348,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _flush(restorer: Restorer, group: list[tuple[Job, Loaded]], args, bar, say) -> int:
     outputs = restorer.restore_batch([loaded.rgb for _, loaded in group], steps=args.steps, sampler=args.sampler,
                                      seed=args.seed, names=[job.name for job, _ in group],
-                                     paths=[str(job.source) for job, _ in group])
+                                     paths=[str(job.source) for job, _ in group], outscale=args.outscale)
     for (job, loaded), out in zip(group, outputs):
         note = write_output(job.target, out, loaded)
         if note:
@@ -375,13 +459,14 @@ def max_pixels_option(megapixels: float | None) -> int:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
+    from osir.core.progress import Progress, format_rate
     if args.batch_size < 1:
         raise OptionsError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.tile is not None and args.tile < 0:
         raise OptionsError(f"--tile must be 0 (whole images) or a size in pixels, got {args.tile}")
+    check_outscale(args.outscale)
+    jobs, skipped = plan(args.inputs, args.output, args.ext, args.suffix)      # path errors before any heavy import
     max_pixels = max_pixels_option(args.max_megapixels)
-    jobs, skipped = plan(args.inputs, args.output, args.ext, args.suffix)
     start = time.perf_counter()
     restorer = load_restorer(args.weights, args.model, device=args.device, precision=args.precision,
                              tile=args.tile, options=args.options,
@@ -389,22 +474,25 @@ def run(args) -> int:
     restorer.check_sampling(args.steps, args.sampler)
     loaded_in = time.perf_counter() - start
 
+    bar = Progress(len(jobs), "osir restore", "image")     # a bar on a terminal, else a line every few images
+
     def say(text: str) -> None:
-        tqdm.write(text, file=sys.stderr)
+        bar.write(text)
 
     if restorer.note:
-        say(restorer.note)
-    if args.tile and restorer.tiling != "supported":        # the card's Tiling: discouraged / internal
+        for line in restorer.note.splitlines():
+            say(line)
+    if args.tile and restorer.tiling != "supported":        # the method's / card's Tiling: discouraged / internal
         say(f"note: --tile {args.tile}: {restorer.name} " + (
             "tiles itself (latent / VAE tiles): its own tiling applies" if restorer.tiling == "internal" else
-            "uses context beyond a tile (whole-image embeddings, global noise): tiles may differ from the whole "
-            "image at their seams"))
+            "uses context beyond a tile (whole-image embeddings, global noise, attention): tiles may differ from "
+            "the whole image at their seams"))
     for path in skipped:
         say(f"note: skipped '{path}' (not an image: {path.suffix or 'no extension'})")
     failed = done = 0
     pending: dict[tuple[int, int], list[tuple[Job, Loaded]]] = {}
     start = time.perf_counter()
-    with tqdm(total=len(jobs), unit="img", desc="osir restore", file=sys.stderr, disable=None) as bar:
+    with bar:
         for job in jobs:
             try:
                 loaded = read_input(job.source, max_pixels)
@@ -423,9 +511,8 @@ def run(args) -> int:
         for size in list(pending):
             done += _flush(restorer, pending.pop(size), args, bar, say)
     seconds = time.perf_counter() - start
-    rate = done / seconds if seconds > 0 else float("inf")
     print(f"osir restore: {done} images restored, {failed} failed, {len(skipped)} skipped (not images) in "
-          f"{seconds:.2f} s ({rate:.2f} images/s; model loaded in {loaded_in:.2f} s) with {restorer.name} -> "
+          f"{seconds:.2f} s ({format_rate(done, seconds)}; model loaded in {loaded_in:.2f} s) with {restorer.name} -> "
           f"{args.output}")
     return 1 if failed else 0
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from osir.core import cli
 from osir.core.checkpoint import write_text
-from osir.core.options import Options, as_options
+from osir.core.options import Options, as_options, check_files
+from osir.core.progress import Progress
 
 
 def set_metrics(metrics, out_dir: Path, spec: dict) -> dict[str, float]:
@@ -48,6 +49,7 @@ def run(opt: Options, seeds: int = 1) -> dict[str, dict]:
     from osir.metrics.suite import MetricSuite
 
     opt = as_options(opt)
+    check_files(opt)                  # every file and folder the options name, all missing ones in one error
     device = pick_device()
     method = prepare_for_inference(build_method(opt), device, opt.inference.mixed_precision, frozen=False)
     sources = {**method.pretrained, **opt.path.pretrained}
@@ -83,16 +85,19 @@ def run(opt: Options, seeds: int = 1) -> dict[str, dict]:
                 continue
             identity = DatasetHash()
             per_seed = {}
-            for k, seed in enumerate(seed_list):
-                rows = per_seed[seed] = []
-                for item, restored, scores, _ in iterate(method, dataset, metrics, device, tile=opt.tile,
-                                                         seed=seed, batch_size=spec["batch_size"],
-                                                         num_workers=spec["num_workers"], sources=sources):
-                    if k == 0:           # images and the set's identity from the first seed's pass
-                        write_image(out_dir / f"{item['name']}.png", restored[0])
-                        identity.add(item["name"], item["lq"], item.get("gt"))
-                    notes = {key: item[key] for key in method.output_notes}      # e.g. the prompt of this image
-                    rows.append({"image": f"{item['name']}.png", **notes, **scores})
+            label = f"{opt.name}/{set_name}" + (f" ({seeds} seeds)" if seeds > 1 else "")
+            with Progress(len(dataset) * seeds, label) as progress:     # per image (and seed), on stderr
+                for k, seed in enumerate(seed_list):
+                    rows = per_seed[seed] = []
+                    for item, restored, scores, _ in iterate(method, dataset, metrics, device, tile=opt.tile,
+                                                             seed=seed, batch_size=spec["batch_size"],
+                                                             num_workers=spec["num_workers"], sources=sources):
+                        if k == 0:           # images and the set's identity from the first seed's pass
+                            write_image(out_dir / f"{item['name']}.png", restored[0])
+                            identity.add(item["name"], item["lq"], item.get("gt"))
+                        notes = {key: item[key] for key in method.output_notes}  # e.g. the prompt of this image
+                        rows.append({"image": f"{item['name']}.png", **notes, **scores})
+                        progress.update()
             info.update(dataset_hash=identity.hexdigest(), dataset_items=len(identity))
             summaries[set_name] = write_results(out_dir, per_seed[seed_list[0]], info,
                                                 per_seed=per_seed if seeds > 1 else None,
@@ -128,6 +133,7 @@ def main(argv=None) -> int:
             if clash is not None:
                 raise OptionsError(f"{path}: name '{opt.name}' is also the name of {clash} (same results_root): "
                                    f"their results would overwrite each other in '{out}'")
+            check_files(opt, source=path)       # before any file's run starts
             opts[path] = opt
         combined = {}
         for path, opt in opts.items():

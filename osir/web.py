@@ -2,8 +2,10 @@
 
     osir web --model realesrgan-x4 --weights RealESRGAN_x4plus.pth [--weights-dir DIR] [--port 7860]
 
-The page (upload, method and weights chooser, before/after slider, PNG download; offline) and what it does
-with an upload are described in ``docs/web.md``.  The upload reaches osir undecoded (``preprocess=False``) and
+The page (upload or example photos, method and weights chooser, tile and precision controls, before/after
+slider, PNG download; offline) and what it does with an upload are described in ``docs/web.md``.  The example
+photos are crops of scikit-image's bundled ones (``skimage.data``, no download), written as PNG files once
+per page (``example_images``).  The upload reaches osir undecoded (``preprocess=False``) and
 is decoded by ``osir.data.io.decode_image``, the codec of every osir reader, so a bad file is a message naming
 it; the result is written as an 8-bit RGB PNG (``to_uint8``, osir's one quantiser).
 """
@@ -28,7 +30,12 @@ from osir.core.cli import USER_ERRORS, one_line, run
 from osir.data.io import decode_image, max_image_pixels, to_uint8, write_array
 from osir.core.checkpoint import WEIGHT_SUFFIXES
 from osir.core.registry import SAMPLERS, OptionsError, missing_package
+from osir.core.options import PRECISIONS
 from osir.restore import Restorer, available_models, load_restorer, max_pixels_option
+
+#: the example photos: ``skimage.data`` function -> (rows, columns) of a 128 x 128 crop
+EXAMPLES = {"astronaut": (slice(30, 158), slice(180, 308)), "coffee": (slice(60, 188), slice(160, 288)),
+            "chelsea": (slice(40, 168), slice(130, 258)), "rocket": (slice(150, 278), slice(280, 408))}
 
 TITLE = "osir — image restoration"
 AUTO = "auto"   # the method chooser's value for "recognised from the weights' keys"
@@ -53,6 +60,34 @@ def weight_files(weights: Sequence[str | Path] = (), weights_dir: str | Path | N
     return unique
 
 
+def example_images(folder: str | Path) -> list[Path]:
+    """The example photos (``EXAMPLES``: crops of scikit-image's bundled photos) as PNG files in ``folder``."""
+    import skimage.data
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, (rows, columns) in EXAMPLES.items():
+        path = folder / f"{name}.png"
+        if not path.exists():
+            write_array(path, np.ascontiguousarray(getattr(skimage.data, name)()[rows, columns][:, :, ::-1]))
+        paths.append(path)
+    return paths
+
+
+def tile_option(tile) -> int | None:
+    """The page's tile field: 0 -> whole images, else LQ pixels per tile; None (an API call that leaves it out)
+    -> the model's own tiling; a ``gr.Error`` for a negative or fractional value."""
+    if tile is None or tile == "":
+        return None
+    try:
+        value = float(tile)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value >= 0 or value != int(value):
+        raise gr.Error(f"tile must be 0 (whole images) or a size in pixels, got {tile}", print_exception=False)
+    return int(value)
+
+
 def uploaded(image) -> tuple[bytes, str]:
     """(the bytes, the name to show) of an upload: gradio's file record (the uploaded file's own name) or a
     path (shown as given); a ``gr.Error`` when there is none or it cannot be read."""
@@ -74,9 +109,10 @@ def uploaded(image) -> tuple[bytes, str]:
 
 class Demo:
     """The page's state: the weights on offer and a cache of loaded restorers, keyed by (weights,
-    method), so that switching back and forth loads each model once."""
+    method, precision), so that switching back and forth loads each model once.  ``precision`` None: fp16 on
+    CUDA, fp32 elsewhere (``osir.restore.default_precision``)."""
 
-    def __init__(self, weights: Sequence[Path], *, device: str = "cpu", precision: str = "fp32",
+    def __init__(self, weights: Sequence[Path], *, device: str = "cpu", precision: str | None = None,
                  tile: int | None = None, max_pixels: int | None = None):
         self.weights = list(weights)
         self.device, self.precision, self.tile = device, precision, tile
@@ -85,25 +121,28 @@ class Demo:
         self._lock = threading.Lock()
         self.output_dir = Path(tempfile.mkdtemp(prefix="osir-web-"))
 
-    def load(self, method: str | None, weights: str | Path) -> Restorer:
-        """The cached restorer for (method, weights), loaded on first use; ``method`` None or ``auto``:
-        recognised from the weights' keys."""
+    def load(self, method: str | None, weights: str | Path, precision: str | None = None) -> Restorer:
+        """The cached restorer for (method, weights, precision), loaded on first use; ``method`` None or
+        ``auto``: recognised from the weights' keys; ``precision`` None: the page's."""
         model = None if method in (None, "", AUTO) else method
-        key = (str(Path(weights).resolve()), model)
+        precision = precision or self.precision
+        key = (str(Path(weights).resolve()), model, precision)
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = load_restorer(weights, model, device=self.device, precision=self.precision,
-                                                 tile=self.tile)
+                restorer = load_restorer(weights, model, device=self.device, precision=precision, tile=self.tile)
+                self._cache[key] = restorer
+                # the default precision resolved (fp16 on CUDA, else fp32): the same restorer when it is then named
+                self._cache.setdefault(key[:2] + (restorer.precision,), restorer)
             return self._cache[key]
 
-    def restorer(self, method: str | None, weights: str | Path | None) -> Restorer:
+    def restorer(self, method: str | None, weights: str | Path | None, precision: str | None = None) -> Restorer:
         """``load`` for the page: a user error, or an optional package the chosen weights or method need
         and that is not installed (``osir.core.registry.missing_package``: the pip command), becomes a
         ``gr.Error`` (a message in the page)."""
         if not weights:
             raise gr.Error("choose the weights first", print_exception=False)
         try:
-            return self.load(method, weights)
+            return self.load(method, weights, precision)
         except ModuleNotFoundError as err:
             line = missing_package(err)
             if line is None:            # one of osir's own modules: a bug, with its traceback
@@ -119,27 +158,38 @@ class Demo:
         return (f"**Loaded:** `{restorer.name}` ({restorer.method}, {kind}, ×{restorer.scale}) "
                 f"from `{Path(weights).name}` on {self.device}")
 
-    def choose(self, method: str, weights: str):
+    def choose(self, method: str, weights: str, precision: str | None = None):
         """Chooser change: load the model and say which; steps, sampler and seed only for diffusion
         methods, set to the model's defaults."""
-        restorer = self.restorer(method, weights)
+        restorer = self.restorer(method, weights, precision)
         diffusion = restorer.is_diffusion
         return (self.describe(restorer, weights), gr.update(visible=diffusion, value=restorer.steps),
                 gr.update(visible=diffusion, value=restorer.sampler), gr.update(visible=diffusion))
 
+    def own_tile(self, method: str, weights: str, precision: str | None = None):
+        """Chooser change: the tile field set to the model's own tiling (its release's tile size, or 0: whole
+        images); unchanged where the model does not load (``choose`` shows why)."""
+        try:
+            return gr.update(value=self.restorer(method, weights, precision).tile or 0)
+        except gr.Error:
+            return gr.update()
+
     def restore(self, image, method: str, weights: str, steps: float | None = None,
-                sampler: str | None = None, seed: float | None = None):
+                sampler: str | None = None, seed: float | None = None, tile: float | None = None,
+                precision: str | None = None):
         """Restore the uploaded file (gradio's file record, or a path): ((before, after) for the slider, the
         result's PNG path, a status line).  ``before`` is the input enlarged to the result's size (nearest
-        neighbour).  A file that is empty, not an image, over ``max_pixels`` or holds NaN/Inf is a ``gr.Error``
-        naming it and saying which."""
+        neighbour).  ``tile`` (``tile_option``) and ``precision`` (None: the page's) apply to this call.  A file
+        that is empty, not an image, over ``max_pixels`` or holds NaN/Inf is a ``gr.Error`` naming it and
+        saying which."""
         data, name = uploaded(image)
-        restorer = self.restorer(method, weights)
-        kwargs = {}
+        tile = tile_option(tile)
+        restorer = self.restorer(method, weights, precision)
+        kwargs = {"tile": tile}
         if restorer.is_diffusion:
-            kwargs = {"steps": None if steps is None else int(steps),
-                      "sampler": None if sampler in (None, "", restorer.sampler) else sampler,
-                      "seed": None if seed is None else int(seed)}
+            kwargs |= {"steps": None if steps is None else int(steps),
+                       "sampler": None if sampler in (None, "", restorer.sampler) else sampler,
+                       "seed": None if seed is None else int(seed)}
         try:
             image = decode_image(data, name, self.max_pixels)
             start = time.perf_counter()
@@ -151,12 +201,14 @@ class Demo:
             raise gr.Error(one_line(err), print_exception=False) from None
         (h, w), (oh, ow) = image.shape[:2], result.shape[:2]
         before = np.repeat(np.repeat(to_uint8(image), oh // h, axis=0), ow // w, axis=1)
-        status = f"{self.describe(restorer, weights)}  \n{w}×{h} → {ow}×{oh} in {seconds:.2f} s"
+        tiles = restorer.tile if tile is None else (tile or None)
+        status = (f"{self.describe(restorer, weights)}  \n{w}×{h} → {ow}×{oh} in {seconds:.2f} s "
+                  f"({restorer.precision}, {f'tiles of {tiles} px' if tiles else 'whole image'})")
         return (before, result), str(png), status
 
 
 def build_app(weights: Sequence[str | Path] | str | Path = (), model: str | None = None, *,
-              weights_dir: str | Path | None = None, device: str = "cpu", precision: str = "fp32",
+              weights_dir: str | Path | None = None, device: str = "cpu", precision: str | None = None,
               tile: int | None = None, max_pixels: int | None = None) -> gr.Blocks:
     """The page, with the first weights loaded (as ``model``; default: recognised from the keys), so
     that a bad file or model name fails here, as the usual one-line user error, not in the browser."""
@@ -169,8 +221,9 @@ def build_app(weights: Sequence[str | Path] | str | Path = (), model: str | None
     diffusion = restorer.is_diffusion
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
-        gr.Markdown(f"# {TITLE}\nUpload an image, choose the method and its weights, press **Restore**; "
-                    "drag the slider to compare before and after, download the result as PNG below it.")
+        gr.Markdown(f"# {TITLE}\nUpload an image (or pick an example photo), choose the method and its weights, "
+                    "press **Restore**; drag the slider to compare before and after, download the result as PNG "
+                    "below it.")
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload"],
@@ -187,18 +240,29 @@ def build_app(weights: Sequence[str | Path] | str | Path = (), model: str | None
                     sampler = gr.Dropdown(SAMPLERS.names(), value=restorer.sampler, label="Sampler",
                                           visible=diffusion, elem_id="sampler")
                     seed = gr.Number(0, label="Seed", precision=0, visible=diffusion, elem_id="seed")
+                with gr.Row():
+                    tile_field = gr.Number(restorer.tile or 0, label="Tile (LQ pixels; 0: whole image)",
+                                           precision=0, minimum=0, elem_id="tile")
+                    precision_choice = gr.Dropdown(list(PRECISIONS), value=restorer.precision, label="Precision",
+                                                   elem_id="precision")
                 button = gr.Button("Restore", variant="primary", elem_id="restore-btn")
+                gr.Examples([[str(p)] for p in example_images(demo.output_dir / "examples")], [image],
+                            label="Example photos (scikit-image)", elem_id="examples")
             with gr.Column(scale=2):
                 status = gr.Markdown(demo.describe(restorer, first), elem_id="status")
                 slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False,
                                         elem_id="slider")
                 download = gr.File(label="Result (PNG)", interactive=False, elem_id="result-file")
-        for chooser in (method, weights_choice):
-            chooser.change(demo.choose, [method, weights_choice], [status, steps, sampler, seed], api_name=False)
+        for chooser in (method, weights_choice, precision_choice):
+            chooser.change(demo.choose, [method, weights_choice, precision_choice], [status, steps, sampler, seed],
+                           api_name=False)
+            chooser.change(demo.own_tile, [method, weights_choice, precision_choice], [tile_field],
+                           api_name=False)
         # preprocess=False: the upload reaches osir as gradio's file record, undecoded (gr.Image's own
         # preprocessing opens it with PIL and any failure reads "Could not preprocess input component")
-        button.click(demo.restore, [image, method, weights_choice, steps, sampler, seed], [slider, download, status],
-                     api_name="restore", preprocess=False)
+        button.click(demo.restore, [image, method, weights_choice, steps, sampler, seed, tile_field,
+                                     precision_choice],
+                     [slider, download, status], api_name="restore", preprocess=False)
     return app
 
 
@@ -212,7 +276,8 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                        help="the page's initial precision (default: fp16 on CUDA, fp32 elsewhere)")
     parser.add_argument("--tile", type=int, help="tile size for large images (default: the method's own)")
     parser.add_argument("--max-megapixels", type=float, metavar="MP",
                         help="refuse uploads of more than MP megapixels, read from the header before decoding "

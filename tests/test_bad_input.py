@@ -385,7 +385,8 @@ CASES = [
      r"train\.totl_iter: unknown key \(did you mean 'total_iter'\?\)"),
     ("bad --set", train_main, lambda t: _train(t) + ["--set", "train.total_iter"], r"--set expects key\.path=value"),
     ("missing data folder", train_main, lambda t: _train(t, **{"datasets.train.dataroot_gt": str(t / "missing")}),
-     r"image folder not found: '.*missing'"),
+     r"1 file or folder the options name are missing: datasets\.train\.dataroot_gt: folder '.*missing' not found "
+     r"\(the ground-truth \(GT\) images\)"),       # preflight (issue 27): before anything is built
     ("empty data folder", train_main,
      lambda t: (t / "empty").mkdir() or _train(t, **{"datasets.train.dataroot_gt": str(t / "empty")}),
      r"no images \(.*\) in '.*empty'"),
@@ -405,7 +406,7 @@ CASES = [
                 _train(t, **{"path.pretrained": {"g": str(t / "other.safetensors")}}))[1],
      r"'.*other\.safetensors' does not fit ConditionalUNet: \d+ missing keys"),
     ("resume state missing", train_main, lambda t: _train(t, **{"path.resume_state": str(t / "5.state")}),
-     r"training state not found: '.*5\.state'", ["experiments"]),      # the lock's folder, made first
+     r"path\.resume_state: file '.*5\.state' not found \(a training state to resume from\)"),   # preflight
     ("image smaller than a metric's window", train_main,
      lambda t: _train(t, **{"metrics": {"ssim": {"type": "ssim"}}, "datasets.val.dataroot_gt":
                             str(write_images(t / "small", 1, (8, 8)))}),
@@ -643,13 +644,16 @@ CASES = [
      r"SafetensorError: Error while deserializing header"),
     # a missing optional package: one line with the pip command (osir.core.registry.missing_package)
     ("osir web without gradio", _without("gradio", osir_main, "osir.web"), lambda t: ["web"],
-     r"^osir web: error: osir web needs the package 'gradio', which is not installed \(pip install gradio\)$"),
+     r"^osir web: error: osir web needs the package 'gradio', which is not installed "
+     r'\(pip install "osir\[web\]"\)$'),
     ("export without onnx", _without("onnx", export_main),
      lambda t: ["onnx", "--weights", str(_tiny_weights(t)), "-o", str(t / "x.onnx")],
-     r"osir export: error: osir\.[\w.]+ needs the package 'onnx', which is not installed \(pip install onnx\)$"),
+     r"osir export: error: osir\.[\w.]+ needs the package 'onnx', which is not installed "
+     r'\(pip install "osir\[export\]"\)$'),
     ("export --int8 without onnxruntime", _without("onnxruntime", export_main),
      lambda t: ["onnx", "--weights", str(_tiny_weights(t)), "-o", str(t / "x.onnx"), "--int8"],
-     r"needs the package 'onnxruntime', which is not installed \(pip install onnxruntime\)$"),
+     r"needs the package 'onnxruntime', which is not installed "
+     r'\(pip install "osir\[export\]"\)$'),
     ("restore without spandrel", _without("spandrel", restore_main), lambda t: _restore_with(t, str(_tiny_weights(t))),
      r"osir restore: error: osir\.[\w.]+ needs the package 'spandrel', which is not installed "
      r"\(pip install spandrel\)$"),

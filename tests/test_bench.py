@@ -108,8 +108,8 @@ def test_steps_errors_are_one_line(tmp_path, capsys):
     assert bench.main(["steps", "-opt", str(path), "--steps", "50"]) == 2           # T is 20
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--steps" in err and "T=20" in err
-    assert bench.main(["steps", "-opt", str(path), "--steps", "2", "--samplers", "heun"]) == 2
-    assert "unknown sampler 'heun'" in capsys.readouterr().err
+    assert bench.main(["steps", "-opt", str(path), "--steps", "2", "--samplers", "euler_a"]) == 2
+    assert "unknown sampler 'euler_a'" in capsys.readouterr().err
     assert bench.main(["efficiency", "-opt", str(tmp_path / "missing.yml"), "--sizes", "8"]) == 2
 
 

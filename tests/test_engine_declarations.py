@@ -211,7 +211,8 @@ def test_an_explicit_resume_state_that_is_missing_or_incomplete_names_the_file(t
     (exp / "models" / "net_g_ema_3.safetensors").unlink()
     with pytest.raises(ckpt.CheckpointError, match=r"incomplete: '.*net_g_ema_3\.safetensors' is missing"):
         trainer_for(tmp_path, opt, overrides=[f"path.resume_state={exp / 'training_states' / '3.state'}"])
-    with pytest.raises(ckpt.CheckpointError, match=r"training state not found: '.*7\.state'"):
+    # a missing state file is named by the preflight (issue 27), before anything is built
+    with pytest.raises(OptionsError, match=r"path\.resume_state: file '.*7\.state' not found"):
         trainer_for(tmp_path, opt, overrides=[f"path.resume_state={exp / 'training_states' / '7.state'}"])
     assert exp.is_dir() and not list(tmp_path.glob("experiments/tiny_archived_*"))
 

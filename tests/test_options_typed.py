@@ -81,3 +81,39 @@ def test_build_method_and_the_trainer_take_a_plain_mapping_as_before(tmp_path):
     with pytest.raises(OptionsError, match="train.total_iter: must be greater than 0"):
         Trainer(raw)
     assert not (tmp_path / "experiments").exists()
+
+
+def test_a_typo_is_never_kept_and_keys_cannot_be_removed():
+    """Attribute style is the one the code uses: a misspelt attribute is refused like a misspelt key (it would
+    otherwise be dropped silently from the dumped options); the dict methods of earlier code work."""
+    opt = load_options(ROOT / "options" / "demo.yml")
+    with pytest.raises(AttributeError, match=r"ValOptions has no option 'frq' \(did you mean 'freq'\?\)"):
+        opt.val.frq = 3
+    opt["val"].update(freq=4, use_ema=False)
+    assert (opt.val.freq, opt.val.use_ema) == (4, False) and opt.to_dict()["val"]["freq"] == 4
+    with pytest.raises(TypeError, match="option 'freq' cannot be removed"):
+        del opt["val"]["freq"]
+
+
+def test_a_plain_mapping_is_resolved_as_a_file_is(tmp_path):
+    """as_options imports the ``imports`` modules first (they register what the options name) and drops null
+    data sets, as load_options does for a file."""
+    from tests.conftest import tiny_options
+    raw = tiny_options(tmp_path)
+    raw.update(imports=["tests.plugins.l1_method"], method={"type": "PlainL1", "network": {"type": "TinyConvNet"}})
+    raw["datasets"]["val"] = None
+    opt = as_options(raw)
+    assert opt.method["type"] == "PlainL1" and "val" not in opt.datasets
+    with pytest.raises(OptionsError, match="imports: cannot import 'no_such_module'"):
+        as_options({**raw, "imports": ["no_such_module"]})
+
+
+def test_the_code_reads_the_options_sections_by_attribute():
+    """No module of osir or benchmarks indexes an options section by its name (``opt["train"]["x"]``): the
+    typed object is what the code reads (registered specs such as ``opt.method["type"]`` stay mappings)."""
+    import re
+    pattern = re.compile(r"""\b(opt|test_opt|base)\s*\[\s*["'](train|val|logger|path|tile|inference|name|seed)["']""")
+    found = [f"{p.relative_to(ROOT)}:{i}" for folder in ("osir", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if pattern.search(line) and "``" not in line]          # (docstrings show the mapping view)
+    assert found == []

@@ -336,14 +336,14 @@ def test_an_unknown_layout_lists_every_candidate_and_why(tmp_path):
         assert reason in message
 
 
-def test_an_architecture_spandrel_knows_but_osir_does_not_is_named(tmp_path):
+def test_an_architecture_spandrel_knows_but_osir_does_not_goes_to_the_spandrel_card(tmp_path):
     """Real-ESRGAN's compact network (SRVGGNetCompact, realesr-general-x4v3) is spandrel's 'Compact'; no osir
-    method runs it, and the error says so."""
+    method of its own runs it, so the spandrel card's detector (tried last) takes it."""
     from spandrel.architectures.Compact import Compact
     torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, tmp_path / "compact.pth")
-    with pytest.raises(CheckpointError, match=r"RRDBNet \(spandrel\): spandrel recognises RealESRGAN Compact "
-                                              r"\(8nf, 2nc\), which no osir method runs; ConditionalUNet"):
-        recognize(tmp_path / "compact.pth")
+    found = recognize(tmp_path / "compact.pth")
+    assert (found.method, found.arch, found.detector) == ("SpandrelModel", None, "spandrel")
+    assert (found.hyper_parameters["architecture"], found.hyper_parameters["scale"]) == ("RealESRGAN Compact", 4)
 
 
 def test_a_near_miss_says_which_keys_differ(tmp_path):

@@ -23,9 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the network; the message says what differs."""
+from osir.core.errors import CheckpointError   # noqa: F401  (re-exported: the checkpoint I/O's error)
 
 
 def _umask() -> int:

@@ -2,14 +2,15 @@
 naming the file or key, exit code 2, no traceback.  Errors raised inside a DataLoader worker reach
 the main process with the worker's traceback in their message; only its last line is kept.  A
 missing third-party package (``ModuleNotFoundError``) is one line too, naming the osir module that
-imports it and the pip command (``osir.core.registry.missing_package``)."""
+imports it and the pip command (``osir.core.registry.missing_package``).  ``run`` also starts the command
+quietly: the known, harmless third-party messages are hidden from then on (``osir.core.quiet``)."""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-from osir.core.errors import DataError
-from osir.core.checkpoint import CheckpointError
+from osir.core.errors import CheckpointError, DataError
+from osir.core import quiet
 from osir.core.registry import OptionsError, missing_package
 
 #: what a user can cause with bad options, files or data, or the file system (a missing, existing or
@@ -39,7 +40,9 @@ def _importer(err: BaseException) -> str:
 
 
 def run(prog: str, body: Callable[[], int]) -> int:
-    """``body()``'s exit code, or 2 with one line for a user error or a missing package."""
+    """``body()``'s exit code, or 2 with one line for a user error or a missing package; the known harmless
+    third-party messages hidden first (``osir.core.quiet.install``)."""
+    quiet.install()
     try:
         return body()
     except ModuleNotFoundError as err:

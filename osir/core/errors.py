@@ -1,10 +1,14 @@
 """The errors osir reports to a user in one line (``osir.core.cli.run``: exit code 2, no traceback), in one
 place: ``OptionsError`` (an option; defined beside the registry, which imports nothing), ``CheckpointError``
-(a weights or state file; beside the checkpoint I/O), ``DataError`` and ``ImageReadError`` (data)."""
-from osir.core.checkpoint import CheckpointError
+(a weights or state file; also importable from the checkpoint I/O), ``DataError`` and ``ImageReadError`` (data).
+Nothing here imports torch: a command reports these without loading it."""
 from osir.core.registry import OptionsError
 
 __all__ = ["OptionsError", "CheckpointError", "DataError", "ImageReadError", "ImageWriteError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the network; the message says what differs."""
 
 
 class ImageReadError(OSError):

@@ -58,6 +58,9 @@ class Method:
     pad_mode: str = "reflect"
     #: the method tiles large inputs itself (latent / VAE tiles): the inference layer does not tile
     tiles_internally: bool = False
+    #: how the inference layer may tile this instance (an ``osir.core.card.Tiling``) where it differs per
+    #: instance (a network a generic loader built: spandrel's descriptor); None: the method's card says
+    tiling_advice = None
 
     def __init__(self):
         self.networks: dict[str, nn.Module] = {}
@@ -71,6 +74,7 @@ class Method:
         self._device = None
         self.mixed_precision = "no"
         self.output_notes: dict[str, list[str]] = {}          # set by restore, read after each batch
+        self.inference_notes: list[str] = []                  # set by setup: shown once by osir restore / web
 
     @property
     def size_requirements(self):

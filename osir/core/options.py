@@ -20,7 +20,7 @@ import reprlib
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -29,6 +29,8 @@ import pydantic
 import yaml
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
+from osir.core import files
+from osir.core.files import AnyPath, FilePath, NeededFile, PathOption
 from osir.core.registry import (BATCH_DEGRADATIONS, DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
                            Registry, nearest)
 
@@ -41,10 +43,12 @@ class Component:
     loader keys ``batch_size``/``num_workers`` next to a dataset's own arguments)."""
     registry: Registry
     extra: Any = None
+    training: bool = False      # only training builds it: its files are not checked for inference
+    optional: bool = False      # the run goes on without its files (a metric is skipped)
 
 
-def component(registry: Registry, extra: Any = None):
-    return Annotated[dict, Component(registry, extra)]
+def component(registry: Registry, extra: Any = None, training: bool = False, optional: bool = False):
+    return Annotated[dict, Component(registry, extra, training, optional)]
 
 
 # ----------------------------------------------------------------------------- schema
@@ -63,6 +67,11 @@ def _one_folder_name(value: str) -> str:
     return value
 
 
+#: files the options sections name (checked by ``check_files`` before anything is built)
+AccelerateConfigFile = FilePath("an accelerate config file")
+WeightsFile = AnyPath("weights of the network")        # a file, or a folder for networks that load from one
+TrainingStateFile = FilePath("a training state to resume from")
+
 #: ``name``: the experiment's folder under experiments/, tb_logger/ and results/ (one plain folder name)
 FolderName = Annotated[str, pydantic.AfterValidator(_one_folder_name)]
 
@@ -73,16 +82,26 @@ def option(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, help: st
     return field(default=default, default_factory=factory, metadata={"help": help})
 
 
-class Section(Mapping):
+class Section(MutableMapping):
     """An options section: a dataclass read by attribute (``opt.train.total_iter``), the typed object the code
     reads (traiNNer-redux's typed options are the model).  It is also a read-write mapping of its fields
-    (``opt["train"]["total_iter"]``, ``opt.get("train")``, ``dict(opt)``, ``opt == {...}``), so code and files
-    written for the plain-dict options of earlier versions keep working, and it dumps to YAML as that mapping
-    (``to_dict``; ``yaml.safe_dump`` knows sections, see below).  Registered specs (``method``, datasets,
-    metrics, optimisers, ...) stay mappings: their keys are the registered class's own arguments."""
+    (``opt["train"]["total_iter"]``, ``opt.get("train")``, ``opt["val"].update(freq=3)``, ``dict(opt)``,
+    ``opt == {...}``), so code and files written for the plain-dict options of earlier versions keep working, and
+    it dumps to YAML as that mapping (``to_dict``; ``yaml.safe_dump`` knows sections, see below; for JSON use
+    ``to_dict()``).  A key or attribute the section does not have is refused with the nearest one (a typo is
+    never kept silently); a section's keys cannot be removed (set them to None).  Registered specs (``method``,
+    datasets, metrics, optimisers, ...) stay mappings: their keys are the registered class's own arguments."""
 
     def _names(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(self))
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self._names():
+            raise AttributeError(f"{type(self).__name__} has no option '{name}'{nearest(name, self._names())}")
+        object.__setattr__(self, name, value)
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError(f"{type(self).__name__}: option '{key}' cannot be removed (set it to None)")
 
     def __getitem__(self, key: str):
         if key not in self._names():
@@ -169,7 +188,8 @@ class TrainOptions(Section):
     force_cpu: bool = option(False, help="train on the CPU even with a GPU")
     channels_last: bool = option(False, help="networks in channels_last memory format")
     ddp: DDPOptions = option(factory=DDPOptions, help="DistributedDataParallel settings")
-    accelerate_config: Optional[str] = option(None, help="an accelerate config file (FSDP), see README")
+    accelerate_config: Optional[AccelerateConfigFile] = option(
+        None, help="an accelerate config file (FSDP), see README")
 
 
 @section
@@ -189,14 +209,21 @@ class LoggerOptions(Section):
     tensorboard: bool = option(True, help="write tensorboard scalars under tb_logger/<name>")
     keep_checkpoints: Optional[PositiveInt] = option(None, help="keep only the newest N checkpoints (null: all)")
     progress_bar: bool = option(True, help="show a progress bar")
+    reference_seconds_per_iter: Optional[PositiveFloat] = option(
+        None, help="seconds per iteration this file took on a reference machine (the README's figure), shown "
+                   "beside the run's own rate so a slow machine can be told from a stuck run (null: not shown)")
+    reference_machine: Optional[str] = option(None, help="the machine of reference_seconds_per_iter, e.g. "
+                                                         "'2 CPU cores'")
 
 
 @section
 class PathOptions(Section):
     """Files the run reads and the roots it writes under."""
-    pretrained: dict[str, str] = option(factory=dict, help="network name -> weights file to start from")
+    pretrained: dict[str, WeightsFile] = option(
+        factory=dict, help="network name -> weights file to start from")
     strict_load: bool = option(True, help="pretrained weights must fit their network exactly")
-    resume_state: Optional[str] = option(None, help="a training_states/*.state file to resume from")
+    resume_state: Optional[TrainingStateFile] = option(
+        None, help="a training_states/*.state file to resume from")
     experiments_root: str = option("experiments", help="root of experiments/<name>")
     results_root: str = option("results", help="root of results/<name> (osir/test.py)")
     tb_logger_root: str = option("tb_logger", help="root of tb_logger/<name>")
@@ -231,7 +258,7 @@ class Options(Section):
                                                                             "applied to training batches on the device")
     train: Optional[TrainOptions] = option(None, help="training settings (required by osir/train.py)")
     val: ValOptions = option(factory=ValOptions, help="validation settings")
-    metrics: dict[str, component(METRICS)] = option(factory=dict, help="name -> a registered metric (type + its "
+    metrics: dict[str, component(METRICS, optional=True)] = option(factory=dict, help="name -> a registered metric (type + its "
                                                                        "settings)")
     logger: LoggerOptions = option(factory=LoggerOptions, help="logging and checkpoint settings")
     path: PathOptions = option(factory=PathOptions, help="files read and folders written")
@@ -297,6 +324,10 @@ def schema_text(cls=Options) -> str:
     width = max(len(k) for k, *_ in rows)
     return "\n".join(f"  {k:<{width}}  {desc}  [{typ}{', default ' + d if d and d != '(required)' else ''}"
                      f"{', required' if d == '(required)' else ''}]" for k, typ, d, desc in rows)
+
+
+#: a command's ``--precision`` -> the method's mixed-precision setting (``inference.mixed_precision``)
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 # ----------------------------------------------------------------------------- validation
@@ -393,6 +424,10 @@ def validate(value, annotation, path: str = ""):
         marker = next((m for m in meta if isinstance(m, Component)), None)
         if marker is None:       # a constrained type (PositiveInt, ...): the base's check, then the constraint
             checked = validate(value, base, path)
+            names_path = next((m for m in meta if isinstance(m, PathOption)), None)
+            if names_path is not None:             # a file or folder the user brings (osir.core.files)
+                files.record([NeededFile.at(path, checked, names_path)])
+                return checked
             adapter = _adapter(annotation)
             if adapter is not None:
                 try:
@@ -411,7 +446,11 @@ def validate(value, annotation, path: str = ""):
         params = {k: v for k, v in params.items() if k not in marker.registry.provided}
         if marker.extra is not None:
             params = {**_dataclass_params(marker.extra), **params}
-        return _check_mapping(value, params, path, allow_extra=var_kw, skip=("type",))
+        with files.scope(marker.training, marker.optional):
+            checked = _check_mapping(value, params, path, allow_extra=var_kw, skip=("type",))
+        if hasattr(entry, "needed_files"):         # paths that depend on the other arguments (osir.core.files)
+            files.record(entry.needed_files(checked, path))
+        return checked
     if origin in (Union, types.UnionType):
         args = typing.get_args(annotation)
         if value is None and type(None) in args:
@@ -670,23 +709,74 @@ def apply_overrides(opt: dict, overrides: list[str]) -> dict:
 
 
 def as_options(opt: Mapping) -> Options:
-    """``opt`` as the typed ``Options``: returned as it is when it already is, else validated (a plain dict of
-    options written in code, e.g. by earlier versions' callers)."""
-    return opt if isinstance(opt, Options) else validate(dict(opt), Options)
+    """``opt`` as the typed ``Options``: returned as it is when it already is, else resolved as ``load_options``
+    resolves a file's data (its ``imports`` imported, validated, null data sets dropped): a plain dict of options
+    written in code, e.g. by earlier versions' callers."""
+    return opt if isinstance(opt, Options) else _resolve(copy.deepcopy(dict(opt)))
 
 
-def load_options(path: str | Path, overrides: list[str] | None = None) -> Options:
-    """Read, override and validate an options file; return the resolved options, typed (``Options``: read
-    ``opt.train.total_iter``; a mapping too, see ``Section``)."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
+def _resolve(raw: dict) -> Options:
+    """Options data (read, overridden) -> the typed options: ``imports`` first (they register what the
+    options name), then validation; ``datasets: {x: null}`` drops a base file's set."""
     for module in raw.get("imports") or []:
         try:
             importlib.import_module(module)
         except ImportError as err:
             raise OptionsError(f"imports: cannot import '{module}': {err}") from None
     opt = validate(raw, Options)
-    opt.datasets = {k: v for k, v in opt.datasets.items() if v is not None}   # null removes a base's set
+    opt.datasets = {k: v for k, v in opt.datasets.items() if v is not None}
     return opt
+
+
+def needed_files(opt: Mapping, datasets: bool = True) -> list[NeededFile]:
+    """Every file and folder ``opt`` names (``osir.core.files``: from the path markers and ``needed_files``
+    of the registered classes), without the data sets' when ``datasets`` is false.  Weights under
+    ``path.pretrained`` that carry a name the method's card publishes get that release's description."""
+    raw = _to_plain(opt) if isinstance(opt, Section) else copy.deepcopy(dict(opt))
+    if not datasets:
+        raw["datasets"] = {}
+    with files.recording() as found:
+        validate(raw, Options)
+    by_name, by_option = _release_files(raw.get("method") or {})
+    named = []
+    for f in found:
+        option = f.key.removeprefix("path.pretrained.") if f.key.startswith("path.pretrained.") else f.key
+        release = by_name.get((option, Path(f.path).name)) or by_option.get(option)
+        named.append(NeededFile.at(f.key, f.path, PathOption.of(f.kind, release, f.training)) if release else f)
+    return named
+
+
+def _release_files(method: dict) -> tuple[dict, dict]:
+    """The published files of the method's card (``ReleaseFile``s): by (option, published name), and by option
+    for the one release whose ``method`` settings the options repeat (its weights under any file name)."""
+    from osir.core.card import card_of_method, release_options
+    card = card_of_method(method.get("type")) if method.get("type") else None
+    by_name, by_option = {}, {}
+    matching = []
+    for release in card.releases if card else ():
+        for f in (release.weights, *release.needs):
+            by_name.setdefault((f.option, f.file), f)
+        settings = {k: v for k, v in (release_options(card, release).get("method") or {}).items() if k != "network"}
+        if settings and all(method.get(k) == v for k, v in settings.items()):
+            matching.append(release)
+    if len(matching) == 1:
+        by_option = {f.option: f for f in (matching[0].weights, *matching[0].needs)}
+    return by_name, by_option
+
+
+def check_files(opt: Mapping, datasets: bool = True, training: bool = False, source: str = "") -> None:
+    """Preflight: one ``OptionsError`` naming every missing file or folder of ``opt`` (``needed_files``), each
+    with what it is and where users get it, before anything is built.  ``training``: also the files only
+    training reads; ``datasets``: also the data sets' folders.  Optional files (a metric's) are named only
+    beside a missing required one: alone, the run goes on and the metric suite skips that metric with its
+    warning."""
+    files.raise_missing(needed_files(opt, datasets), source, training)
+
+
+def load_options(path: str | Path, overrides: list[str] | None = None) -> Options:
+    """Read, override and validate an options file; return the resolved options, typed (``Options``: read
+    ``opt.train.total_iter``; a mapping too, see ``Section``)."""
+    return _resolve(apply_overrides(read_yaml(path), overrides or []))
 
 
 def dump_options(opt: Mapping, path: str | Path) -> None:

@@ -107,13 +107,17 @@ class Registry:
 PIP_NAMES = {"open_clip": "open-clip-torch", "cv2": "opencv-python-headless", "skimage": "scikit-image",
              "lion_pytorch": "lion-pytorch", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn",
              "clip": "openai-clip", "pkg_resources": "setuptools", "google": "protobuf"}
+#: import name -> the osir extra that installs it (setup.py's extras_require, with the versions osir needs);
+#: the core install has every other package
+EXTRAS = {"gradio": "web", "onnx": "export", "onnxscript": "export", "onnxruntime": "export"}
 
 
 def missing_package(err: ModuleNotFoundError) -> str | None:
     """'needs the package 'X', which is not installed (pip install Y)' for an optional dependency that is
-    missing, with the pip name of ``PIP_NAMES``; None when the missing module is osir's own (a bug, not
-    something to install) or unnamed.  Every command reports a missing package with it (``osir.core.cli.run``,
-    ``osir <command>`` importing the command's module, the registries' lazy imports)."""
+    missing, Y the osir extra that has it (``EXTRAS``: ``"osir[web]"``) or its pip name (``PIP_NAMES``);
+    None when the missing module is osir's own (a bug, not something to install) or unnamed.  Every command
+    reports a missing package with it (``osir.core.cli.run``, ``osir <command>`` importing the command's
+    module, the registries' lazy imports)."""
     missing = (err.name or "").split(".")[0]
     if not missing or missing == "osir":
         return None
@@ -126,6 +130,8 @@ def missing_package(err: ModuleNotFoundError) -> str | None:
         if installed:       # the package is there, without this module: another version of it
             return (f"needs the module '{err.name}', which the installed '{missing}' does not have "
                     f"(another version: pip install --upgrade {pip})")
+    if missing in EXTRAS:
+        pip = f'"osir[{EXTRAS[missing]}]"'
     return f"needs the package '{missing}', which is not installed (pip install {pip})"
 
 

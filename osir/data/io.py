@@ -46,7 +46,7 @@ import torch
 from osir.core.checkpoint import atomic_write
 from osir.core.errors import DataError, ImageReadError, ImageWriteError  # noqa: F401 (re-exported)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from osir.data.formats import IMAGE_EXTENSIONS  # noqa: E402  (the codec's extensions, kept importable without it)
 #: output suffixes whose files can hold an alpha channel / 16-bit samples (OpenCV's writers)
 ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
 DEEP_SUFFIXES = (".png", ".tif", ".tiff")

@@ -32,11 +32,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from osir.data.datasets import WithDegradationParams
 from osir.data.sampler import SeededSampler
 from osir.core import checkpoint as ckpt
+from osir.core.progress import Progress
 from osir.engine import lock
 from osir.engine.distributed import ddp_kwargs, fsdp_plugin
 from osir.engine.ema import ParameterEMA
@@ -45,7 +45,7 @@ from osir.core.method import Method
 from osir.engine.validation import ValidationAbandoned, describe, evaluation_mode, validate
 from osir.inference.load import build_method   # the one loader builds every method (training too)
 from osir.metrics.suite import MetricSuite
-from osir.core.options import EMAOptions, Options, as_options, dump_options
+from osir.core.options import EMAOptions, Options, as_options, check_files, dump_options
 from osir.core.registry import BATCH_DEGRADATIONS, DATASETS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle")
@@ -55,6 +55,14 @@ OSIR_OPTIMIZER_KEYS = ("type", "params", "exclude_from_weight_decay")
 def build_dataset(spec: dict, key_path: str):
     """A dataset from its options section (loader keys removed)."""
     return DATASETS.build({k: v for k, v in spec.items() if k not in LOADER_KEYS}, key_path)
+
+
+def reference_note(seconds_per_iter: float | None, machine: str | None) -> str:
+    """``logger.reference_seconds_per_iter`` as shown beside a run's own rate: "reference 0.54 s/it on 2 CPU
+    cores" ("" when the options give none), so a slow machine can be told from a stuck run."""
+    if seconds_per_iter is None:
+        return ""
+    return f"reference {seconds_per_iter:.3g} s/it" + (f" on {machine}" if machine else "")
 
 
 def to_device(batch: dict, device) -> dict:
@@ -236,6 +244,7 @@ class Trainer:
             raise OptionsError("train: missing required section for training")
         if opt.datasets.get("train") is None:
             raise OptionsError("datasets.train: missing required dataset for training")
+        check_files(opt, datasets=True, training=True)                  # 0. every file the options name
         self.opt = opt
         self.accelerator = self._accelerator()                          # 1. devices, precision, DDP / FSDP
         optimizers = self._build_method(auto_resume)                    # 2. method, optimisers, EMA, schedulers
@@ -546,9 +555,12 @@ class Trainer:
         is saved (as a periodic checkpoint, so ``--auto_resume`` continues from it) and
         ``TrainingInterrupted`` is raised; a second signal of the same kind stops at once.  The experiment
         folder's lock is released however training ends."""
-        acc = self.accelerator
-        bar = tqdm(total=self.opt.train.total_iter, initial=self.start_iter, dynamic_ncols=True,
-                   desc=self.opt.name, disable=not (acc.is_main_process and self.opt.logger.progress_bar))
+        acc, log_opt = self.accelerator, self.opt.logger
+        reference = reference_note(log_opt.reference_seconds_per_iter, log_opt.reference_machine)
+        # a bar on a terminal, in s/it beside the reference; elsewhere the print_freq log lines carry the rate
+        bar = Progress(self.opt.train.total_iter, self.opt.name + (f" ({reference})" if reference else ""), "it",
+                       "it", initial=self.start_iter, lines=False, seconds_per_item=True,
+                       disable=not (acc.is_main_process and log_opt.progress_bar))
         try:
             with _StopRequest(acc.is_main_process, self.exp_dir / "training_states") as stop:
                 return self._train(stop, bar)
@@ -569,7 +581,8 @@ class Trainer:
         total = tr.total_iter
         nets = [self.method.networks[n] for n in self.trained]
         data = iter(self.train_loader)
-        window, t0, last = {}, time.time(), {}
+        window, last = {}, {}
+        since, since_it = time.time(), self.start_iter      # the rate is measured since the last log line
         for it in range(self.start_iter + 1, total + 1):
             for micro in range(tr.grad_accum_steps):
                 batch = to_device(next(data), acc.device)
@@ -589,11 +602,16 @@ class Trainer:
             bar.update(1)
             bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in window.items()})
             if it % log_opt.print_freq == 0 or it == total:
-                speed = (it - self.start_iter) / max(time.time() - t0, 1e-9)
+                # seconds per iteration since the last log line (validations and checkpoints included, as in the
+                # reference figure of a whole demo run): the machine's speed now, not an average since the start
+                now = time.time()
+                per_iter, since, since_it = max(now - since, 1e-9) / (it - since_it), now, it
                 last = {k: sum(v) / len(v) for k, v in window.items()}
                 lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                reference = reference_note(log_opt.reference_seconds_per_iter, log_opt.reference_machine)
                 self.logger.info(f"iter {it}/{total} lr {lr:.3g} " + " ".join(f"{k} {v:.4g}" for k, v in last.items())
-                                 + f" ({speed:.2f} it/s, eta {(total - it) / max(speed, 1e-9) / 60:.1f} min)")
+                                 + f" ({per_iter:.3g} s/it" + (f"; {reference}" if reference else "")
+                                 + f"; eta {(total - it) * per_iter / 60:.1f} min)")
                 self.tb.scalars({**last, "lr": lr}, it, "train/")
                 window = {}
             saved = it % log_opt.checkpoint_freq == 0 and it != total

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import torch
 
-from osir.core.options import Options, as_options
+from osir.core.options import PRECISIONS, Options, as_options, check_files  # noqa: F401  (PRECISIONS re-exported)
 from osir.core.registry import METHODS, OptionsError, nearest
 
-#: ``--precision`` -> the method's mixed-precision setting
-PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def build_method(opt: Options):
@@ -242,6 +240,7 @@ def load(resolved: Resolved, device: torch.device, precision: str = "fp32"):
     from osir.core.checkpoint import load_network
     check_precision(precision, device)
     opt, rec = resolved.options, resolved.recognized
+    check_files(opt, datasets=False)          # every file the options name, all missing ones in one error
     method = build_method(opt)
     if rec is not None:
         if rec.network not in method.networks:

@@ -21,6 +21,7 @@ from osir.data.io import DataError, images_by_name, img2tensor, read_image
 from osir.metrics.results import DatasetHash, format_table, provenance, write_results
 from osir.metrics.suite import MetricSuite
 from osir.core.options import OptionsError, component, read_yaml, validate
+from osir.core.progress import Progress
 from osir.core.registry import METRICS
 
 DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
@@ -35,29 +36,33 @@ def read_scored(path):
 
 
 def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None = None,
-                  identity: DatasetHash | None = None) -> tuple[list[dict], dict]:
+                  identity: DatasetHash | None = None, progress: bool = False) -> tuple[list[dict], dict]:
     """Per-image scores of ``restored_dir`` against ``gt_dir`` (matched by relative name); GT images
     without a restored partner are reported on stderr, a restored image without a GT is an error.
     ``suite``: the suite built from ``metrics`` when the caller has one already; ``identity``
-    collects the scored GT images (the test set's ``dataset_hash``)."""
+    collects the scored GT images (the test set's ``dataset_hash``); ``progress``: per image scored on
+    stderr (``osir.core.progress``)."""
     suite = suite if suite is not None else MetricSuite(metrics)
     gts = images_by_name(gt_dir) if gt_dir else {}       # two files of one name (a.png, a.jpg): an error
     rows, seen = [], set()
-    for name, path in images_by_name(restored_dir).items():
-        restored = read_scored(path)
-        gt = None
-        if gt_dir:
-            if name not in gts:
-                raise DataError(f"restored image '{path}' has no GT partner in '{gt_dir}'")
-            seen.add(name)
-            gt = read_scored(gts[name])
-            if identity is not None:
-                identity.add_gt_only(name, gt[0])
-            if gt.shape != restored.shape:
-                raise DataError(f"size mismatch: '{path}' is {restored.shape[-1]}x{restored.shape[-2]}, GT "
-                                f"'{gts[name]}' is {gt.shape[-1]}x{gt.shape[-2]}")
-        rows.append({"image": path.relative_to(restored_dir).as_posix(),
-                     **{k: v[0] for k, v in suite.score(restored, gt, [str(path)]).items()}})
+    restored_files = images_by_name(restored_dir)
+    with Progress(len(restored_files), "osir.metrics", disable=not progress) as bar:
+        for name, path in restored_files.items():
+            restored = read_scored(path)
+            gt = None
+            if gt_dir:
+                if name not in gts:
+                    raise DataError(f"restored image '{path}' has no GT partner in '{gt_dir}'")
+                seen.add(name)
+                gt = read_scored(gts[name])
+                if identity is not None:
+                    identity.add_gt_only(name, gt[0])
+                if gt.shape != restored.shape:
+                    raise DataError(f"size mismatch: '{path}' is {restored.shape[-1]}x{restored.shape[-2]}, GT "
+                                    f"'{gts[name]}' is {gt.shape[-1]}x{gt.shape[-2]}")
+            rows.append({"image": path.relative_to(restored_dir).as_posix(),
+                         **{k: v[0] for k, v in suite.score(restored, gt, [str(path)]).items()}})
+            bar.update()
     unscored = sorted(set(gts) - seen)
     if unscored:
         print(f"osir.metrics: warning: {len(unscored)} of {len(gts)} GT images have no restored partner "
@@ -85,7 +90,7 @@ def score(args) -> int:
         metrics = validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
     suite = MetricSuite(metrics, weights_dir=args.weights_dir)
     identity = DatasetHash()
-    rows, settings = score_folders(restored, gt, metrics, suite, identity)
+    rows, settings = score_folders(restored, gt, metrics, suite, identity, progress=True)
     sets = suite.score_sets(restored, gt)       # FID: the whole folders, after the per-image scores
     extra = {"dataset_hash": identity.hexdigest(), "dataset_items": len(identity)} if gt is not None else {}
     summary = write_results(output, rows, {**provenance(settings, restored=str(restored), gt=str(gt)), **extra},

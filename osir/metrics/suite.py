@@ -44,6 +44,7 @@ import torch
 from osir.data.io import DataError, quantise
 from osir.core.checkpoint import CheckpointError, read_weights_file
 from osir.core.weights import local_torchvision_weights, weights_only_loads
+from osir.core.files import FilePath, FolderPath
 from osir.core.registry import METRICS, missing_package
 
 
@@ -94,6 +95,13 @@ def find_in_weights_dir(weights_dir: str | None, name: str) -> Path | None:
             if path.is_file():
                 return path
     return None
+
+
+#: the files a metric's options name (checked with the other files before a run: ``osir.core.files``; a metric
+#: whose files are missing is skipped with a warning, so they are optional there)
+MetricWeightsFile = FilePath("the metric's weights (pyiqa's file, under its download name)")
+BackboneFile = FilePath("the metric's backbone weights (torchvision's / CLIP's file)")
+WeightsFolder = FolderPath("a folder of metric weights under their download names")
 
 
 class Need:
@@ -218,7 +226,7 @@ class PyiqaMetric(Metric):
     """Any pyiqa metric by name, created once per device, offline (``weights_dir`` serves pyiqa's
     and torchvision's files by their download names)."""
 
-    def __init__(self, metric: str, weights_dir: Optional[str] = None, **kwargs):
+    def __init__(self, metric: str, weights_dir: Optional[WeightsFolder] = None, **kwargs):
         super().__init__(metric=metric, **kwargs)
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
         if metric not in DEFAULT_CONFIGS:
@@ -324,9 +332,9 @@ class LPIPSMetric(PyiqaMetric):
     ``backbone_path`` (torchvision's ImageNet AlexNet/VGG16 file, ``alexnet-owt-7be5be79.pth`` /
     ``vgg16-397923af.pth``), or both from ``weights_dir``.  Lower is better."""
 
-    def __init__(self, pretrained_model_path: Optional[str] = None, backbone_path: Optional[str] = None,
+    def __init__(self, pretrained_model_path: Optional[MetricWeightsFile] = None, backbone_path: Optional[BackboneFile] = None,
                  net: Literal["alex", "vgg"] = "alex", version: Literal["0.1", "0.0"] = "0.1",
-                 weights_dir: Optional[str] = None):
+                 weights_dir: Optional[WeightsFolder] = None):
         from pyiqa.archs.lpips_arch import default_model_urls
         files = resolve_weights([
             Need("pretrained_model_path", pretrained_model_path, url_name(default_model_urls[f"{version}_{net}"]),
@@ -351,8 +359,8 @@ class DISTSMetric(PyiqaMetric):
     checked to hold them), ``backbone_path`` torchvision's ImageNet VGG16 ``vgg16-397923af.pth``; or
     both from ``weights_dir``.  Full-reference, lower is better."""
 
-    def __init__(self, pretrained_model_path: Optional[str] = None, backbone_path: Optional[str] = None,
-                 weights_dir: Optional[str] = None):
+    def __init__(self, pretrained_model_path: Optional[MetricWeightsFile] = None, backbone_path: Optional[BackboneFile] = None,
+                 weights_dir: Optional[WeightsFolder] = None):
         from pyiqa.archs.dists_arch import default_model_urls
         files = resolve_weights([
             Need("pretrained_model_path", pretrained_model_path, url_name(default_model_urls["url"]),
@@ -385,7 +393,7 @@ class MUSIQMetric(PyiqaMetric):
     ``musiq_<variant>_ckpt-*.pth`` from ``pretrained_model_path`` or ``weights_dir``.  No GT."""
 
     def __init__(self, variant: Literal["koniq", "spaq", "ava", "paq2piq"] = "koniq",
-                 pretrained_model_path: Optional[str] = None, weights_dir: Optional[str] = None):
+                 pretrained_model_path: Optional[MetricWeightsFile] = None, weights_dir: Optional[WeightsFolder] = None):
         from pyiqa.archs.musiq_arch import default_model_urls
         name, key = MUSIQ_VARIANTS[variant]
         files = resolve_weights([Need("pretrained_model_path", pretrained_model_path, url_name(default_model_urls[key]),
@@ -424,8 +432,8 @@ class MANIQAMetric(PyiqaMetric):
     under ``'params'``) from ``pretrained_model_path`` or ``weights_dir``.  ``test_sample`` is the
     number of 224x224 crops averaged (pyiqa: 20).  No GT."""
 
-    def __init__(self, variant: Literal["koniq", "kadid", "pipal"] = "koniq", pretrained_model_path: Optional[str] = None,
-                 weights_dir: Optional[str] = None, test_sample: int = 20):
+    def __init__(self, variant: Literal["koniq", "kadid", "pipal"] = "koniq", pretrained_model_path: Optional[MetricWeightsFile] = None,
+                 weights_dir: Optional[WeightsFolder] = None, test_sample: int = 20):
         from pyiqa.archs.maniqa_arch import default_model_urls
         files = resolve_weights([Need("pretrained_model_path", pretrained_model_path,
                                       url_name(default_model_urls[variant]), f"pyiqa's MANIQA trained on {variant}")],
@@ -494,8 +502,8 @@ class CLIPIQAMetric(PyiqaMetric):
     ``pretrained_model_path``; or both from ``weights_dir``.  No GT."""
 
     def __init__(self, variant: Literal["clipiqa", "clipiqa+", "clipiqa+_rn50_512", "clipiqa+_vitL14_512"] = "clipiqa",
-                 backbone_path: Optional[str] = None, pretrained_model_path: Optional[str] = None,
-                 prompts: Optional[list[str]] = None, weights_dir: Optional[str] = None):
+                 backbone_path: Optional[BackboneFile] = None, pretrained_model_path: Optional[MetricWeightsFile] = None,
+                 prompts: Optional[list[str]] = None, weights_dir: Optional[WeightsFolder] = None):
         try:
             arch = _import_clipiqa()
         except ModuleNotFoundError as err:
@@ -564,7 +572,7 @@ METRICS.register(CLIPIQAMetric, name="clipiqa")
 
 
 @METRICS.register(name="pyiqa")
-def any_pyiqa(metric: str, pretrained_model_path: Optional[str] = None, weights_dir: Optional[str] = None,
+def any_pyiqa(metric: str, pretrained_model_path: Optional[MetricWeightsFile] = None, weights_dir: Optional[WeightsFolder] = None,
               options: dict = {}):  # noqa: B006
     """Any other pyiqa metric by name, from local files only: ``pretrained_model_path`` and/or
     ``weights_dir`` (files under their download names); skipped when it would download."""

@@ -20,11 +20,15 @@ for reference, with plain CLIP's image embedding.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
+from osir.core import quiet
+from osir.core.files import NeededFile, PathOption
 from osir.core.method import Method
 from osir.methods.daclip.model import DACLIP, build_clip, load_release
 from osir.methods.irsde.method import IRSDE
@@ -32,6 +36,32 @@ from osir.core.options import component
 from osir.core.registry import ARCHS, METHODS, OptionsError
 
 LOGIT_SCALE_MAX = math.log(100)
+
+
+def release_file(clip_model: str):
+    """The card's ``ReleaseFile`` for ``method.daclip_path`` of the release built on ``clip_model`` (the
+    universal IR's ``daclip_ViT-B-32.pt``, wild IR's ``wild-daclip_ViT-L-14.pt``), or None."""
+    from osir.core.card import release_options
+    from osir.methods.daclip.card import CARD
+    for release in CARD.releases:
+        if release_options(CARD, release)["method"].get("clip_model") == clip_model:
+            return next((f for f in release.needs if f.option == "method.daclip_path"), None)
+    return None
+
+
+def _daclip_file(key: str, path, spec: dict, clip_config) -> NeededFile:
+    found = release_file(spec.get("clip_model", "ViT-B-32")) if clip_config is None else None
+    if found is not None:
+        return NeededFile.at(key, path, PathOption.of("file", found))
+    return NeededFile(key, str(path), "file", "a DA-CLIP file of this CLIP (a stage-1 run's net_daclip_*.safetensors)")
+
+
+def require_file(key: str, path, what: str) -> None:
+    """One ``OptionsError`` line naming the option ``key`` and the file when ``path`` is not a file: checked
+    before any CLIP is built (building ViT-L/14 on a CPU takes minutes).  ``what``: what the file should be."""
+    if not Path(path).is_file():
+        state = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise OptionsError(f"{key}: '{path}' {state}; it should be {what}")
 
 
 def to_8bit_images(image: torch.Tensor) -> list:
@@ -89,6 +119,18 @@ class DACLIPMethod(Method):
             only sees its own negatives.)
     """
 
+    @classmethod
+    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
+        """The open_clip checkpoint and the DA-CLIP file (its release's name and page where the CLIP is a
+        release's), for the preflight (``osir.core.files``)."""
+        found, config = [], spec.get("clip_config")
+        if spec.get("clip_checkpoint") and config is None:
+            found.append(NeededFile(f"{key}.clip_checkpoint", spec["clip_checkpoint"], "file",
+                                    f"a local open_clip checkpoint of {spec.get('clip_model', 'ViT-B-32')}"))
+        if spec.get("release_path"):
+            found.append(_daclip_file(f"{key}.release_path", spec["release_path"], spec, config))
+        return found
+
     def __init__(self, clip_model: str = "ViT-B-32", clip_checkpoint: Optional[str] = None,
                  clip_config: Optional[dict] = None, release_path: Optional[str] = None,
                  degradation_positives: Literal["same_label", "index"] = "same_label", content_weight: float = 1.0,
@@ -97,6 +139,12 @@ class DACLIPMethod(Method):
         if gradient_cache_chunk is not None and gradient_cache_chunk < 1:
             raise OptionsError(f"method.gradient_cache_chunk: a number of images >= 1, or null; got {gradient_cache_chunk}")
         self.gradient_cache_chunk = gradient_cache_chunk
+        if clip_checkpoint is not None and clip_config is None:
+            require_file("method.clip_checkpoint", clip_checkpoint, f"a local open_clip checkpoint of {clip_model}")
+        if release_path:
+            found = release_file(clip_model) if clip_config is None else None
+            require_file("method.release_path", release_path,
+                         found.describe() if found else "a DA-CLIP file of this CLIP (as daclip_ViT-B-32.pt)")
         import open_clip
         if clip_config is not None:
             from open_clip.model import CLIP
@@ -104,7 +152,9 @@ class DACLIPMethod(Method):
             self.context_length = clip_config.get("text_cfg", {}).get("context_length", 77)
             self.tokenizer = lambda texts: open_clip.tokenize(texts, context_length=self.context_length)
         else:
-            clip = build_clip(clip_model, clip_checkpoint)
+            # with a DA-CLIP file to load over it, open_clip's "initialized randomly" is expected
+            with quiet.expected("open-clip-random-init") if release_path else nullcontext():
+                clip = build_clip(clip_model, clip_checkpoint)
             self.tokenizer = open_clip.get_tokenizer(clip_model)
         self.image_size = clip.visual.image_size[0] if isinstance(clip.visual.image_size, (tuple, list)) \
             else clip.visual.image_size
@@ -267,7 +317,16 @@ class DACLIPUniversalIR(IRSDE):
     Args as ``IRSDE`` (the release: max_sigma 50, T 100, posterior sampling), plus the DA-CLIP to use:
     ``daclip_path`` (``daclip_ViT-B-32.pt``, or a stage-1 run's weights) with ``clip_model`` /
     ``clip_config`` as in ``DACLIP``; ``use_daclip: false`` trains and restores without it (single task).
+    ``daclip_path`` is checked before any network is built: a missing file is one ``OptionsError`` line with
+    the release's file name and page (the card's ``ReleaseFile``), not minutes of building a random CLIP.
     """
+
+    @classmethod
+    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
+        """The DA-CLIP file (the release's name and page where the CLIP is a release's), for the preflight."""
+        if not spec.get("use_daclip", True) or not spec.get("daclip_path"):
+            return []
+        return [_daclip_file(f"{key}.daclip_path", spec["daclip_path"], spec, spec.get("clip_config"))]
 
     def __init__(self, network: component(ARCHS) = {"type": "DACLIPUNet"}, max_sigma: float = 50.0,  # noqa: B006
                  T: int = 100, schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
@@ -275,6 +334,10 @@ class DACLIPUniversalIR(IRSDE):
                  eta: float = 1.0, clip_denoised: bool = False, use_daclip: bool = True,
                  daclip_path: Optional[str] = None, clip_model: str = "ViT-B-32", clip_config: Optional[dict] = None,
                  last_step_noise: bool = True):
+        if use_daclip and daclip_path:          # before any network is built (ViT-L/14 takes minutes on a CPU)
+            found = release_file(clip_model) if clip_config is None else None
+            require_file("method.daclip_path", daclip_path, found.describe() if found else
+                         "the DA-CLIP weights of this CLIP, or a stage-1 run's net_daclip_*.safetensors")
         super().__init__(network, max_sigma, T, schedule, eps, loss, sampler, sample_steps, eta, clip_denoised, 1,
                          last_step_noise)
         self.use_daclip = use_daclip
@@ -282,7 +345,9 @@ class DACLIPUniversalIR(IRSDE):
             if clip_config is None and not daclip_path:
                 raise OptionsError("method.daclip_path: universal IR needs the DA-CLIP weights (daclip_ViT-B-32.pt "
                                    "or a stage-1 run's net_daclip_*.safetensors), or use_daclip: false")
-            encoder = DACLIPMethod(clip_model=clip_model, clip_config=clip_config)
+            # the file is loaded over the CLIP right after: open_clip's "initialized randomly" is expected
+            with quiet.expected("open-clip-random-init") if daclip_path else nullcontext():
+                encoder = DACLIPMethod(clip_model=clip_model, clip_config=clip_config)
             if daclip_path and str(daclip_path).endswith(".safetensors"):     # a stage-1 run's weights
                 encoder.load_pretrained("daclip", daclip_path)
             elif daclip_path:                                                  # the release file

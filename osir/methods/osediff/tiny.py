@@ -36,7 +36,8 @@ def build_tiny_sd(folder: str | Path, seed: int = 0, prediction_type: str = "eps
     calibrate_like_a_trained_vae(vae)
     vae.save_pretrained(root / "vae")
     CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
-                                 max_position_embeddings=16, vocab_size=64, projection_dim=16)
+                                 max_position_embeddings=16, vocab_size=64, projection_dim=16,
+                                 bos_token_id=0, eos_token_id=1, pad_token_id=1)   # the letter tokenizer's ids
                   ).save_pretrained(root / "text_encoder")
     write_letter_tokenizer(root / "tokenizer", model_max_length=16)
     DDPMScheduler.from_config({**SD21_BASE_SCHEDULER, "prediction_type": prediction_type}).save_pretrained(
