@@ -1,4 +1,4 @@
-"""Log file + console (main process only), tensorboard scalars and a tqdm progress bar."""
+"""Log file + console (main process only) and tensorboard scalars (the progress bar and lines: ``osir.core.progress``)."""
 from __future__ import annotations
 
 import logging
