@@ -256,6 +256,13 @@ def steps_configs(path, base: Options, steps: list[int], samplers: list[str] | N
     return [(s, n) for s in samplers for n in steps]
 
 
+def sampler_arguments(name: str) -> set[str]:
+    """The keyword arguments the registered sampler ``name`` takes (``eta``, ``clip_denoised``, ...)."""
+    import inspect
+    from osir.core.registry import SAMPLERS
+    return set(inspect.signature(SAMPLERS.get(name, "--samplers")).parameters)
+
+
 def run_steps(path, args, device: torch.device) -> dict:
     from osir.data.io import write_image
     from osir.engine.trainer import build_dataset
@@ -284,10 +291,11 @@ def run_steps(path, args, device: torch.device) -> dict:
                          "--steps and --samplers do not apply")
         else:
             overrides += [f"method.sampler={sampler}", f"method.sample_steps={steps}"]
-            if sampler != "posterior" and (method_opts.get("eta", 1.0) != 1.0 or method_opts.get("clip_denoised")):
-                overrides += ["method.eta=1.0", "method.clip_denoised=false"]
-                notes.append(f"eta {method_opts.get('eta')} / clip_denoised {method_opts.get('clip_denoised')} "
-                             f"apply to the posterior sampler only: '{sampler}' runs with eta 1, no clamp")
+            taken = sampler_arguments(sampler)
+            for key, off in (("eta", "null"), ("clip_denoised", "false")):
+                if method_opts.get(key) is not None and method_opts.get(key) is not False and key not in taken:
+                    overrides.append(f"method.{key}={off}")
+                    notes.append(f"method.{key} {method_opts.get(key)} does not apply to '{sampler}': left out")
         opt = load_options(path, overrides)
         torch.manual_seed(opt.seed)        # the same initial weights for every point when there are no files
         method, missing = prepare_method(opt, device, opt.inference.mixed_precision)

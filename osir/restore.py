@@ -25,7 +25,7 @@ import numpy as np
 from osir.core import cli
 from osir.core.errors import DataError, ImageReadError
 from osir.core.options import PRECISIONS, Options
-from osir.core.registry import OptionsError
+from osir.core.registry import OptionsError, nearest
 from osir.data.formats import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:             # torch and the codec are imported where used: --help, --list-models and path
@@ -256,6 +256,7 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
     images); ``precision``: fp32, bf16 or fp16 (None: ``default_precision`` of the device).  ``Restorer.note``
     says what was recognised in the weights, and where the method does not run the precision asked for.  Steps and samplers are per-call arguments
     of the method's ``restore`` (never written into it): a ``Restorer`` may be shared by threads."""
+    check_files_first(weights, model, options)
     from osir.inference import load
     dev = load.pick_device(device)
     precision = default_precision(dev) if precision is None else precision
@@ -279,6 +280,26 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
     # a method may say where it does not run as asked (e.g. a network without fp16 support, run in fp32)
     restorer.note = "\n".join([found.note] * bool(found.note) + list(method.inference_notes))
     return restorer
+
+
+def check_files_first(weights: str | Path | None, model: str | None, options: str | Path | None) -> None:
+    """The errors a user meets first, before torch is imported (well under 2 s): an unknown ``--model``; no
+    ``--weights`` (naming the file the release publishes and its page); a weights or options file that is not
+    there."""
+    from osir.core.card import releases
+    release = None
+    if model is not None and options is None:
+        known = releases()
+        if model not in known:
+            raise OptionsError(f"--model: unknown model '{model}'{nearest(model, known)}; allowed: {', '.join(known)}")
+        release = known[model][1]
+        if weights is None:
+            raise OptionsError(f"--weights: give the weights file of '{model}': {release.weights.describe()}")
+    if options is not None and not Path(options).is_file():
+        raise OptionsError(f"--options: file not found: '{options}'")
+    if weights is not None and not Path(weights).exists():
+        expected = f" ('{model}' restores with {release.weights.describe()})" if release else ""
+        raise FileNotFoundError(f"weights file not found: '{weights}'{expected}")
 
 
 # ----------------------------------------------------------------------------- files
@@ -441,12 +462,14 @@ def _flush(restorer: Restorer, group: list[tuple[Job, Loaded]], args, bar, say) 
     return len(group)
 
 
-def max_pixels_option(megapixels: float | None) -> int:
-    """``--max-megapixels`` (osir restore, osir web) in pixels; None: ``osir.data.io.max_image_pixels()`` (a bad
-    ``OSIR_MAX_IMAGE_PIXELS`` is reported here, before any work)."""
-    from osir.data.io import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels
+def max_pixels_option(megapixels: float | None) -> int | None:
+    """``--max-megapixels`` (osir restore, osir web) in pixels; None: None, the codec's limit in force
+    (``osir.data.io.max_image_pixels()``), whose ``OSIR_MAX_IMAGE_PIXELS`` is checked here, before any work
+    and without importing the codec."""
+    from osir.data.formats import DEFAULT_MAX_IMAGE_PIXELS, environment_max_pixels
     if megapixels is None:
-        return max_image_pixels()
+        environment_max_pixels()          # a bad value: a DataError naming the variable
+        return None
     if megapixels == np.inf:
         raise OptionsError("--max-megapixels inf is not a limit: give a large number of megapixels instead "
                            f"(the default is {DEFAULT_MAX_IMAGE_PIXELS / 1e6:g})")

@@ -31,19 +31,21 @@ def main(argv=None) -> int:
 
 
 def _terminated(signum, frame):
-    from osir.engine.trainer import TrainingInterrupted
+    from osir.core.errors import TrainingInterrupted
     raise TrainingInterrupted("stopped by SIGTERM before training started: nothing to save", signum)
 
 
 def _build_trainer(args):
     """The Trainer; SIGTERM meanwhile unwinds like Ctrl-C (the experiment's lock is released)."""
+    from osir.core.options import check_files, load_options
+    opt = load_options(args.opt, args.set)
+    check_files(opt, datasets=True, training=True)     # path errors before the trainer's imports (accelerate, ...)
     from osir.engine.trainer import Trainer
-    from osir.core.options import load_options
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        return Trainer(load_options(args.opt, args.set), auto_resume=args.auto_resume)
+        return Trainer(opt, auto_resume=args.auto_resume)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -52,7 +54,7 @@ def _build_trainer(args):
 def train(args) -> int:
     """Exit codes: 0 trained; 2 a user error (one line); 130 / 143 stopped by SIGINT / SIGTERM (during
     training after saving the training state, see ``Trainer.train``); no traceback for any of them."""
-    from osir.engine.trainer import TrainingInterrupted
+    from osir.core.errors import TrainingInterrupted
     try:
         trainer = _build_trainer(args)
         results = trainer.train()

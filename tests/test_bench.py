@@ -85,7 +85,7 @@ def test_ode_curve_improves_with_nfe_on_an_exact_noise_model(tmp_path):
 
 def test_steps_writes_json_and_png_with_a_point_per_sampler_and_steps(tmp_path, capsys):
     opt = tiny_options(tmp_path, **{"datasets.val.dataroot_gt": str(write_images(tmp_path / "two", 2, (32, 32)))})
-    opt["method"].update(eta=0.0, clip_denoised=True)      # posterior-only extras: reset for the ODE sampler
+    opt["method"].update(eta=0.0, clip_denoised=True)      # extras the ODE sampler does not take: left out for it
     out = tmp_path / "out"
     assert bench.main(["steps", "-opt", str(write_yaml(tmp_path / "tiny.yml", opt)), "--steps", "4", "2",
                        "--samplers", "posterior", "ode", "--output", str(out), "--device", "cpu",
@@ -97,7 +97,7 @@ def test_steps_writes_json_and_png_with_a_point_per_sampler_and_steps(tmp_path, 
         assert p["nfe"] == p["steps"] and p["images"] == 2 and p["seconds_per_image"] > 0
         assert set(p["metrics"]) == {"psnr"} and set(p["sets"]) == {"val"}
         assert any("no weights for g" in n for n in p["notes"])                 # random weights, said so
-        assert any("posterior sampler only" in n for n in p["notes"]) == (p["sampler"] == "ode")
+        assert any("does not apply to 'ode': left out" in n for n in p["notes"]) == (p["sampler"] == "ode")
     assert (out / "tiny_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
     assert "posterior" in table and "ode" in table and "psnr" in table

@@ -229,3 +229,60 @@ def test_a_missing_restore_input_is_reported_without_importing_torch(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == f"osir restore: error: input not found: '{tmp_path / 'nope.png'}'"
     assert "torch imported: False" in done.stdout
+
+
+def _restore_error(tmp_path, *extra) -> subprocess.CompletedProcess:
+    image = tmp_path / "in.png"
+    image.write_bytes(b"")          # only its name is checked before the weights
+    return subprocess.run([sys.executable, "-c", "import sys\nfrom osir.__main__ import main\ncode = main(sys.argv[1:])\n"
+                           "print('torch imported:', 'torch' in sys.modules)\nsys.exit(code)",
+                           "restore", str(image), "-o", str(tmp_path / "out"), *extra],
+                          capture_output=True, text=True, cwd=REPO, env=_env(), check=False)
+
+
+def test_a_model_without_weights_names_the_release_file_without_importing_torch(tmp_path):
+    """``--model realesrgan-x4`` alone names the file the authors publish and its page (issue 27's example),
+    before torch is imported."""
+    done = _restore_error(tmp_path, "--model", "realesrgan-x4")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("osir restore: options error: --weights: give the weights file of 'realesrgan-x4': "
+                                   "the Real-ESRGAN x4 generator ('RealESRGAN_x4plus.pth', from "
+                                   "github.com/xinntao/Real-ESRGAN/releases)")
+    assert "torch imported: False" in done.stdout
+
+
+def test_a_missing_weights_file_and_an_unknown_model_are_reported_without_importing_torch(tmp_path):
+    absent = tmp_path / "RealESRGAN_x4plus.pth"
+    done = _restore_error(tmp_path, "--model", "realesrgan-x4", "--weights", str(absent))
+    assert done.returncode == 2 and "torch imported: False" in done.stdout
+    assert done.stderr.strip().startswith(f"osir restore: error: weights file not found: '{absent}' ('realesrgan-x4' "
+                                          "restores with the Real-ESRGAN x4 generator ('RealESRGAN_x4plus.pth'")
+    done = _restore_error(tmp_path, "--model", "realesrgan", "--weights", str(absent))
+    assert done.returncode == 2 and "torch imported: False" in done.stdout
+    assert "--model: unknown model 'realesrgan' (did you mean 'realesrgan-x4'?)" in done.stderr
+
+
+TRAIN_PROBE = """
+import json, sys, time
+start = time.perf_counter()
+from osir.train import main
+code = main(sys.argv[2:])
+json.dump({"code": code, "modules": len(sys.modules), "seconds": time.perf_counter() - start,
+           **{m: m in sys.modules for m in ("torch", "torchvision", "basicsr", "accelerate", "diffusers", "open_clip")}},
+          open(sys.argv[1], "w"))
+"""
+
+
+@pytest.mark.parametrize("options", ["irsde.yml", "osediff.yml", "wild_ir.yml"])
+def test_train_path_errors_come_before_the_trainer_and_basicsr_are_imported(tmp_path, options, record_property):
+    """The preflight of ``osir/train.py`` reads the registered classes' signatures (torch) but neither the
+    trainer (accelerate) nor basicsr/torchvision nor the model libraries: measured as numbers, not asserted as
+    a time (the README's first-contact table)."""
+    report = tmp_path / "probe.json"
+    start = time.perf_counter()
+    done = _python("-c", TRAIN_PROBE, str(report), "-opt", str(REPO / "options" / options), timeout=120)
+    numbers = json.loads(report.read_text())
+    numbers["process_seconds"] = time.perf_counter() - start
+    _record(record_property, f"osir/train.py -opt options/{options} (nothing present)", numbers)
+    assert numbers["code"] == 2 and "the options name are missing" in done.stderr
+    assert not any(numbers[m] for m in ("torchvision", "basicsr", "accelerate", "diffusers", "open_clip")), numbers

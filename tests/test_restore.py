@@ -202,7 +202,9 @@ def test_user_errors_are_one_line(tmp_path, rrdb, capsys):
     assert main(["--model", "irsde-denoise", "--weights", str(weights), str(img), "-o", out]) == 2
     assert "--model irsde-denoise: expects ConditionalUNet weights (IRSDE), but" in capsys.readouterr().err
     assert main(["--model", "realesrgan-x4", "--weights", str(tmp_path / "missing.pth"), str(img), "-o", out]) == 2
-    assert capsys.readouterr().err.strip() == f"osir restore: error: weights file not found: '{tmp_path / 'missing.pth'}'"
+    assert capsys.readouterr().err.strip() == (f"osir restore: error: weights file not found: '{tmp_path / 'missing.pth'}' "
+                                              "('realesrgan-x4' restores with the Real-ESRGAN x4 generator "
+                                              "('RealESRGAN_x4plus.pth', from github.com/xinntao/Real-ESRGAN/releases))")
     assert main(["--model", "realesrgan-x4", "--weights", str(weights), str(tmp_path / "nope"), "-o", out]) == 2
     assert capsys.readouterr().err.strip() == f"osir restore: error: input not found: '{tmp_path / 'nope'}'"
     assert main(["--model", "realesrgan-x4", "--weights", str(weights), str(img), "-o", out, "--precision", "fp16"]) == 2

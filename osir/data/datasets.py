@@ -18,9 +18,6 @@ import torch
 from pydantic import PositiveInt
 from torch.utils.data import Dataset
 
-from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
-from basicsr.utils import FileClient
-
 from osir.data.io import DataError, ImageReadError, decode_image, images_by_name, img2tensor
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
@@ -72,7 +69,9 @@ class _ImageFolderSource:
     def read(self, name: str) -> np.ndarray:
         if self.io_backend == "skimage":
             return skimage_photo(name)
-        if self._client is None:
+        if self._client is None:     # basicsr (and torchvision) imported here: option checks stay light
+            from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
+            from basicsr.utils import FileClient
             kwargs = {"db_paths": [self.root], "client_keys": [self.client_key]} if self.io_backend == "lmdb" else {}
             self._client = FileClient(self.io_backend, **kwargs)
         path = self.items[name]

@@ -33,8 +33,6 @@ is one ``ImageWriteError`` line naming the file.
 from __future__ import annotations
 
 import io
-import math
-import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +45,17 @@ from osir.core.checkpoint import atomic_write
 from osir.core.errors import DataError, ImageReadError, ImageWriteError  # noqa: F401 (re-exported)
 
 from osir.data.formats import IMAGE_EXTENSIONS  # noqa: E402  (the codec's extensions, kept importable without it)
+from osir.data.formats import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, environment_max_pixels  # noqa: F401
+
+MAX_IMAGE_PIXELS: int | None = None      # None: OSIR_MAX_IMAGE_PIXELS, else DEFAULT_MAX_IMAGE_PIXELS
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``MAX_IMAGE_PIXELS`` when set, else the environment's
+    (``osir.data.formats.environment_max_pixels``: ``$OSIR_MAX_IMAGE_PIXELS`` or the default, checked there
+    without the codec's imports)."""
+    return int(MAX_IMAGE_PIXELS) if MAX_IMAGE_PIXELS is not None else environment_max_pixels()
+
 #: output suffixes whose files can hold an alpha channel / 16-bit samples (OpenCV's writers)
 ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
 DEEP_SUFFIXES = (".png", ".tif", ".tiff")
@@ -64,40 +73,6 @@ _ORIENTATIONS = {
     7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
     8: lambda a: np.rot90(a, 1),
 }
-
-
-#: osir's default limit on an image's pixel count (width x height): 2 x PIL's ``Image.MAX_IMAGE_PIXELS``
-#: (89,478,485, a 0.25 GiB 24-bit image), where PIL's own ``Image.open`` refuses a file as a decompression
-#: bomb: osir reads every image PIL would open, about 13,377 x 13,377; decoded to float32 RGB such an image
-#: takes 2.1 GB.  ``MAX_IMAGE_PIXELS`` (this module) or the environment variable ``OSIR_MAX_IMAGE_PIXELS``
-#: change it for every command (datasets, metrics, degrade, restore, web); ``osir restore`` / ``osir web``
-#: also take ``--max-megapixels``.
-DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
-MAX_IMAGE_PIXELS: int | None = None      # None: OSIR_MAX_IMAGE_PIXELS, else DEFAULT_MAX_IMAGE_PIXELS
-MAX_PIXELS_ENV = "OSIR_MAX_IMAGE_PIXELS"
-
-
-def max_image_pixels() -> int:
-    """The pixel limit in force: ``MAX_IMAGE_PIXELS`` when set, else ``$OSIR_MAX_IMAGE_PIXELS`` (a number of
-    pixels, ``2e8`` or ``200_000_000`` allowed), else ``DEFAULT_MAX_IMAGE_PIXELS``; a bad value is a
-    ``DataError`` naming the variable."""
-    if MAX_IMAGE_PIXELS is not None:
-        return int(MAX_IMAGE_PIXELS)
-    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    wanted = f"expected a number of pixels of at least 1 (default {DEFAULT_MAX_IMAGE_PIXELS})"
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: {wanted}") from None
-    if value == math.inf:     # 'inf', or a number beyond float's range ('1e400')
-        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: infinity is not a limit; give a large number of pixels instead "
-                        f"(default {DEFAULT_MAX_IMAGE_PIXELS})")
-    if not value >= 1:        # NaN too
-        why = "not a number" if math.isnan(value) else "less than one pixel" if value > 0 else "not above 0"
-        raise DataError(f"{MAX_PIXELS_ENV}={text!r}: {why}; {wanted}")
-    return int(value)
 
 
 def _pil_header(data: bytes):

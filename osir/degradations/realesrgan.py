@@ -30,17 +30,16 @@ import torch
 import torch.nn.functional as F
 from pydantic import NonNegativeInt, PositiveInt
 
-from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
-from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_pt, circular_lowpass_kernel,
-                                       random_mixed_kernels)
-from basicsr.utils.diffjpeg import DiffJPEG
-from basicsr.utils.img_process_util import filter2D
-
+from osir.core.lazy import basicsr_module     # basicsr imported when first used: option checks stay light
 from osir.data.io import DataError, quantise
 from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.usm import SeparableUSMSharp
 from osir.core.options import validate
 from osir.core.registry import BATCH_DEGRADATIONS, OptionsError, nearest
+
+basicsr_kernels = basicsr_module("data.degradations")
+basicsr_jpeg = basicsr_module("utils.diffjpeg")
+basicsr_filter = basicsr_module("utils.img_process_util")
 
 KERNELS = ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
 MODES = ["area", "bilinear", "bicubic"]
@@ -125,7 +124,7 @@ class RealESRGANDegradation:
         self.gt_size = gt_size
         self.preset, self.pool = preset, PairPool(pool_size) if pool_size else None
         self.usm = SeparableUSMSharp() if self.opt["use_usm"] else None
-        self.jpeg = DiffJPEG(differentiable=False)
+        self.jpeg = basicsr_jpeg.DiffJPEG(differentiable=False)
 
     # -- per sample, in the workers ----------------------------------------------------------
     def _kernel(self, rng: np.random.Generator, suffix: str) -> np.ndarray:
@@ -133,11 +132,11 @@ class RealESRGANDegradation:
         size = int(rng.choice(np.arange(7, KERNEL_SIZE + 1, 2)))
         if rng.random() < o["sinc_prob" + suffix]:
             cutoff = rng.uniform(np.pi / 3, np.pi) if size < 13 else rng.uniform(np.pi / 5, np.pi)
-            kernel = circular_lowpass_kernel(cutoff, size, pad_to=False)
+            kernel = basicsr_kernels.circular_lowpass_kernel(cutoff, size, pad_to=False)
         else:
-            kernel = random_mixed_kernels(KERNELS, o["kernel_prob" + suffix], size, o["blur_sigma" + suffix],
-                                          o["blur_sigma" + suffix], [-math.pi, math.pi], o["betag_range" + suffix],
-                                          o["betap_range" + suffix], noise_range=None)
+            kernel = basicsr_kernels.random_mixed_kernels(
+                KERNELS, o["kernel_prob" + suffix], size, o["blur_sigma" + suffix], o["blur_sigma" + suffix],
+                [-math.pi, math.pi], o["betag_range" + suffix], o["betap_range" + suffix], noise_range=None)
         pad = (KERNEL_SIZE - size) // 2
         return np.pad(kernel, ((pad, pad), (pad, pad)))
 
@@ -151,7 +150,8 @@ class RealESRGANDegradation:
         p = {"kernel1": self._kernel(rng, ""), "kernel2": self._kernel(rng, "2")}
         if rng.random() < o["final_sinc_prob"]:
             size = int(rng.choice(np.arange(7, KERNEL_SIZE + 1, 2)))
-            p["sinc_kernel"] = circular_lowpass_kernel(rng.uniform(np.pi / 3, np.pi), size, pad_to=KERNEL_SIZE)
+            p["sinc_kernel"] = basicsr_kernels.circular_lowpass_kernel(rng.uniform(np.pi / 3, np.pi), size,
+                                                                       pad_to=KERNEL_SIZE)
         else:
             p["sinc_kernel"] = np.pad(np.ones((1, 1)), KERNEL_SIZE // 2)      # identity pulse
         p["blur1"] = rng.random() < o["blur_prob"]
@@ -188,12 +188,12 @@ class RealESRGANDegradation:
 
     def _noise(self, x, p, r):
         def gaussian(y, idx):
-            return add_gaussian_noise_pt(y, sigma=p[f"sigma{r}"][idx], gray_noise=p[f"gray{r}"][idx], clip=True,
-                                         rounds=False)
+            return basicsr_kernels.add_gaussian_noise_pt(y, sigma=p[f"sigma{r}"][idx], gray_noise=p[f"gray{r}"][idx],
+                                                         clip=True, rounds=False)
 
         def poisson(y, idx):
-            return add_poisson_noise_pt(y, scale=p[f"poisson{r}"][idx], gray_noise=p[f"gray{r}"][idx], clip=True,
-                                        rounds=False)
+            return basicsr_kernels.add_poisson_noise_pt(y, scale=p[f"poisson{r}"][idx], gray_noise=p[f"gray{r}"][idx],
+                                                        clip=True, rounds=False)
 
         # Gaussian or Poisson is chosen per batch (from its first sample), as Real-ESRGAN does; the
         # strength, grey/colour and on/off are per sample
@@ -205,7 +205,7 @@ class RealESRGANDegradation:
                            .contiguous())
 
     def _blur(self, x, kernel, on):
-        return self._where(x, on, lambda y, idx: filter2D(y, kernel[idx]))
+        return self._where(x, on, lambda y, idx: basicsr_filter.filter2D(y, kernel[idx]))
 
     def _crop(self, pair: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A random ``gt_size`` GT patch and the LQ patch under it (one position for the batch, from
@@ -239,7 +239,7 @@ class RealESRGANDegradation:
         final_size, final_mode = (h // o["scale"], w // o["scale"]), MODES[int(p["final_mode"][0])]
 
         def resize_sinc(x):
-            return filter2D(F.interpolate(x, size=final_size, mode=final_mode), p["sinc_kernel"])
+            return basicsr_filter.filter2D(F.interpolate(x, size=final_size, mode=final_mode), p["sinc_kernel"])
 
         if bool(p["sinc_first"][0]):
             out = self._jpeg(resize_sinc(out), p, 2)

@@ -59,16 +59,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osir._compat import basicsr  # noqa: F401  (must precede basicsr imports)
-from basicsr.data.degradations import (add_gaussian_noise_pt, add_poisson_noise_pt, circular_lowpass_kernel,
-                                       random_mixed_kernels)
-from basicsr.utils.diffjpeg import DiffJPEG
-
+from osir.core.lazy import basicsr_module     # basicsr imported when first used: option checks stay light
 from osir.data.io import DataError, quantise
 from osir.data.sampler import BATCH_DEGRADATION, sample_rng
 from osir.degradations.realesrgan import KERNEL_SIZE, KERNELS, MODES, RealESRGANDegradation
 from osir.core.options import validate
 from osir.core.registry import BATCH_DEGRADATIONS, OptionsError, nearest
+
+basicsr_kernels = basicsr_module("data.degradations")
+basicsr_jpeg = basicsr_module("utils.diffjpeg")
 
 #: the operations of a stage; ``draw`` returns each stage's order as indices into this list
 OPERATIONS = ["blur", "resize", "noise", "jpeg"]
@@ -171,7 +170,7 @@ class WildDegradation:
             overrides[key] = validate(value, kind, f"degradation.{key}")
         self.preset, self.opt = preset, {**defaults, **overrides}
         check_settings(self.opt)
-        self.jpeg = DiffJPEG(differentiable=False)
+        self.jpeg = basicsr_jpeg.DiffJPEG(differentiable=False)
 
     # -- per sample, in the workers ----------------------------------------------------------
     def _kernel(self, rng: np.random.Generator, suffix: str) -> np.ndarray:
@@ -182,14 +181,14 @@ class WildDegradation:
         size = int(rng.choice(np.arange(low, high + 1, 2)))
         if rng.random() < o["sinc_prob" + suffix]:
             cutoff = rng.uniform(np.pi / 3, np.pi) if size < 13 else rng.uniform(np.pi / 5, np.pi)
-            kernel = circular_lowpass_kernel(cutoff, size, pad_to=False)
+            kernel = basicsr_kernels.circular_lowpass_kernel(cutoff, size, pad_to=False)
         else:
             s_low, s_high = o["blur_sigma" + suffix]
             sigma = (s_low, max(s_high, s_low + 1e-6))       # basicsr asserts low < high
             n_low, n_high = o["kernel_noise_range"]
-            kernel = random_mixed_kernels(KERNELS, o["kernel_prob" + suffix], size, sigma, sigma,
-                                          [-math.pi, math.pi], o["betag_range" + suffix], o["betap_range" + suffix],
-                                          noise_range=[n_low, n_high] if n_high > n_low else None)
+            kernel = basicsr_kernels.random_mixed_kernels(
+                KERNELS, o["kernel_prob" + suffix], size, sigma, sigma, [-math.pi, math.pi], o["betag_range" + suffix],
+                o["betap_range" + suffix], noise_range=[n_low, n_high] if n_high > n_low else None)
         pad = (KERNEL_SIZE - size) // 2
         return np.pad(kernel, ((pad, pad), (pad, pad)))
 
@@ -240,10 +239,11 @@ class WildDegradation:
             return x
         # the released code: Gaussian and Poisson drawn independently, then 8-bit rounding
         if bool(p[f"gaussian{r}"][0]):
-            x = add_gaussian_noise_pt(x, sigma=p[f"sigma{r}"], gray_noise=p[f"gray{r}"], clip=True, rounds=False)
+            x = basicsr_kernels.add_gaussian_noise_pt(x, sigma=p[f"sigma{r}"], gray_noise=p[f"gray{r}"], clip=True,
+                                                      rounds=False)
         if bool(p[f"poisson{r}"][0]):
-            x = add_poisson_noise_pt(x, scale=p[f"poisson_scale{r}"], gray_noise=p[f"poisson_gray{r}"], clip=True,
-                                     rounds=False)
+            x = basicsr_kernels.add_poisson_noise_pt(x, scale=p[f"poisson_scale{r}"], gray_noise=p[f"poisson_gray{r}"],
+                                                     clip=True, rounds=False)
         return quantise(x, 8) / 255.0
 
     def _degrade(self, gt: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -45,6 +45,7 @@ from osir.core.method import Method
 from osir.engine.validation import ValidationAbandoned, describe, evaluation_mode, validate
 from osir.inference.load import build_method   # the one loader builds every method (training too)
 from osir.metrics.suite import MetricSuite
+from osir.core.errors import TrainingInterrupted  # noqa: F401  (raised here; defined where train.py reads it)
 from osir.core.options import EMAOptions, Options, as_options, check_files, dump_options
 from osir.core.registry import BATCH_DEGRADATIONS, DATASETS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
 
@@ -166,17 +167,6 @@ def _iteration_seed(seed: int, rank: int, iteration: int, micro: int) -> int:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingInterrupted(BaseException):
-    """Training stopped on SIGINT / SIGTERM.  ``state`` is the training state saved at ``iteration`` (None
-    when a second signal stopped it at once); ``exit_code`` is the shell's 128 + signal number (130, 143).
-    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` swallows it."""
-
-    def __init__(self, message: str, signum: int, iteration: int | None = None, state: Path | None = None):
-        super().__init__(message)
-        self.signum, self.iteration, self.state = signum, iteration, state
-        self.exit_code = 128 + signum
 
 
 def ignore_stop_signals(worker_id: int) -> None:

@@ -331,7 +331,7 @@ class DACLIPUniversalIR(IRSDE):
     def __init__(self, network: component(ARCHS) = {"type": "DACLIPUNet"}, max_sigma: float = 50.0,  # noqa: B006
                  T: int = 100, schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
                  loss: Literal["l1", "l2"] = "l1", sampler: str = "posterior", sample_steps: Optional[int] = None,
-                 eta: float = 1.0, clip_denoised: bool = False, use_daclip: bool = True,
+                 eta: Optional[float] = None, clip_denoised: bool = False, use_daclip: bool = True,
                  daclip_path: Optional[str] = None, clip_model: str = "ViT-B-32", clip_config: Optional[dict] = None,
                  last_step_noise: bool = True):
         if use_daclip and daclip_path:          # before any network is built (ViT-L/14 takes minutes on a CPU)

@@ -9,6 +9,7 @@ x_T = mu + lambda * n (the stationary state, as the release's ``noise_state``) w
 """
 from __future__ import annotations
 
+import inspect
 from typing import Literal, Optional
 
 import torch
@@ -31,8 +32,10 @@ class IRSDE(Method):
         loss: 'l1' or 'l2' distance in the maximum-likelihood objective.
         sampler: 'posterior', 'sde' or 'ode' (registered samplers).
         sample_steps: number of reverse steps at restoration (default T).
-        eta, clip_denoised: posterior-sampler extras (noise scale; clamp x_0 estimates to [0, 1]);
-            the defaults (1, false) are the paper's sampler.
+        eta: the re-injected noise scale of the samplers that take one (``posterior``: 1 by default, the
+            paper's sampler; ``ddim``: 0 by default); null: the sampler's own default.
+        clip_denoised: clamp each step's x_0 estimate to [0, 1] in image units (every sampler that takes
+            ``clip_denoised``: ``posterior`` and diffusers' solvers of ``osir.diffusion.solvers``).
         upscale: LQ -> GT scale; mu is the bicubic-upsampled LQ (IR-SDE's SR setting).
         last_step_noise: the 'sde' sampler adds its noise sigma_1 sqrt(dt) z on the last step
             t -> 0 too, as the release's reverse SDE does (default); false: a noiseless last step.
@@ -42,18 +45,16 @@ class IRSDE(Method):
     def __init__(self, network: component(ARCHS), max_sigma: float = 10.0, T: int = 100,
                  schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
                  loss: Literal["l1", "l2"] = "l1", sampler: str = "posterior", sample_steps: Optional[int] = None,
-                 eta: float = 1.0, clip_denoised: bool = False, upscale: int = 1, last_step_noise: bool = True):
+                 eta: Optional[float] = None, clip_denoised: bool = False, upscale: int = 1,
+                 last_step_noise: bool = True):
         super().__init__()
         self.sde = MeanRevertingSDE(max_sigma / 255.0, T, schedule, eps)
         self.sampler_name = sampler
         self.sampler = SAMPLERS.get(sampler, "method.sampler")
-        self.sampler_extras = {}
-        if eta != 1.0 or clip_denoised:
-            if sampler != "posterior":
-                raise OptionsError(f"method.eta and method.clip_denoised apply to the posterior sampler, not '{sampler}'")
-            self.sampler_extras = {"eta": eta, "clip_denoised": (0.0, 1.0) if clip_denoised else None}
-        if sampler == "sde" and not last_step_noise:
-            self.sampler_extras = {"last_step_noise": False}
+        # the settings a sampler takes when its signature has them (None / the default: the sampler's own)
+        self.sampler_settings = {"eta": eta, "clip_denoised": (0.0, 1.0) if clip_denoised else None,
+                                 "last_step_noise": None if last_step_noise else False}
+        self.sampler_extras = self.extras_for(self.sampler, sampler, strict=True)
         self.timesteps = self.sde.timesteps(sample_steps)
         self.loss, self.scale = loss, upscale
         self.networks["g"] = ARCHS.build(network, "method.network")
@@ -93,15 +94,32 @@ class IRSDE(Method):
         self.optimize("g", loss)
         return {"l_ml": loss.detach().item()}
 
+    def extras_for(self, fn, name: str, strict: bool = False) -> dict:
+        """The method's sampler settings (``eta``, ``clip_denoised``, ``last_step_noise``) that the sampler
+        ``fn`` takes; ``strict``: a setting given that it does not take is an ``OptionsError`` (the configured
+        sampler), else it is left out (a sampler asked for by one call)."""
+        accepted = inspect.signature(fn).parameters
+        extras = {}
+        for key, value in self.sampler_settings.items():
+            if value is None:
+                continue
+            if key in accepted:
+                extras[key] = value
+            elif strict:
+                raise OptionsError(f"method.{key} does not apply to the sampler '{name}' (samplers that take it: "
+                                   f"{', '.join(n for n in SAMPLERS.names() if key in _parameters(n))})")
+        return extras
+
     def sampling(self, sampler: str | None = None, steps: int | None = None) -> tuple:
         """(sampler function, timesteps, sampler extras) of one restoration: the configured ones, or the
         ``sampler`` / ``steps`` of this call (settings per call, as k-diffusion's samplers take theirs; the
         method is not changed, so one method object serves several threads).  A sampler other than the
-        configured one runs with its own defaults (``eta`` / ``clip_denoised`` belong to the configured
-        posterior sampler)."""
+        configured one gets the method's settings it takes (``clip_denoised`` clamps x_0 in image units
+        for every sampler that takes it; ``eta`` where the sampler has one)."""
         fn, extras = self.sampler, self.sampler_extras
         if sampler is not None and sampler != self.sampler_name:
-            fn, extras = SAMPLERS.get(sampler, "sampler"), {}
+            fn = SAMPLERS.get(sampler, "sampler")
+            extras = self.extras_for(fn, sampler)
         timesteps = self.timesteps
         if steps is not None:
             if not 1 <= int(steps) <= self.sde.T:
@@ -133,3 +151,8 @@ class IRSDE(Method):
         """The noise network's inputs beyond (x_t, mu, t), from the batch (none for IR-SDE; a
         subclass returns e.g. DA-CLIP's embeddings); passed to the samplers as ``extra_args``."""
         return {}
+
+
+def _parameters(sampler: str) -> set[str]:
+    """The keyword arguments of the registered sampler ``sampler``."""
+    return set(inspect.signature(SAMPLERS.get(sampler)).parameters)

@@ -49,7 +49,7 @@ class Refusion(IRSDE):
                  schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,
                  loss: Literal["l1", "l2"] = "l1", loss_weight: float = 1.0,
                  extra_losses: Optional[dict[str, component(LOSSES, LossWeight)]] = None,
-                 sampler: str = "sde", sample_steps: Optional[int] = None, eta: float = 1.0,
+                 sampler: str = "sde", sample_steps: Optional[int] = None, eta: Optional[float] = None,
                  clip_denoised: bool = False, upscale: int = 1, condition_keys: Optional[list[str]] = None,
                  last_step_noise: bool = True):
         super().__init__(network, max_sigma, T, schedule, eps, loss, sampler, sample_steps, eta, clip_denoised,
@@ -178,7 +178,7 @@ class LatentRefusion(Refusion):
                  max_sigma: float = 50.0, T: int = 100, schedule: Literal["cosine", "linear", "constant"] = "cosine",
                  eps: float = 0.005, loss: Literal["l1", "l2"] = "l1", loss_weight: float = 1.0,
                  extra_losses: Optional[dict[str, component(LOSSES, LossWeight)]] = None,
-                 sampler: str = "sde", sample_steps: Optional[int] = None, eta: float = 1.0,
+                 sampler: str = "sde", sample_steps: Optional[int] = None, eta: Optional[float] = None,
                  clip_denoised: bool = False, condition_keys: Optional[list[str]] = None,
                  last_step_noise: bool = True):
         if clip_denoised:
