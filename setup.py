@@ -65,7 +65,7 @@ setup(
         "osir.archs": ["ConditionalUNet = osir.methods.irsde.arch", "RRDBNet = osir.methods.realesrgan.method",
                        "UNetDiscriminatorSN = osir.methods.realesrgan.method",
                        "ConditionalNAFNet = osir.methods.refusion.arch", "CompressionUNet = osir.methods.refusion.arch",
-                       "DACLIPUNet = osir.methods.daclip.unet"],
+                       "DACLIPUNet = osir.methods.daclip.unet", "ADMUNet = osir.methods.zeroshot.adm"],
         "osir.datasets": [f"{name} = osir.data.datasets" for name in
                           ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset")]
                          + ["BokehPairDataset = osir.methods.refusion.bokeh_data",

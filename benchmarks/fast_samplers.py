@@ -18,7 +18,8 @@ Every sampler runs with the method's settings it takes (the demos clamp x_0 in i
 assumed. The target (the issue's): at <= 10 NFE some sampler within 0.1 dB of the configured sampler at 100
 steps with NIQE no worse than +0.1, and within 0.3 dB at 5 NFE.
 
-Writes benchmarks/results/fast_samplers.json and fast_samplers.md (the README's tables).
+Writes benchmarks/results/fast_samplers.json and fast_samplers.md (the README's tables); a run with ``--demos``
+keeps the other demos' results of an earlier run with the same NFE and samplers.
 """
 from __future__ import annotations
 
@@ -190,14 +191,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.nfe = sorted(set(args.nfe), reverse=True)
     metrics = MetricSuite(METRICS)
+    out = Path(args.output)
     result = {"nfe": args.nfe, "samplers": args.samplers, "torch": torch.__version__,
               "cpu_threads": torch.get_num_threads(), "demos": {}, "releases": {}}
+    if out.is_file():                      # demos measured by an earlier run (--demos) are kept
+        earlier = json.loads(out.read_text())
+        if (earlier.get("nfe"), earlier.get("samplers")) == (args.nfe, args.samplers):
+            result["demos"], result["releases"] = earlier["demos"], earlier["releases"]
     for name in args.demos:
         result["demos"][name] = run_demo(name, args, metrics)
     for name in args.demos:
         result["releases"][name] = release_seconds_per_nfe(name, args.release_size, args.repeats)
         print(f"{name}: release {result['releases'][name]}", file=sys.stderr)
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     out.with_suffix(".md").write_text(table(result))
