@@ -83,6 +83,9 @@ setup(
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")]
                          + [f"{name} = osir.diffusion.solvers" for name in
                             ("ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "deis", "heun")],
+        "osir.zeroshot_samplers": [f"{name} = osir.methods.zeroshot.svd_samplers" for name in ("ddrm", "ddnm")]
+                                  + [f"{name} = osir.methods.zeroshot.guidance_samplers"
+                                     for name in ("dps", "pigdm", "diffpir")] + ["tds = osir.methods.zeroshot.smc"],
         "osir.optimizers": [f"{name} = osir.engine.optim" for name in ("Adam", "AdamW", "Lion")],
         "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",
                                                                           "CaptionPrompt")]

@@ -66,13 +66,15 @@ def held_out(opt, crop: int, per_set: int) -> list[dict]:
     return items
 
 
-def run_demo(name: str, args, metrics) -> dict:
+def run_demo(name: str, args, metrics, save=None) -> dict:
+    """The demo's points; ``save(partial)`` is called after each sampler (an interrupted run keeps them)."""
     from osir.bench import CallCounter, prepare_method
     from osir.core.options import load_options
     from osir.engine.validation import evaluation_mode
     from osir.inference import restore_image
     test_file, train_file, per_set = DEMOS[name]
-    opt = load_options(ROOT / test_file)
+    per_set = args.per_set or per_set
+    opt = load_options(ROOT / test_file, args.set)
     weights = Path(opt.path.pretrained["g"])
     opt.path.pretrained["g"] = str(weights if weights.is_absolute() else ROOT / weights)
     if not Path(opt.path.pretrained["g"]).is_file():
@@ -86,6 +88,16 @@ def run_demo(name: str, args, metrics) -> dict:
     configured = {"sampler": method.sampler_name, "settings": {k: v for k, v in method.sampler_settings.items()
                                                                if v is not None}}
     print(f"{name}: {len(items)} images of {args.crop}^2, configured {configured}", file=sys.stderr)
+    inputs = {k: [] for k in ("psnr", "ssim")}
+    for batch in items:
+        for k in inputs:
+            inputs[k].append(float(metrics.score(batch["lq"], batch["gt"])[k][0]))
+
+    def summary(points: list) -> dict:
+        return {"test_options": test_file, "overrides": list(args.set), "weights": str(weights), "images": len(items),
+                "crop": args.crop, "configured": configured, "input": {k: sum(v) / len(v) for k, v in inputs.items()},
+                "points": points}
+
     points, outputs = [], {}
     with evaluation_mode(method), CallCounter(method) as counter:
         restore_image(method, items[0], None, 32, torch.Generator().manual_seed(0), steps=2)     # warm-up
@@ -116,15 +128,12 @@ def run_demo(name: str, args, metrics) -> dict:
                         float(metrics.score(out, ref.clamp(0, 1))["psnr"][0]) if not torch.equal(out, ref)
                         else float("inf") for out, ref in zip(restored, reference)) / len(items)
                 points.append(point)
+            if save is not None:
+                save(summary(points))
                 print(f"{name}: {sampler:13s} NFE {point['nfe']:5.1f}  PSNR {point['psnr']:.3f}  "
                       f"SSIM {point['ssim']:.4f}  NIQE {point['niqe']:.3f}  {point['seconds_per_image']:.2f} s/image",
                       file=sys.stderr)
-    inputs = {k: [] for k in ("psnr", "ssim")}
-    for batch in items:
-        for k in inputs:
-            inputs[k].append(float(metrics.score(batch["lq"], batch["gt"])[k][0]))
-    return {"test_options": test_file, "weights": str(weights), "images": len(items), "crop": args.crop,
-            "configured": configured, "input": {k: sum(v) / len(v) for k, v in inputs.items()}, "points": points}
+    return summary(points)
 
 
 def release_seconds_per_nfe(name: str, size: int, repeats: int) -> dict:
@@ -155,26 +164,40 @@ def release_seconds_per_nfe(name: str, size: int, repeats: int) -> dict:
 
 
 def table(result: dict) -> str:
+    """Per demo: each sampler's PSNR / NIQE at each NFE, with the PSNR against its own 100-NFE output in
+    parentheses, and its median seconds per network evaluation."""
     lines = []
     for name, demo in result["demos"].items():
-        base = next(p for p in demo["points"] if p["sampler"] == demo["configured"]["sampler"]
-                    and p["nfe_asked"] == max(result["nfe"]))
-        lines += [f"**{name}** ({demo['images']} images of {demo['crop']}², input PSNR {demo['input']['psnr']:.2f}; "
-                  f"reference: {base['sampler']} at {base['steps']} steps, {base['psnr']:.2f} dB, NIQE {base['niqe']:.2f})",
-                  "", "| sampler | " + " | ".join(f"NFE {n}" for n in result["nfe"]) + " |",
-                  "|---|" + "---|" * len(result["nfe"])]
+        base = next((p for p in demo["points"] if p["sampler"] == demo["configured"]["sampler"]
+                     and p["nfe_asked"] == max(result["nfe"])), None)
+        reference = f"{base['sampler']} at {base['steps']} steps: {base['psnr']:.2f} dB, NIQE {base['niqe']:.2f}" \
+            if base else "not measured"
+        lines += [f"**{name}** ({demo['images']} image(s) of {demo['crop']}², input PSNR {demo['input']['psnr']:.2f}; "
+                  f"the configured sampler {demo['configured']}; reference: {reference})", "",
+                  "| sampler | " + " | ".join(f"NFE {n}" for n in result["nfe"]) + " | s / NFE |",
+                  "|---|" + "---|" * (len(result["nfe"]) + 1)]
         for sampler in result["samplers"]:
+            points = [p for p in demo["points"] if p["sampler"] == sampler]
+            if not points:
+                continue
             cells = []
             for n in result["nfe"]:
-                p = next((p for p in demo["points"] if p["sampler"] == sampler and p["nfe_asked"] == n), None)
+                p = next((p for p in points if p["nfe_asked"] == n), None)
                 if p is None:
                     cells.append("-")
                     continue
-                own = p.get("psnr_vs_own_100", float("nan"))
-                own = "" if n == max(result["nfe"]) else f", {own:.1f} vs own" if own != float("inf") else ", = own"
-                cells.append(f"{p['psnr']:.2f} / {p['niqe']:.2f}{own}, {p['seconds_per_image']:.2f} s")
-            lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+                own = p.get("psnr_vs_own_100")
+                own = "" if n == max(result["nfe"]) or own is None else \
+                    " (= own)" if own == float("inf") else f" ({own:.0f})"
+                cells.append(f"{p['psnr']:.2f} / {p['niqe']:.1f}{own}")
+            per_nfe = sorted(p["seconds_per_image"] / p["nfe"] for p in points)
+            lines.append(f"| {sampler} | " + " | ".join(cells) + f" | {per_nfe[len(per_nfe) // 2]:.3f} |")
         lines.append("")
+    for name, rel in result["releases"].items():
+        lines.append(f"- {name} release network `{rel['release']}` ({rel['network']}, {rel['parameters_M']:.1f} M "
+                     f"parameters, random weights) at {result.get('release_size', 256)}²: {rel['seconds_per_nfe']:.2f} s "
+                     f"per NFE: 100 NFE {100 * rel['seconds_per_nfe']:.0f} s, 10 NFE "
+                     f"{10 * rel['seconds_per_nfe']:.0f} s, 5 NFE {5 * rel['seconds_per_nfe']:.0f} s per image")
     return "\n".join(lines)
 
 
@@ -185,6 +208,10 @@ def main(argv=None) -> int:
     parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
     parser.add_argument("--demos", nargs="+", default=list(DEMOS), choices=list(DEMOS))
     parser.add_argument("--crop", type=int, default=128, help="held-out crop side in pixels (default 128)")
+    parser.add_argument("--per-set", type=int, default=None,
+                        help="images per test set (default: 2 for IR-SDE and Refusion, 1 per degradation for DA-CLIP)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE",
+                        help="overrides of the demos' test options, e.g. path.pretrained.g=...")
     parser.add_argument("--release-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "fast_samplers.json"))
@@ -192,14 +219,18 @@ def main(argv=None) -> int:
     args.nfe = sorted(set(args.nfe), reverse=True)
     metrics = MetricSuite(METRICS)
     out = Path(args.output)
-    result = {"nfe": args.nfe, "samplers": args.samplers, "torch": torch.__version__,
+    result = {"nfe": args.nfe, "samplers": args.samplers, "torch": torch.__version__, "release_size": args.release_size,
               "cpu_threads": torch.get_num_threads(), "demos": {}, "releases": {}}
     if out.is_file():                      # demos measured by an earlier run (--demos) are kept
         earlier = json.loads(out.read_text())
         if (earlier.get("nfe"), earlier.get("samplers")) == (args.nfe, args.samplers):
-            result["demos"], result["releases"] = earlier["demos"], earlier["releases"]
+            result["demos"], result["releases"] = earlier["demos"], earlier.get("releases", {})
     for name in args.demos:
-        result["demos"][name] = run_demo(name, args, metrics)
+        def save(partial, name=name):
+            result["demos"][name] = partial
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1))
+        save(run_demo(name, args, metrics, save))
     for name in args.demos:
         result["releases"][name] = release_seconds_per_nfe(name, args.release_size, args.repeats)
         print(f"{name}: release {result['releases'][name]}", file=sys.stderr)

@@ -147,8 +147,9 @@ OPTIMIZERS = Registry("optimizer", "optimizers", provided=("params",))
 SCHEDULERS = Registry("scheduler", "schedulers", provided=("optimizer",))
 PROMPTS = Registry("prompt extractor", "prompts")     # text prompts per image (OSEDiff, DAPE)
 CARDS = Registry("method card", "cards")              # osir.core.card.MethodCard per method folder
+ZERO_SHOT_SAMPLERS = Registry("zero-shot sampler", "zeroshot_samplers")   # p(x | y) with a prior and an operator
 ALL = (ARCHS, METHODS, DATASETS, DEGRADATIONS, BATCH_DEGRADATIONS, LOSSES, METRICS, SAMPLERS, OPTIMIZERS,
-       SCHEDULERS, PROMPTS, CARDS)
+       SCHEDULERS, PROMPTS, CARDS, ZERO_SHOT_SAMPLERS)
 
 
 _discovered = False

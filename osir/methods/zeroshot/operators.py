@@ -64,7 +64,7 @@ Size = Union[int, Sequence[int]]
 
 __all__ = ["Operator", "LinearOperator", "Identity", "Inpainting", "Colorization", "SuperResolutionPool",
            "SuperResolutionBicubic", "Blur", "NonLinear", "gaussian_kernel", "motion_kernel", "keys_cubic",
-           "bicubic_matrix", "image_shape", "OPERATORS"]
+           "bicubic_matrix", "image_shape", "OPERATORS", "DenseOperator"]
 
 
 def image_shape(size: Size, channels: int = 3) -> tuple[int, int, int]:
@@ -880,3 +880,67 @@ OPERATORS: dict[str, Callable[[Size, Optional[torch.Generator], float], Operator
                                                                                 noise_sigma=sigma_y),
     "colorize": lambda size, generator, sigma_y: Colorization(size, noise_sigma=sigma_y),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dense matrices on flat vectors (the Gaussian-mixture benchmark of gmm.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+class DenseOperator(LinearOperator):
+    """y = M x for flat vectors x [B, d] -> y [B, m], any m x d matrix M (the random measurement matrices of the
+    Gaussian-mixture experiments, MCGdiff Sec. 4.1); anything [B, ...] with d entries per sample is flattened.
+
+    SVD by ``torch.linalg.svd(M, full_matrices=True)`` in float64: ``vt``/``v`` with the full d x d V,
+    ``ut``/``u`` with the full m x m U, and ``singulars()`` the r = rank(M) singular values above
+    ``rtol * max`` (default eps * max(m, d), torch.linalg.pinv's), so a rank-deficient M keeps only its nonzero
+    ones: A x = u(pad_m(s * vt(x)[:, :r])) still holds and no sampler divides by a zero singular value."""
+
+    has_svd = True
+
+    def __init__(self, matrix: torch.Tensor, noise_sigma: float = 0.0, rtol: Optional[float] = None):
+        matrix = torch.as_tensor(matrix).detach().to("cpu", torch.float64)
+        if matrix.dim() != 2:
+            raise ValueError(f"matrix must be [m, d], got {tuple(matrix.shape)}")
+        m, d = matrix.shape
+        super().__init__((d,), noise_sigma)
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=True)
+        if rtol is None:
+            rtol = torch.finfo(torch.float64).eps * max(m, d)
+        rank = int((s > rtol * s.max()).sum()) if s.numel() else 0
+        if rank == 0:
+            raise ValueError("the matrix is zero: no singular value to keep")
+        self.rank = rank
+        self._keep("matrix", matrix)
+        self._keep("u", u)
+        self._keep("s", s[:rank])
+        self._keep("v", vh.T)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        return self._constants["matrix"]
+
+    @property
+    def output_shape(self):
+        return (self.matrix.shape[0],)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1) @ self._constant("matrix", x).T
+
+    def adjoint(self, y):
+        return y.reshape(y.shape[0], -1) @ self._constant("matrix", y)
+
+    def vt(self, x):
+        return x.reshape(x.shape[0], -1) @ self._constant("v", x)
+
+    def v(self, coefficients):
+        return coefficients @ self._constant("v", coefficients).T
+
+    def ut(self, y):
+        return y.reshape(y.shape[0], -1) @ self._constant("u", y)
+
+    def u(self, coefficients):
+        return coefficients @ self._constant("u", coefficients).T
+
+    def singulars(self, like=None):
+        s = self._constants["s"]
+        return _cast(s, like) if like is not None else s
