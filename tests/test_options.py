@@ -22,7 +22,7 @@ def test_defaults_are_filled_and_types_kept(tmp_path):
     ("train.totl_iter", 5, r"train\.totl_iter: unknown key \(did you mean 'total_iter'\?\)"),
     ("method.max_sigam", 5, r"method\.max_sigam: unknown key \(did you mean 'max_sigma'\?\)"),
     ("datasets.train.batch_sise", 2, r"datasets\.train\.batch_sise: unknown key \(did you mean 'batch_size'\?\)"),
-    ("method.network.type", "ConditionalUnet", r"method\.network\.type: unknown arch 'ConditionalUnet' \(did you mean 'ConditionalUNet'\?\); registered: CompressionUNet, ConditionalNAFNet, ConditionalUNet"),
+    ("method.network.type", "ConditionalUnet", r"method\.network\.type: unknown arch 'ConditionalUnet' \(did you mean 'ConditionalUNet'\?\); registered: ADMUNet, CompressionUNet, ConditionalNAFNet, ConditionalUNet"),
     ("train.optimizers.g.type", "Adma", r"unknown optimizer 'Adma' \(did you mean 'Adam'\?\)"),
     ("train.total_iter", "ten", r"train\.total_iter: 'ten' is not a valid int"),
     ("train.mixed_precision", "fp8", r"train\.mixed_precision: 'fp8' is not a valid value; allowed: 'no', 'fp16', 'bf16'"),
