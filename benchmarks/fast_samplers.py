@@ -79,9 +79,8 @@ def run_demo(name: str, args, metrics, save=None) -> dict:
     opt.path.pretrained["g"] = str(weights if weights.is_absolute() else ROOT / weights)
     if not Path(opt.path.pretrained["g"]).is_file():
         raise SystemExit(f"{name}: no trained weights at {weights}: run python osir/train.py -opt {train_file}")
-    for key in ("daclip_path",):
-        if key in opt.method and not Path(opt.method[key]).is_absolute():
-            opt.method[key] = str(ROOT / opt.method[key])
+    if "daclip_path" in opt.method and not Path(opt.method["daclip_path"]).is_absolute():   # DA-CLIP's own file
+        opt.method["daclip_path"] = str(ROOT / opt.method["daclip_path"])
     method, missing = prepare_method(opt, torch.device("cpu"), "no")
     assert not missing, missing
     items = held_out(opt, args.crop, per_set)

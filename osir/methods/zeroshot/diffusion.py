@@ -17,6 +17,8 @@ interface).
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 
 from osir.core.registry import ZERO_SHOT_SAMPLERS  # noqa: F401  (where the samplers register)
@@ -45,3 +47,11 @@ def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, abar: float | torch.Tensor) -
     """The noise that takes x_0 to x_t: (x_t - sqrt(abar) x_0) / sqrt(1 - abar)."""
     abar = torch.as_tensor(abar, dtype=x.dtype, device=x.device)
     return (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
+def standard_normal(shape: Sequence[int], like: torch.Tensor, generator: Optional[torch.Generator] = None
+                    ) -> torch.Tensor:
+    """N(0, I) in ``like``'s dtype and device, drawn on the generator's own device (a CPU generator drives CUDA
+    sampling reproducibly)."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=device).to(like.device)

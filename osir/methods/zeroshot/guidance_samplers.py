@@ -58,7 +58,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from osir.methods.zeroshot.diffusion import ZERO_SHOT_SAMPLERS, eps_from_x0, timesteps, x0_from_eps
+from osir.methods.zeroshot.diffusion import ZERO_SHOT_SAMPLERS, eps_from_x0, standard_normal, timesteps, x0_from_eps
 
 __all__ = ["dps", "pigdm", "diffpir", "quad_timesteps", "likelihood_guidance", "sample_shape", "standard_normal",
            "step_pairs", "denoise", "ddpm_posterior"]
@@ -73,14 +73,6 @@ def sample_shape(operator, y: torch.Tensor, shape: Optional[Sequence[int]] = Non
     if shape is None:
         shape = getattr(operator, "input_shape", None) or tuple(y.shape[1:])
     return (y.shape[0], *(int(s) for s in shape))
-
-
-def standard_normal(shape: Sequence[int], like: torch.Tensor, generator: Optional[torch.Generator] = None
-                    ) -> torch.Tensor:
-    """N(0, I) in ``like``'s dtype and device, drawn on the generator's own device (a CPU generator drives CUDA
-    sampling reproducibly)."""
-    device = generator.device if generator is not None else like.device
-    return torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
 def uniform(shape: Sequence[int], like: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -52,15 +52,9 @@ from typing import Optional
 import torch
 
 from osir.core.registry import ZERO_SHOT_SAMPLERS
-from osir.methods.zeroshot.diffusion import timesteps, x0_from_eps
+from osir.methods.zeroshot.diffusion import standard_normal, timesteps, x0_from_eps
 
 __all__ = ["ddrm", "ddnm"]
-
-
-def _randn(shape, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device (reproducible across devices), moved to ``like``'s."""
-    device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
 def _require_svd(operator, name: str) -> None:
@@ -97,7 +91,7 @@ def ddrm(prior, operator, y: torch.Tensor, *, steps: int = 20, generator: Option
 
     # Eq. 7: the start, in the variance-exploding spectral coordinates
     sigma_start = sigma(_abar(prior, grid[0]))
-    z = _randn((batch, n), y, generator)
+    z = standard_normal((batch, n), y, generator)
     c = sigma_start * z
     observed = sigma_start > y_noise
     start = y_bar + (sigma_start ** 2 - y_noise ** 2).clamp_min(0).sqrt() * z[:, :k]
@@ -110,7 +104,7 @@ def ddrm(prior, operator, y: torch.Tensor, *, steps: int = 20, generator: Option
         x_t = math.sqrt(abar) * operator.v(c)
         x0 = x0_from_eps(x_t, prior.eps(x_t, t), abar)
         c0 = operator.vt(x0)
-        z = _randn((batch, n), y, generator)
+        z = standard_normal((batch, n), y, generator)
         # unobserved coordinates: DDIM's step, direction (xbar_t - xbar_theta) / sigma_t
         following = c0 + math.sqrt(1 - eta ** 2) * sigma_next * (c - c0) / sigma_t + eta * sigma_next * z
         c0_kept, z_kept = c0[:, :k], z[:, :k]
@@ -163,17 +157,17 @@ def ddnm(prior, operator, y: torch.Tensor, *, steps: int = 100, generator: Optio
         y_bar = operator.ut(y)[:, :k] / s
         y_noise = sigma_y / s
 
-    x = _randn(shape, y, generator)                                           # x_T ~ N(0, I)
+    x = standard_normal(shape, y, generator)                                           # x_T ~ N(0, I)
     for start, end in _travel_schedule(len(grid) - 1, travel_length, travel_repeat):
         abar, abar_next = _abar(prior, grid[start]), _abar(prior, grid[end])
         if end < start:                                                       # time travel: q(x_t' | x_t)
             ratio = abar_next / abar
-            x = math.sqrt(ratio) * x + math.sqrt(1 - ratio) * _randn(shape, y, generator)
+            x = math.sqrt(ratio) * x + math.sqrt(1 - ratio) * standard_normal(shape, y, generator)
             continue
         eps = prior.eps(x, grid[start])
         x0 = x0_from_eps(x, eps, abar)
         a, noise_level = math.sqrt(abar_next), math.sqrt(1 - abar_next)
-        z = _randn(shape, y, generator)
+        z = standard_normal(shape, y, generator)
         direction = eta * z + math.sqrt(1 - eta ** 2) * eps
         if sigma_y == 0:                                                      # Alg. 1: A^+ y + (I - A^+ A) x0
             x0_hat = x0 - operator.pinv(operator.forward(x0) - y).reshape(shape)
