@@ -61,7 +61,7 @@ setup(
                         + [f"{name} = osir.methods.refusion.method" for name in
                            ("Refusion", "RefusionCompression", "LatentRefusion")]
                         + ["DACLIP = osir.methods.daclip.method", "DACLIPUIR = osir.methods.daclip.method"]
-                        + ["SpandrelModel = osir.methods.spandrel.method"],
+                        + ["SpandrelModel = osir.methods.spandrel.method", "ZeroShot = osir.methods.zeroshot.method"],
         "osir.archs": ["ConditionalUNet = osir.methods.irsde.arch", "RRDBNet = osir.methods.realesrgan.method",
                        "UNetDiscriminatorSN = osir.methods.realesrgan.method",
                        "ConditionalNAFNet = osir.methods.refusion.arch", "CompressionUNet = osir.methods.refusion.arch",
@@ -73,13 +73,14 @@ setup(
         "osir.losses": ["SpatialEntropyLoss = osir.methods.refusion.spatial_entropy"],
         "osir.degradations": [f"{name} = osir.degradations.simple" for name in
                               ("GaussianNoise", "RandomMask", "BicubicDownscale", "JPEGCompression", "GaussianBlur",
-                               "LowLight", "Haze")],
+                               "LowLight", "Haze")]
+                             + ["ZeroShotMeasurement = osir.methods.zeroshot.measurement"],
         "osir.batch_degradations": ["RealESRGANDegradation = osir.degradations.realesrgan",
                                      "WildDegradation = osir.degradations.wild"],
         "osir.metrics": [f"{name} = osir.metrics.suite" for name in ("psnr", "ssim", "lpips", "dists", "musiq", "maniqa",
                                                                     "clipiqa", "pyiqa", "niqe")] + ["fid = osir.metrics.fid"],
         "osir.cards": [f"{name} = osir.methods.{name}.card" for name in
-                       ("daclip", "irsde", "osediff", "realesrgan", "refusion", "spandrel")],
+                       ("daclip", "irsde", "osediff", "realesrgan", "refusion", "spandrel", "zeroshot")],
         "osir.samplers": [f"{name} = osir.diffusion.samplers" for name in ("sde", "ode", "posterior")]
                          + [f"{name} = osir.diffusion.solvers" for name in
                             ("ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "deis", "heun")],
@@ -90,6 +91,17 @@ setup(
         "osir.prompts": [f"{name} = osir.data.prompts" for name in ("EmptyPrompt", "FixedPrompt", "TextFilePrompt",
                                                                           "CaptionPrompt")]
                         + [f"{name} = osir.methods.osediff.dape" for name in ("dape", "ram")],
+        # the files each registered class reads, declared without torch for the preflight (osir.core.files)
+        "osir.files": [f"{name} = osir.data.files" for name in
+                       ("PairedImageDataset", "SyntheticPairDataset", "SingleImageDataset", "CaptionPrompt",
+                        "TextFilePrompt")]
+                      + ["SpandrelModel = osir.methods.spandrel.files"]
+                      + [f"{name} = osir.methods.daclip.files" for name in ("DACLIP", "DACLIPUIR", "DegradationTypeDataset")]
+                      + [f"{name} = osir.methods.osediff.files" for name in ("OSEDiff", "dape", "ram")]
+                      + [f"{name} = osir.methods.refusion.files" for name in ("LatentRefusion", "BokehPairDataset")]
+                      + ["RealESRGAN = osir.methods.realesrgan.files", "ZeroShot = osir.methods.zeroshot.files"]
+                      + [f"{name} = osir.metrics.files" for name in
+                         ("lpips", "dists", "clipiqa", "musiq", "maniqa", "pyiqa", "fid")],
         "osir.schedulers": [f"{name} = osir.engine.optim" for name in
                             ("MultiStepLR", "CosineAnnealingLR", "WarmupConstant", "WarmupCosine")],
     },

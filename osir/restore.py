@@ -87,11 +87,18 @@ def _recognised_options(weights: Path, overrides: list[str] | None) -> tuple[dic
 
 
 # ----------------------------------------------------------------------------- precision and output scale
-def default_precision(device: torch.device) -> str:
-    """``--precision`` when none is given: fp16 on a CUDA device (as Real-ESRGAN's ``inference_realesrgan.py``,
-    whose default is half precision), fp32 elsewhere (fp16 autocast does not run on the CPU)."""
+def default_precision(device: torch.device, method_type: str | None = None) -> str:
+    """``--precision`` when none is given: on a CUDA device fp16 for a feed-forward or one-step method (as
+    Real-ESRGAN's ``inference_realesrgan.py`` and OSEDiff's ``test_osediff.py``, whose defaults are half
+    precision; spandrel's networks), fp32 for a method that samples in steps (its card's ``sampling`` is
+    iterative: IR-SDE's, Refusion's and DA-CLIP's test scripts run their networks in fp32, and rounding adds up
+    over the steps); fp32 elsewhere (fp16 autocast does not run on the CPU)."""
     import torch
-    return "fp16" if torch.device(device).type == "cuda" else "fp32"
+    if torch.device(device).type != "cuda":
+        return "fp32"
+    from osir.core.card import card_of_method
+    card = card_of_method(method_type) if method_type else None
+    return "fp32" if card is not None and card.sampling_for(method_type).iterative else "fp16"
 
 
 def check_outscale(outscale: float | None) -> float | None:
@@ -146,7 +153,7 @@ class Restorer:
         self.scale = int(method.scale)
         self.device, self.precision = device, precision
         self.tile, self.overlap = tile, overlap
-        self.steps = len(method.timesteps) - 1 if self.is_diffusion else None
+        self.steps = method.sample_steps if self.is_diffusion else None
         self.sampler = opt.method.get("sampler") if self.is_diffusion else None
         self.note = ""          # what was recognised in the weights
         #: network -> the file its weights came from (named when an output is not finite)
@@ -189,9 +196,14 @@ class Restorer:
             iterative = [c.title or c.name for c in cards() if any(c.sampling_for(m).iterative for m in c.methods)]
             raise OptionsError(f"{flag}: {self.name} ({self.method}) is a feed-forward method; steps and samplers "
                                f"apply to the diffusion methods ({', '.join(iterative)})")
-        if steps is not None and not 1 <= steps <= self.model.sde.T:
-            raise OptionsError(f"--steps: {self.name} samples 1 to T={self.model.sde.T} steps, got {steps}")
-        if sampler is not None:
+        if steps is not None and not 1 <= steps <= self.model.max_steps:
+            raise OptionsError(f"--steps: {self.name} samples 1 to T={self.model.max_steps} steps, got {steps}")
+        if sampler is not None and self.sampling.samplers is not None:      # the card names the method's own
+            if sampler not in self.sampling.samplers:
+                raise OptionsError(f"--sampler: unknown sampler '{sampler}' for {self.method}"
+                                   f"{nearest(sampler, self.sampling.samplers)}; allowed: "
+                                   f"{', '.join(self.sampling.samplers)}")
+        elif sampler is not None:
             SAMPLERS.get(sampler, "--sampler")
 
     def restore_tensor(self, lq: torch.Tensor, *, steps: int | None = None, sampler: str | None = None,
@@ -256,11 +268,11 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
     images); ``precision``: fp32, bf16 or fp16 (None: ``default_precision`` of the device).  ``Restorer.note``
     says what was recognised in the weights, and where the method does not run the precision asked for.  Steps and samplers are per-call arguments
     of the method's ``restore`` (never written into it): a ``Restorer`` may be shared by threads."""
-    check_files_first(weights, model, options)
+    check_files_first(weights, model, options, overrides)
     from osir.inference import load
     dev = load.pick_device(device)
-    precision = default_precision(dev) if precision is None else precision
-    load.check_precision(precision, dev)
+    if precision is not None:
+        load.check_precision(precision, dev)
     if options is not None:
         if model is not None:
             raise OptionsError("--model and --options: give one of them (the options file names its method)")
@@ -272,6 +284,7 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
     else:
         found = load.from_weights(weights, overrides)
     opt, name = found.options, found.name
+    precision = default_precision(dev, opt.method["type"]) if precision is None else precision
     if tile is None:
         tile = opt.tile.size
     overlap = tile_overlap if tile_overlap is not None else opt.tile.overlap
@@ -282,10 +295,11 @@ def load_restorer(weights: str | Path | None, model: str | None = None, *, devic
     return restorer
 
 
-def check_files_first(weights: str | Path | None, model: str | None, options: str | Path | None) -> None:
+def check_files_first(weights: str | Path | None, model: str | None, options: str | Path | None,
+                      overrides: list[str] | None = None) -> None:
     """The errors a user meets first, before torch is imported (well under 2 s): an unknown ``--model``; no
     ``--weights`` (naming the file the release publishes and its page); a weights or options file that is not
-    there."""
+    there; the files an options file names (``check_files_early``; not when ``--weights`` replaces one)."""
     from osir.core.card import releases
     release = None
     if model is not None and options is None:
@@ -297,6 +311,9 @@ def check_files_first(weights: str | Path | None, model: str | None, options: st
             raise OptionsError(f"--weights: give the weights file of '{model}': {release.weights.describe()}")
     if options is not None and not Path(options).is_file():
         raise OptionsError(f"--options: file not found: '{options}'")
+    if options is not None and weights is None:
+        from osir.core.options import check_files_early, read_options
+        check_files_early(read_options(options, overrides), datasets=False)
     if weights is not None and not Path(weights).exists():
         expected = f" ('{model}' restores with {release.weights.describe()})" if release else ""
         raise FileNotFoundError(f"weights file not found: '{weights}'{expected}")
@@ -401,8 +418,10 @@ inputs and outputs:
 sampling: --steps / --sampler apply to diffusion methods only; --seed (default 0) seeds each batch, so an
   image restored alone or in a folder matches at --batch-size 1
 
-precision: fp16 by default on CUDA, fp32 elsewhere; --precision fp16 is refused on the CPU; a network that
-  does not support the precision asked for runs in fp32 (with a note)
+precision: by default fp16 on CUDA for feed-forward and one-step methods (as their releases' scripts), fp32
+  for methods that sample in steps (their releases' precision) and off CUDA;
+  --precision fp16 is refused on the CPU; a network that does not support the precision asked for runs in
+  fp32 (with a note)
 
 output scale: --outscale X resizes each output to int(X * input size) with OpenCV's Lanczos-4 after the
   network (as Real-ESRGAN's --outscale); default: the network's own scale
@@ -429,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override an option (repeatable), e.g. --set method.daclip_path=daclip_ViT-B-32.pt")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, ...")
     parser.add_argument("--precision", default=None, choices=list(PRECISIONS),
-                        help="autocast precision (default: fp16 on CUDA, fp32 elsewhere)")
+                        help="autocast precision (default: fp16 on CUDA for feed-forward and one-step methods, "
+                        "fp32 for step samplers and off CUDA)")
     parser.add_argument("--outscale", type=float, default=None, metavar="X",
                         help="output size = int(X * input size), the network's output resized with Lanczos-4 "
                              "(default: the network's own scale)")
@@ -438,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="PX", help="tile overlap (default 32)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images of one size restored together")
     parser.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (diffusion methods)")
-    parser.add_argument("--sampler", default=None, help="sde, ode or posterior (diffusion methods)")
+    parser.add_argument("--sampler", default=None, help="a registered sampler of the diffusion methods: posterior, sde, ode, or diffusers' "
+                        "ddim, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, deis, heun (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
     parser.add_argument("--suffix", default="", help="appended to each output's file name (before the extension)")
     parser.add_argument("--ext", default="png", choices=EXTENSIONS, help="output format (default png)")
@@ -543,8 +564,11 @@ def run(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list-models" in argv:
-        for name, text in available_models().items():
-            print(f"{name:<20} {text}")
+        from osir.core.card import releases
+        for name, (_, release) in releases().items():
+            print(f"{name:<20} {release.description}")
+            if release.few_steps is not None:
+                print(f"{'':<20}   few steps: {release.few_steps.flags()} ({release.few_steps.measured})")
         return 0
     args = build_parser().parse_args(argv)
     return cli.run("osir restore", lambda: run(args))

@@ -22,7 +22,6 @@ from pathlib import Path
 
 
 from osir.core import cli
-from osir.core.checkpoint import write_text
 from osir.core.options import Options, as_options, check_files
 from osir.core.progress import Progress
 
@@ -41,7 +40,7 @@ def run(opt: Options, seeds: int = 1) -> dict[str, dict]:
     """Restore and score every test set of ``opt`` (typed options; a plain mapping is validated first) with the
     seeds ``opt.seed + 0..seeds-1``; returns {set name: summary} (the content of its metrics.json)."""
     from osir.data.io import write_image
-    from osir.core.checkpoint import archive_folder, sha256
+    from osir.core.checkpoint import archive_folder, sha256, write_text
     from osir.engine.trainer import build_dataset
     from osir.inference.load import build_method, pick_device, prepare_for_inference
     from osir.engine.validation import evaluation_mode, iterate
@@ -120,13 +119,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
-    from osir.metrics.results import format_table
-    from osir.core.options import OptionsError, load_options
+    from osir.core.options import OptionsError, as_options, check_files_early, read_options
 
     def body() -> int:
+        raws = {path: read_options(path, args.set) for path in args.opt}
+        for path, raw in raws.items():      # path errors before any class (or torch) is imported
+            check_files_early(raw, source=path)
         opts = {}           # every file is loaded and validated before any work starts
         for path in args.opt:
-            opt = load_options(path, args.set)
+            opt = as_options(raws[path])
             out = (Path(opt.path.results_root) / opt.name).resolve()
             clash = next((p for p, o in opts.items() if (Path(o.path.results_root) / o.name).resolve() == out),
                          None)
@@ -142,6 +143,7 @@ def main(argv=None) -> int:
             for set_name, summary in run(opt, args.seeds).items():
                 combined[f"{opt.name}/{set_name}"] = summary
         if len(opts) > 1 and combined:
+            from osir.metrics.results import format_table
             print(f"== all runs ({len(opts)} options files)")
             print(format_table(combined, label="run/set"))
         return 0

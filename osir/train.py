@@ -37,9 +37,11 @@ def _terminated(signum, frame):
 
 def _build_trainer(args):
     """The Trainer; SIGTERM meanwhile unwinds like Ctrl-C (the experiment's lock is released)."""
-    from osir.core.options import check_files, load_options
-    opt = load_options(args.opt, args.set)
-    check_files(opt, datasets=True, training=True)     # path errors before the trainer's imports (accelerate, ...)
+    from osir.core.options import as_options, check_files, check_files_early, read_options
+    raw = read_options(args.opt, args.set)
+    check_files_early(raw, datasets=True, training=True)   # path errors before any class (or torch) is imported
+    opt = as_options(raw)
+    check_files(opt, datasets=True, training=True)     # and on the validated options, before the trainer's imports
     from osir.engine.trainer import Trainer
     previous = None
     if threading.current_thread() is threading.main_thread():

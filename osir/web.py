@@ -109,8 +109,9 @@ def uploaded(image) -> tuple[bytes, str]:
 
 class Demo:
     """The page's state: the weights on offer and a cache of loaded restorers, keyed by (weights,
-    method, precision), so that switching back and forth loads each model once.  ``precision`` None: fp16 on
-    CUDA, fp32 elsewhere (``osir.restore.default_precision``)."""
+    method, precision), so that switching back and forth loads each model once.  ``precision`` None: the
+    method's default (``osir.restore.default_precision``: fp16 on CUDA for feed-forward and one-step methods,
+    else fp32)."""
 
     def __init__(self, weights: Sequence[Path], *, device: str = "cpu", precision: str | None = None,
                  tile: int | None = None, max_pixels: int | None = None):

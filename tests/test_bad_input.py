@@ -420,7 +420,7 @@ CASES = [
     ("test: truncated weights", run_test_script, lambda t: _test_file(t, path={"pretrained": {"g": str(_truncated(t))}}),
      r"cannot read '.*g\.safetensors' as safetensors"),
     ("metrics: restored folder missing", metrics_main, lambda t: _metrics(t, t / "nothing"),
-     r"image folder not found: '.*nothing'"),
+     r"1 file or folder the arguments name are missing: --restored: folder '.*nothing' not found \(the restored images\)"),
     ("metrics: restored and GT the same folder", metrics_main, lambda t: _metrics(t, REALSR / "HR"),
      r"--restored and --gt are the same folder"),
     ("metrics: output into the GT folder", metrics_main,

@@ -57,6 +57,15 @@ def _options(root, name: str) -> dict:
     return set_keys(opt, {"path.pretrained": {"g": str(root / "net_g.safetensors")}})
 
 
+#: every registered sampler name (issue 24 point 1): osir's own three and diffusers' seven
+ALL_SAMPLERS = ("posterior", "sde", "ode", "ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc", "deis", "heun")
+
+
+def test_the_sampler_registry_holds_the_ten_names():
+    from osir.core.registry import SAMPLERS
+    assert sorted(SAMPLERS.names()) == sorted(ALL_SAMPLERS)
+
+
 def _nfe(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler == "heun" else steps
 
@@ -73,12 +82,12 @@ def test_every_command_runs_the_vp_solvers(tmp_path, name, capsys):
     assert restore_command.main([str(tmp_path / "lq"), "-o", str(out), "--options", str(options), "--sampler", "unipc",
                                  "--steps", "3", "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
-    # osir.bench steps: the counted network calls per image are each sampler's NFE
-    assert bench.main(["steps", "-opt", str(options), "--steps", "3", "2", "--samplers", "heun", "ddim",
+    # osir.bench steps, every registered sampler: the counted network calls per image are each sampler's NFE
+    assert bench.main(["steps", "-opt", str(options), "--steps", "3", "2", "--samplers", *ALL_SAMPLERS,
                        "--output", str(tmp_path / "bench"), "--device", "cpu", "--threads", "1"]) == 0
     points = json.loads((tmp_path / "bench" / "tiny_steps.json").read_text())["points"]
     assert [(p["sampler"], p["steps"], p["nfe"]) for p in points] == \
-        [(s, n, _nfe(s, n)) for s in ("heun", "ddim") for n in (3, 2)]
+        [(s, n, _nfe(s, n)) for s in ALL_SAMPLERS for n in (3, 2)]
     assert all(p["metrics"]["psnr"] > 0 for p in points)
     capsys.readouterr()
 

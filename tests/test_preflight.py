@@ -149,3 +149,122 @@ def test_skimage_data_sets_and_a_folder_the_method_builds_are_not_files_to_bring
         assert needed_files(opt) == [] and check_files(opt, training=True) is None
     tiny = load_options(ROOT / "options" / "osediff_tiny.yml", [f"method.sd_path={tmp_path / 'sd'}"])
     assert [f.key for f in needed_files(tiny)] == []
+
+
+# ----------------------------------------------------------------------------- the early check (no torch)
+def _recorded_early(raw: dict) -> list:
+    """What ``check_files_early`` checks for ``raw``: its recording, named as ``needed_files`` names them."""
+    import copy
+    from osir.core import files, options
+    token = options._PATHS_ONLY.set(True)
+    try:
+        with files.recording() as found:
+            options.validate(copy.deepcopy(raw), options.Options)
+    finally:
+        options._PATHS_ONLY.reset(token)
+    return options._with_release_names(found, raw.get("method"))
+
+
+OPTION_FILES = sorted(str(p.relative_to(ROOT / "options")) for p in (ROOT / "options").rglob("*.yml")
+                      if p.parent.name != "degradations")     # degradation cards are not options files
+
+
+@pytest.mark.parametrize("name", OPTION_FILES)
+def test_the_early_check_names_exactly_what_the_validated_options_name(name):
+    """``check_files_early`` reads the options as written and the classes' light declarations, without
+    importing a class; ``needed_files`` validates first (defaults filled in, nested specs checked against
+    signatures).  For every options file osir ships they name the same files with the same descriptions,
+    release names and scopes (training only, optional), so the fast error is the full one."""
+    from osir.core.options import as_options, needed_files, read_options
+    raw = read_options(ROOT / "options" / name)
+    full = needed_files(as_options(raw))
+    early = _recorded_early(raw)
+    assert sorted(map(repr, early)) == sorted(map(repr, full))
+
+
+def test_every_declaration_names_arguments_of_its_registered_class():
+    """The declarations (``FILES``) live apart from the classes: each must name a class registered once, and
+    only arguments that class takes; the nested specs it marks as training-only are
+    ``component(..., training=True)`` in the class's signature, and no other nested spec of the class is."""
+    import typing
+    from osir.core.options import Component, _params_of
+    from osir.core.registry import ALL, FILES
+    assert FILES.names()
+    for name in FILES.names():
+        owners = [r for r in ALL if r is not FILES and name in r]
+        assert len(owners) == 1, (name, owners)
+        params, _ = _params_of(owners[0].get(name))
+        declared = FILES.get(name)
+        assert set(declared.paths) <= set(params), (name, set(declared.paths) - set(params))
+        training = {k for k, (annotation, _) in params.items()
+                    if any(isinstance(m, Component) and m.training
+                           for a in (annotation, *typing.get_args(annotation)) for m in getattr(a, "__metadata__", ()))}
+        assert training == set(declared.training_components), name
+
+
+#: argument names that name a file or folder, in the classes osir registers
+PATH_LIKE = r"(_path|_dir|_checkpoint)$|^(dataroot\w*|weights|csv|captions|folder)$"
+
+
+def test_every_registered_class_with_a_path_argument_declares_its_files():
+    """The reverse of the test above: a registered class (method, data set, prompt extractor, metric, ...) with
+    an argument named like a path (a string) has a declaration, so the preflight cannot silently miss its file."""
+    import re
+    import typing
+    from osir.core.options import _params_of
+    from osir.core.registry import ALL, FILES
+    undeclared = []
+    for registry in ALL:
+        if registry is FILES:
+            continue
+        for name in registry.names():
+            try:
+                entry = registry.get(name)
+            except Exception:          # an optional dependency missing here: nothing to check
+                continue
+            if not callable(entry):
+                continue
+            try:
+                params, _ = _params_of(entry)
+            except (TypeError, ValueError):
+                continue
+            paths = [p for p, (annotation, _) in params.items()
+                     if re.search(PATH_LIKE, p) and str in (annotation, *typing.get_args(annotation))]
+            if paths and name not in FILES:
+                undeclared.append(f"{registry.kind} {name}: {paths}")
+    assert undeclared == []
+
+
+def test_a_path_option_left_out_or_of_the_wrong_type_is_left_to_validation(tmp_path, capsys):
+    """The early check reads options before validation: a required path that is missing, null or a list is not
+    checked as a path ('folder None not found'); validation then names the key (one line, exit 2)."""
+    from osir.core.options import OptionsError, as_options, check_files_early, read_options
+    from osir.train import main
+    for value in ("null", "[a, b]"):
+        raw = read_options(ROOT / "options" / "osediff.yml", [f"method.sd_path={value}", "datasets={}"])
+        check_files_early(raw)                               # not a path: nothing to check here
+        with pytest.raises(OptionsError, match=r"method\.sd_path"):
+            as_options(raw)
+    options = tmp_path / "no_sd.yml"
+    options.write_text((ROOT / "options" / "osediff.yml").read_text().replace("  sd_path: pretrained/stable-diffusion-2-1-base\n", ""))
+    assert "sd_path:" not in options.read_text()
+    assert main(["-opt", str(options)]) == 2                 # the other missing files, one line; no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("osir: options error: ") and len(err.strip().splitlines()) == 1
+    assert main(["-opt", str(options), "--set", f"method.lpips_weights_path={options}",
+                 f"method.lpips_vgg_path={options}", f"method.train_prompt.ram_path={options}", "datasets={}"]) == 2
+    assert capsys.readouterr().err.strip() == "osir: options error: method.sd_path: missing required value"
+
+
+def test_the_early_check_sees_overrides_and_leaves_out_data_sets_and_training_files_when_asked(tmp_path):
+    from osir.core.options import OptionsError, check_files_early, read_options
+    raw = read_options(ROOT / "options" / "osediff.yml", [f"method.sd_path={tmp_path}"])
+    check_files_early(raw, datasets=False)         # inference: the SD folder is there; nothing else is read
+    with pytest.raises(OptionsError) as err:
+        check_files_early(raw, datasets=False, training=True)
+    text = str(err.value)
+    assert text.startswith("3 files or folders the options name are missing: ")
+    assert all(key in text for key in ("method.lpips_weights_path", "method.lpips_vgg_path",
+                                        "method.train_prompt.ram_path"))
+    assert "method.sd_path" not in text and "datasets." not in text
+    check_files_early(read_options(ROOT / "options" / "demo.yml"), training=True)      # nothing to bring: no error

@@ -198,7 +198,7 @@ def test_user_errors_are_one_line(tmp_path, rrdb, capsys):
     assert main(["--model", "realesrgan-x4", "--weights", str(weights), str(img), "-o", out, "--steps", "4"]) == 2
     assert capsys.readouterr().err.strip() == (
         "osir restore: options error: --steps: realesrgan-x4 (RealESRGAN) is a feed-forward method; steps and "
-        "samplers apply to the diffusion methods (DA-CLIP, IR-SDE, Refusion)")
+        "samplers apply to the diffusion methods (DA-CLIP, IR-SDE, Refusion, ZeroShot)")
     assert main(["--model", "irsde-denoise", "--weights", str(weights), str(img), "-o", out]) == 2
     assert "--model irsde-denoise: expects ConditionalUNet weights (IRSDE), but" in capsys.readouterr().err
     assert main(["--model", "realesrgan-x4", "--weights", str(tmp_path / "missing.pth"), str(img), "-o", out]) == 2

@@ -179,6 +179,12 @@ def test_the_default_precision_is_fp16_on_cuda_and_a_network_without_fp16_runs_f
     from osir.restore import default_precision
     assert default_precision(torch.device("cuda")) == "fp16" and default_precision(torch.device("cuda:1")) == "fp16"
     assert default_precision(torch.device("cpu")) == "fp32"
+    # on CUDA: the releases' own precision, fp16 for feed-forward and one-step methods, fp32 for step samplers
+    cuda = torch.device("cuda")
+    assert [default_precision(cuda, m) for m in ("SpandrelModel", "RealESRGAN", "OSEDiff", "RefusionCompression")] \
+        == ["fp16"] * 4
+    assert [default_precision(cuda, m) for m in ("IRSDE", "Refusion", "LatentRefusion", "DACLIPUIR")] == ["fp32"] * 4
+    assert default_precision(cpu := torch.device("cpu"), "OSEDiff") == "fp32" and default_precision(cpu, "IRSDE") == "fp32"
     from osir.restore import build_parser
     assert build_parser().parse_args(["x", "-o", "y"]).precision is None            # resolved per device
     from osir.methods.spandrel import SpandrelModel

@@ -301,7 +301,8 @@ def test_operator_factories(name):
     x = torch.rand(1, 3, 16, 16, generator=generator(18), dtype=D)
     op = OPERATORS[name]((3, 16, 16), generator(19), 0.05)
     assert op.noise_sigma == 0.05 and op.has_svd
-    expected_shape = {"sr4_bicubic": (1, 3, 4, 4), "sr4_pool": (1, 3, 4, 4), "colorize": (1, 1, 16, 16)}
+    expected_shape = {"sr2_bicubic": (1, 3, 8, 8), "sr2_pool": (1, 3, 8, 8), "sr4_bicubic": (1, 3, 4, 4),
+                      "sr4_pool": (1, 3, 4, 4), "colorize": (1, 1, 16, 16)}
     assert op.forward(x).shape == expected_shape.get(name, (1, 3, 16, 16))
     s = op.singulars()
     assert torch.allclose(op.u(op._pad(s * op.vt(x)[:, :s.numel()], op.output_dim)), op.forward(x), atol=1e-12)

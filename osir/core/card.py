@@ -94,6 +94,19 @@ class ReleaseFile:
 
 
 @dataclass(frozen=True)
+class FewSteps:
+    """A measured few-step alternative to a release's configured sampling: ``osir restore --model <release>
+    --sampler <sampler> --steps <steps>``; ``measured``: what it gave against the configured sampling, and
+    the command that measured it (``osir restore --list-models`` prints it)."""
+    sampler: str
+    steps: int
+    measured: str
+
+    def flags(self) -> str:
+        return f"--sampler {self.sampler} --steps {self.steps}"
+
+
+@dataclass(frozen=True)
 class Release:
     """A ``--model`` name.  ``options``: the YAML (in the method folder's ``releases/``) with the release's
     ``method`` section (and ``tile`` where the release tiles); ``weights``: the file ``--weights`` gives;
@@ -106,6 +119,7 @@ class Release:
     needs: tuple[ReleaseFile, ...] = ()
     verified: str = "unverified"
     size: SizeRequirements | None = None    # None: the card's
+    few_steps: FewSteps | None = None       # a measured few-step alternative (``FewSteps``)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,21 @@
 """Preflight: every file and folder an options tree names, checked before any model is built.
 
-A registered class declares which of its arguments are paths in its own signature, with what the file is and,
-for files the authors publish, the name they publish it under and the page that hosts it::
+A registered class (a data set, a method, a prompt extractor, a metric) declares the files it reads in a light
+module of its own folder, ``files.py``, that imports no torch: a ``DeclaredFiles`` registered in ``FILES`` under
+the class's registered name (entry point group ``osir.files``), with what each file is and, for files the authors
+publish, the name they publish it under and the page that hosts it::
 
-    def __init__(self, sd_path: FolderPath("Stable Diffusion 2.1-base (a diffusers folder)", SD_RELEASE), ...)
+    FILES.register(DeclaredFiles(paths={"sd_path": folder_option(SD_RELEASE)}), name="OSEDiff")
 
-(``FilePath`` / ``FolderPath`` / ``AnyPath`` are ``Annotated[str, PathOption(...)]``); a class whose paths depend
-on its other arguments (a dataset that reads scikit-image's photos instead of a folder, a folder built when
-missing) has a classmethod ``needed_files(spec, key) -> list[NeededFile]`` instead.  Option validation
-(``osir.core.options.validate``) records every path it meets (``recording``); ``check_files`` turns the missing
-ones into ONE ``OptionsError`` naming all of them, each with its key, what it is and where users get it (text
-only: nothing is downloaded).  Written by hand: no library checks the files a YAML config names.
+``depends(spec, key) -> list[NeededFile]`` adds the paths that depend on the other arguments (a dataset that reads
+scikit-image's photos instead of a folder, a folder built when missing).  The options' own sections mark their
+paths in their annotations (``FilePath`` / ``FolderPath`` / ``AnyPath``: ``Annotated[str, PathOption(...)]``).
+Option validation (``osir.core.options.validate``) records every path it meets (``recording``), from the
+declarations of the ``type:`` sections it checks; ``check_files`` turns the missing ones into ONE ``OptionsError``
+naming all of them, each with its key, what it is and where users get it (text only: nothing is downloaded).
+Because the declarations live apart from the classes, the commands run this check on the options as read, before
+any registered class is imported (``osir.core.options.check_files_early``: a path error in about a second, without
+torch), and again on the validated options.  Written by hand: no library checks the files a YAML config names.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import contextvars
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, Literal, Optional
+from typing import Annotated, Callable, Iterator, Literal, Mapping, Optional
 
 from osir.core.registry import OptionsError
 
@@ -46,6 +51,16 @@ def _marker(kind: Kind, what, published=None, page=None, training=False) -> Path
     if not isinstance(what, str):                       # a card's ReleaseFile
         return PathOption.of(kind, what, training)
     return PathOption(kind, what, published, page, training)
+
+
+def file_option(what, published: str | None = None, page: str | None = None, training: bool = False) -> PathOption:
+    """The ``PathOption`` of an argument naming a file (``what``: a phrase, or a card's ``ReleaseFile``)."""
+    return _marker("file", what, published, page, training)
+
+
+def folder_option(what, published: str | None = None, page: str | None = None, training: bool = False) -> PathOption:
+    """The ``PathOption`` of an argument naming a folder."""
+    return _marker("folder", what, published, page, training)
 
 
 def FilePath(what, published: str | None = None, page: str | None = None, training: bool = False):   # noqa: N802
@@ -95,6 +110,32 @@ class NeededFile:
         keys = self.key + ("" if not self.also else f" (and {', '.join(self.also)})" if len(self.also) <= 2 else
                            f" (and {len(self.also)} more keys: {self.also[0]}, ...)")
         return f"{keys}: {self.kind} '{self.path}'{wrong} ({self.what}{source})"
+
+
+@dataclass(frozen=True)
+class DeclaredFiles:
+    """The files one registered class reads (module docstring): ``paths`` maps its path arguments to what they
+    are; ``depends(spec, key)`` gives the paths that depend on its other arguments; ``training_components``
+    names its arguments that are specs of other registered classes built by training only (their files are not
+    needed to test), as ``component(..., training=True)`` says in the class's signature."""
+    paths: Mapping[str, PathOption] = dataclasses.field(default_factory=dict)
+    depends: Optional[Callable[[dict, str], list["NeededFile"]]] = None
+    training_components: tuple[str, ...] = ()
+
+    def files(self, spec: dict, key: str) -> list["NeededFile"]:
+        """The files of ``spec`` (the class's options, at ``key``) that are given as paths: a value that is
+        missing, null or not a string is left to validation, which names the key and the type it expects
+        (``check_files_early`` reads options before they are validated)."""
+        found = [NeededFile.at(f"{key}.{name}", spec[name], marker) for name, marker in self.paths.items()
+                 if isinstance(spec.get(name), str)]
+        depends = [f for f in (self.depends(spec, key) if self.depends else ()) if _is_path(spec, f.key, key)]
+        return found + depends
+
+
+def _is_path(spec: dict, file_key: str, key: str) -> bool:
+    """A ``depends`` entry whose option holds a string (``NeededFile.path`` is its ``str()``)."""
+    option = file_key[len(key) + 1:] if file_key.startswith(f"{key}.") else None
+    return option is None or "." in option or isinstance(spec.get(option), str)
 
 
 _RECORDER: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("osir_needed_files", default=None)
@@ -150,14 +191,16 @@ def missing(files: list[NeededFile], training: bool = True) -> list[NeededFile]:
     return list(by_path.values())
 
 
-def raise_missing(files: list[NeededFile], source: str = "", training: bool = True) -> list[NeededFile]:
+def raise_missing(files: list[NeededFile], source: str = "", training: bool = True,
+                  named_by: str = "the options name") -> list[NeededFile]:
     """One ``OptionsError`` naming every missing file of ``files`` when one that is not optional is missing
-    (the optional ones marked so); else the missing optional ones (for a warning), maybe none."""
+    (the optional ones marked so); else the missing optional ones (for a warning), maybe none.  ``named_by``:
+    what names them, in the message ('the arguments name' for a command's own paths)."""
     gone = missing(files, training)
     if all(f.optional for f in gone):
         return gone
     where = f"{source}: " if source else ""
     count = "1 file or folder" if len(gone) == 1 else f"{len(gone)} files or folders"
-    raise OptionsError(f"{where}{count} the options name are missing: " + "; ".join(
+    raise OptionsError(f"{where}{count} {named_by} are missing: " + "; ".join(
         f.describe() + (" [optional: skipped without it]" if f.optional else "") for f in gone))
 

@@ -61,6 +61,10 @@ class Method:
     #: how the inference layer may tile this instance (an ``osir.core.card.Tiling``) where it differs per
     #: instance (a network a generic loader built: spandrel's descriptor); None: the method's card says
     tiling_advice = None
+    #: a method that samples in steps: the most steps a call may ask for (its T), and the configured count
+    #: (None: the sampler's own default); both None for a feed-forward method
+    max_steps: int | None = None
+    sample_steps: int | None = None
 
     def __init__(self):
         self.networks: dict[str, nn.Module] = {}

@@ -10,6 +10,7 @@ options error naming the key, before any work starts.
 """
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import functools
@@ -31,7 +32,7 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from osir.core import files
 from osir.core.files import AnyPath, FilePath, NeededFile, PathOption
-from osir.core.registry import (BATCH_DEGRADATIONS, DATASETS, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
+from osir.core.registry import (BATCH_DEGRADATIONS, DATASETS, FILES, METHODS, METRICS, OPTIMIZERS, SCHEDULERS, OptionsError,
                            Registry, nearest)
 
 
@@ -416,6 +417,29 @@ def _check_mapping(value, params, path, allow_extra=False, skip=()):
     return out
 
 
+#: set by ``check_files_early``: validation records the declared files of the ``type:`` sections without
+#: importing their classes (or checking their arguments)
+_PATHS_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("osir_paths_only", default=False)
+
+
+def _record_declared(spec, path: str) -> None:
+    """The files ``FILES`` declares for the ``type:`` section ``spec`` at ``path`` and, recursively, for the
+    ``type:`` sections among its values (read as they are: no defaults, no class imported)."""
+    if not isinstance(spec, dict):
+        if isinstance(spec, list):
+            for i, item in enumerate(spec):
+                _record_declared(item, _join(path, str(i)))
+        return
+    declared = None
+    if isinstance(spec.get("type"), str) and spec["type"] in FILES:
+        declared = FILES.get(spec["type"], _join(path, "type"))
+        files.record(declared.files(spec, path))
+    for key, item in spec.items():
+        if isinstance(item, (dict, list)):
+            with files.scope(training=declared is not None and key in declared.training_components):
+                _record_declared(item, _join(path, key))
+
+
 def validate(value, annotation, path: str = ""):
     """Check ``value`` against ``annotation``; return it with defaults filled in."""
     origin = typing.get_origin(annotation)
@@ -435,6 +459,10 @@ def validate(value, annotation, path: str = ""):
                 except pydantic.ValidationError as err:
                     raise OptionsError(f"{path}: {_short(err.errors()[0]['msg'])}, got {short_repr(checked)}") from None
             return checked
+        if _PATHS_ONLY.get():           # check_files_early: the declared files only, no class imported
+            with files.scope(marker.training, marker.optional):
+                _record_declared(value, path)
+            return value
         if not isinstance(value, dict) or "type" not in value:
             raise OptionsError(f"{path}: expected a mapping with 'type: <{marker.registry.kind}>'; "
                                f"registered: {', '.join(marker.registry.names())}")
@@ -448,8 +476,8 @@ def validate(value, annotation, path: str = ""):
             params = {**_dataclass_params(marker.extra), **params}
         with files.scope(marker.training, marker.optional):
             checked = _check_mapping(value, params, path, allow_extra=var_kw, skip=("type",))
-        if hasattr(entry, "needed_files"):         # paths that depend on the other arguments (osir.core.files)
-            files.record(entry.needed_files(checked, path))
+            if value["type"] in FILES:   # the files the class declares (osir.core.files), on the checked options
+                files.record(FILES.get(value["type"]).files(checked, path))
         return checked
     if origin in (Union, types.UnionType):
         args = typing.get_args(annotation)
@@ -729,21 +757,52 @@ def _resolve(raw: dict) -> Options:
 
 
 def needed_files(opt: Mapping, datasets: bool = True) -> list[NeededFile]:
-    """Every file and folder ``opt`` names (``osir.core.files``: from the path markers and ``needed_files``
-    of the registered classes), without the data sets' when ``datasets`` is false.  Weights under
-    ``path.pretrained`` that carry a name the method's card publishes get that release's description."""
+    """Every file and folder ``opt`` names (``osir.core.files``: from the path markers of the options' sections
+    and the files the registered classes declare), without the data sets' when ``datasets`` is false.
+    Weights under ``path.pretrained`` that carry a name the method's card publishes get that release's
+    description."""
     raw = _to_plain(opt) if isinstance(opt, Section) else copy.deepcopy(dict(opt))
     if not datasets:
         raw["datasets"] = {}
     with files.recording() as found:
         validate(raw, Options)
-    by_name, by_option = _release_files(raw.get("method") or {})
+    return _with_release_names(found, raw.get("method"))
+
+
+def _with_release_names(found: list[NeededFile], method) -> list[NeededFile]:
+    by_name, by_option = _release_files(method if isinstance(method, dict) else {})
     named = []
     for f in found:
         option = f.key.removeprefix("path.pretrained.") if f.key.startswith("path.pretrained.") else f.key
         release = by_name.get((option, Path(f.path).name)) or by_option.get(option)
         named.append(NeededFile.at(f.key, f.path, PathOption.of(f.kind, release, f.training)) if release else f)
     return named
+
+
+def check_files_early(raw: Mapping, datasets: bool = True, training: bool = False, source: str = "") -> None:
+    """The preflight on options as read (``read_options``), before any registered class is imported: the
+    ``check_files`` error for the files the options' sections mark and the registered classes declare
+    (``osir.core.files``), from the options' values as written (no defaults filled in, ``imports`` not run).
+    Commands call it first, so that a path error takes about a second instead of torch's import, then
+    ``check_files`` on the validated options (which also covers classes a user's ``imports`` register)."""
+    raw = copy.deepcopy(dict(raw))
+    if not datasets:
+        raw["datasets"] = {}
+    found = early_files(raw, Options)
+    files.raise_missing(_with_release_names(found, raw.get("method")), source, training)
+
+
+def early_files(value, annotation, path: str = "") -> list[NeededFile]:
+    """The files ``value`` (options data as read, of the type ``annotation``, at ``path``) names, from the
+    options' path markers and the declarations of its ``type:`` sections, without importing a registered class
+    (``check_files_early``; a command with its own options section, e.g. ``osir.metrics``'s ``metrics:``)."""
+    token = _PATHS_ONLY.set(True)
+    try:
+        with files.recording() as found:
+            validate(copy.deepcopy(value), annotation, path)
+    finally:
+        _PATHS_ONLY.reset(token)
+    return found
 
 
 def _release_files(method: dict) -> tuple[dict, dict]:
@@ -773,10 +832,16 @@ def check_files(opt: Mapping, datasets: bool = True, training: bool = False, sou
     files.raise_missing(needed_files(opt, datasets), source, training)
 
 
+def read_options(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """Read and override an options file, not validated: the data ``check_files_early`` and ``as_options``
+    take."""
+    return apply_overrides(read_yaml(path), overrides or [])
+
+
 def load_options(path: str | Path, overrides: list[str] | None = None) -> Options:
     """Read, override and validate an options file; return the resolved options, typed (``Options``: read
-    ``opt.train.total_iter``; a mapping too, see ``Section``)."""
-    return _resolve(apply_overrides(read_yaml(path), overrides or []))
+    ``opt.train.total_iter``; a mapping too, see ``Section``).  ``as_options(read_options(...))`` is the same."""
+    return _resolve(read_options(path, overrides))
 
 
 def dump_options(opt: Mapping, path: str | Path) -> None:

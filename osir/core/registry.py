@@ -148,8 +148,11 @@ SCHEDULERS = Registry("scheduler", "schedulers", provided=("optimizer",))
 PROMPTS = Registry("prompt extractor", "prompts")     # text prompts per image (OSEDiff, DAPE)
 CARDS = Registry("method card", "cards")              # osir.core.card.MethodCard per method folder
 ZERO_SHOT_SAMPLERS = Registry("zero-shot sampler", "zeroshot_samplers")   # p(x | y) with a prior and an operator
+#: the files a registered class reads, by the class's registered name (``osir.core.files.DeclaredFiles``), from
+#: light modules: the preflight reads them without importing the classes (or torch)
+FILES = Registry("files declaration", "files")
 ALL = (ARCHS, METHODS, DATASETS, DEGRADATIONS, BATCH_DEGRADATIONS, LOSSES, METRICS, SAMPLERS, OPTIMIZERS,
-       SCHEDULERS, PROMPTS, CARDS, ZERO_SHOT_SAMPLERS)
+       SCHEDULERS, PROMPTS, CARDS, ZERO_SHOT_SAMPLERS, FILES)
 
 
 _discovered = False
@@ -160,6 +163,7 @@ def discover(refresh: bool = False) -> None:
     global _discovered
     if refresh or not _discovered:
         _discovered = True
+        installed = entry_points()          # read once: one scan of the installed packages, not one per group
         for registry in ALL:
-            for entry in entry_points(group=f"osir.{registry.group}"):
+            for entry in installed.select(group=f"osir.{registry.group}"):
                 registry.register_lazy(entry.name, entry.value.split(":")[0])

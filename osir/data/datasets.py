@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 from osir.data.io import DataError, ImageReadError, decode_image, images_by_name, img2tensor
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
-from osir.core.files import NeededFile
 from osir.core.options import component
 from osir.core.registry import DATASETS, DEGRADATIONS
+import osir.data.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 
 def _lmdb_keys(root: str) -> list[str]:
@@ -87,18 +87,6 @@ class _ImageFolderSource:
         return {**self.__dict__, "_client": None}
 
 
-IMAGE_FOLDERS = {"dataroot_gt": "the ground-truth (GT) images", "dataroot_lq": "the degraded (LQ) images"}
-
-
-def image_folders(spec: dict, key: str) -> list[NeededFile]:
-    """The folders (or basicsr LMDBs) of ``dataroot_gt`` / ``dataroot_lq`` in a dataset's options
-    (none for ``io_backend: skimage``, whose values are the names of scikit-image's photos)."""
-    if spec.get("io_backend", "disk") == "skimage":
-        return []
-    return [NeededFile(f"{key}.{name}", str(spec[name]), "folder", what)
-            for name, what in IMAGE_FOLDERS.items() if spec.get(name) is not None]
-
-
 def _split_key(key) -> tuple[int, int]:
     return (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), int(key))
 
@@ -111,10 +99,6 @@ class PairedImageDataset(Dataset):
     a random paired crop is taken (images smaller than the patch are reflect-padded); the LQ must
     be exactly GT/``scale`` in size, else the item fails naming both files.  ``scale`` and ``gt_size``
     are positive (``PositiveInt``: checked with the options) and ``gt_size`` a multiple of ``scale``."""
-
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        return image_folders(spec, key)
 
     def __init__(self, dataroot_gt: str, dataroot_lq: str, scale: PositiveInt = 1,
                  gt_size: Optional[PositiveInt] = None, use_flip: bool = False, use_rot: bool = False,
@@ -159,10 +143,6 @@ class SyntheticPairDataset(Dataset):
     """GT-only folder; the LQ is synthesised per sample by a registered degradation, seeded by the
     sample's seed (so validation pairs are fixed and training pairs replayable)."""
 
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        return image_folders(spec, key)
-
     def __init__(self, dataroot_gt: str, degradation: Optional[component(DEGRADATIONS)] = None,
                  gt_size: Optional[PositiveInt] = None, use_flip: bool = False, use_rot: bool = False,
                  io_backend: Literal["disk", "lmdb", "skimage"] = "disk"):
@@ -193,10 +173,6 @@ class SyntheticPairDataset(Dataset):
 @DATASETS.register()
 class SingleImageDataset(Dataset):
     """LQ images only, for inference."""
-
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        return image_folders(spec, key)
 
     def __init__(self, dataroot_lq: str, io_backend: Literal["disk", "lmdb", "skimage"] = "disk"):
         self.lq = _ImageFolderSource(dataroot_lq, io_backend, "lq")

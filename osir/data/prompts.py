@@ -8,6 +8,7 @@ from typing import Optional
 
 from osir.data.io import DataError
 from osir.core.registry import PROMPTS
+import osir.data.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 
 @PROMPTS.register()

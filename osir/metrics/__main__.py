@@ -16,13 +16,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
+from osir.core import files
 from osir.core.cli import run
-from osir.data.io import DataError, images_by_name, img2tensor, read_image
-from osir.metrics.results import DatasetHash, format_table, provenance, write_results
-from osir.metrics.suite import MetricSuite
-from osir.core.options import OptionsError, component, read_yaml, validate
-from osir.core.progress import Progress
+from osir.core.errors import DataError
+from osir.core.options import OptionsError, component, early_files, read_yaml, validate
 from osir.core.registry import METRICS
+
+if TYPE_CHECKING:          # torch, pyiqa and the codec are imported where used: path errors come first
+    from osir.metrics.results import DatasetHash
+    from osir.metrics.suite import MetricSuite
 
 DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
                    "ssim": {"type": "ssim", "test_y_channel": True},
@@ -32,6 +36,7 @@ DEFAULT_METRICS = {"psnr": {"type": "psnr", "test_y_channel": True},
 def read_scored(path):
     """An image file as the metrics score it: 1x3xHxW float32 RGB (``osir.data.io.read_image``: the codec of
     every osir reader, 8/16-bit, grey repeated, alpha dropped, upright by the EXIF orientation)."""
+    from osir.data.io import img2tensor, read_image
     return img2tensor(read_image(path))[None]
 
 
@@ -42,6 +47,9 @@ def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None
     ``suite``: the suite built from ``metrics`` when the caller has one already; ``identity``
     collects the scored GT images (the test set's ``dataset_hash``); ``progress``: per image scored on
     stderr (``osir.core.progress``)."""
+    from osir.core.progress import Progress
+    from osir.data.io import images_by_name
+    from osir.metrics.suite import MetricSuite
     suite = suite if suite is not None else MetricSuite(metrics)
     gts = images_by_name(gt_dir) if gt_dir else {}       # two files of one name (a.png, a.jpg): an error
     rows, seen = [], set()
@@ -70,7 +78,35 @@ def score_folders(restored_dir, gt_dir, metrics: dict, suite: MetricSuite | None
     return rows, suite.settings()
 
 
+def check_paths(args) -> dict:
+    """Every folder and file the arguments and the ``-opt`` file's metrics name, all missing ones in one error,
+    before torch or pyiqa is imported; returns the metrics to score (``-opt``'s section, validated, or the
+    default suite).  A learned metric's own files are optional (the suite skips the metric, naming them): they
+    are listed beside a missing required path only."""
+    needed = [files.NeededFile("--restored", str(args.restored), "folder", "the restored images")]
+    if args.gt:
+        needed.append(files.NeededFile("--gt", str(args.gt), "folder", "the ground-truth images"))
+    if args.weights_dir:
+        needed.append(files.NeededFile("--weights-dir", str(args.weights_dir), "folder",
+                                       "weight files of the learned metrics"))
+    if args.opt:
+        needed.append(files.NeededFile("-opt", str(args.opt), "file", "the options file with a metrics: section"))
+    metric_files = []
+    if args.opt and Path(args.opt).is_file():
+        raw = read_yaml(args.opt)
+        if not raw.get("metrics"):
+            raise OptionsError(f"{args.opt}: no metrics: section (nor in its _base_ files)")
+        metric_files = early_files(raw["metrics"], dict[str, component(METRICS, optional=True)], "metrics")
+    files.raise_missing(needed + metric_files, named_by="the arguments name")
+    if not args.opt:
+        return DEFAULT_METRICS
+    return validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
+
+
 def score(args) -> int:
+    metrics = check_paths(args)
+    from osir.metrics.results import DatasetHash, format_table, provenance, write_results
+    from osir.metrics.suite import MetricSuite
     restored = Path(args.restored)
     gt = Path(args.gt) if args.gt else None
     output = Path(args.output) if args.output else restored
@@ -82,12 +118,6 @@ def score(args) -> int:
             raise DataError(f"--restored '{restored}' lies inside the GT folder '{gt}' (its images would count as GT)")
         if output.resolve() == g or g in output.resolve().parents:
             raise DataError(f"--output '{output}' lies in the GT folder '{gt}': osir.metrics does not write into it")
-    metrics = DEFAULT_METRICS
-    if args.opt:
-        raw = read_yaml(args.opt)
-        if not raw.get("metrics"):
-            raise OptionsError(f"{args.opt}: no metrics: section (nor in its _base_ files)")
-        metrics = validate(raw["metrics"], dict[str, component(METRICS)], "metrics")
     suite = MetricSuite(metrics, weights_dir=args.weights_dir)
     identity = DatasetHash()
     rows, settings = score_folders(restored, gt, metrics, suite, identity, progress=True)

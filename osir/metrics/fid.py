@@ -29,7 +29,7 @@ import numpy as np
 
 from osir.data.io import DataError
 from osir.core.checkpoint import sha256
-from osir.metrics.suite import Metric, MetricWeightsFile, Need, WeightsFolder, offline, resolve_weights, url_name
+from osir.metrics.suite import Metric, Need, offline, resolve_weights, url_name
 from osir.core.registry import METRICS
 
 CACHE_VERSION = 1
@@ -80,7 +80,7 @@ class FIDMetric(Metric):
     lower_better = True
     per_image = False
 
-    def __init__(self, pretrained_model_path: Optional[MetricWeightsFile] = None, weights_dir: Optional[WeightsFolder] = None,
+    def __init__(self, pretrained_model_path: Optional[str] = None, weights_dir: Optional[str] = None,
                  mode: Literal["clean", "legacy_pytorch", "legacy_tensorflow"] = "clean", cache_dir: Optional[str] = None,
                  cache: bool = True, batch_size: int = 8, num_workers: int = 4):
         from pyiqa.archs.inception import FID_WEIGHTS_URL

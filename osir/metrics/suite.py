@@ -44,8 +44,8 @@ import torch
 from osir.data.io import DataError, quantise
 from osir.core.checkpoint import CheckpointError, read_weights_file
 from osir.core.weights import local_torchvision_weights, weights_only_loads
-from osir.core.files import FilePath, FolderPath
 from osir.core.registry import METRICS, missing_package
+import osir.metrics.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
@@ -97,11 +97,7 @@ def find_in_weights_dir(weights_dir: str | None, name: str) -> Path | None:
     return None
 
 
-#: the files a metric's options name (checked with the other files before a run: ``osir.core.files``; a metric
-#: whose files are missing is skipped with a warning, so they are optional there)
-MetricWeightsFile = FilePath("the metric's weights (pyiqa's file, under its download name)")
-BackboneFile = FilePath("the metric's backbone weights (torchvision's / CLIP's file)")
-WeightsFolder = FolderPath("a folder of metric weights under their download names")
+# the files a metric's options name are declared in files.py (checked with the other files before a run)
 
 
 class Need:
@@ -226,7 +222,7 @@ class PyiqaMetric(Metric):
     """Any pyiqa metric by name, created once per device, offline (``weights_dir`` serves pyiqa's
     and torchvision's files by their download names)."""
 
-    def __init__(self, metric: str, weights_dir: Optional[WeightsFolder] = None, **kwargs):
+    def __init__(self, metric: str, weights_dir: Optional[str] = None, **kwargs):
         super().__init__(metric=metric, **kwargs)
         from pyiqa.default_model_configs import DEFAULT_CONFIGS
         if metric not in DEFAULT_CONFIGS:
@@ -332,9 +328,9 @@ class LPIPSMetric(PyiqaMetric):
     ``backbone_path`` (torchvision's ImageNet AlexNet/VGG16 file, ``alexnet-owt-7be5be79.pth`` /
     ``vgg16-397923af.pth``), or both from ``weights_dir``.  Lower is better."""
 
-    def __init__(self, pretrained_model_path: Optional[MetricWeightsFile] = None, backbone_path: Optional[BackboneFile] = None,
+    def __init__(self, pretrained_model_path: Optional[str] = None, backbone_path: Optional[str] = None,
                  net: Literal["alex", "vgg"] = "alex", version: Literal["0.1", "0.0"] = "0.1",
-                 weights_dir: Optional[WeightsFolder] = None):
+                 weights_dir: Optional[str] = None):
         from pyiqa.archs.lpips_arch import default_model_urls
         files = resolve_weights([
             Need("pretrained_model_path", pretrained_model_path, url_name(default_model_urls[f"{version}_{net}"]),
@@ -359,8 +355,8 @@ class DISTSMetric(PyiqaMetric):
     checked to hold them), ``backbone_path`` torchvision's ImageNet VGG16 ``vgg16-397923af.pth``; or
     both from ``weights_dir``.  Full-reference, lower is better."""
 
-    def __init__(self, pretrained_model_path: Optional[MetricWeightsFile] = None, backbone_path: Optional[BackboneFile] = None,
-                 weights_dir: Optional[WeightsFolder] = None):
+    def __init__(self, pretrained_model_path: Optional[str] = None, backbone_path: Optional[str] = None,
+                 weights_dir: Optional[str] = None):
         from pyiqa.archs.dists_arch import default_model_urls
         files = resolve_weights([
             Need("pretrained_model_path", pretrained_model_path, url_name(default_model_urls["url"]),
@@ -393,7 +389,7 @@ class MUSIQMetric(PyiqaMetric):
     ``musiq_<variant>_ckpt-*.pth`` from ``pretrained_model_path`` or ``weights_dir``.  No GT."""
 
     def __init__(self, variant: Literal["koniq", "spaq", "ava", "paq2piq"] = "koniq",
-                 pretrained_model_path: Optional[MetricWeightsFile] = None, weights_dir: Optional[WeightsFolder] = None):
+                 pretrained_model_path: Optional[str] = None, weights_dir: Optional[str] = None):
         from pyiqa.archs.musiq_arch import default_model_urls
         name, key = MUSIQ_VARIANTS[variant]
         files = resolve_weights([Need("pretrained_model_path", pretrained_model_path, url_name(default_model_urls[key]),
@@ -432,8 +428,8 @@ class MANIQAMetric(PyiqaMetric):
     under ``'params'``) from ``pretrained_model_path`` or ``weights_dir``.  ``test_sample`` is the
     number of 224x224 crops averaged (pyiqa: 20).  No GT."""
 
-    def __init__(self, variant: Literal["koniq", "kadid", "pipal"] = "koniq", pretrained_model_path: Optional[MetricWeightsFile] = None,
-                 weights_dir: Optional[WeightsFolder] = None, test_sample: int = 20):
+    def __init__(self, variant: Literal["koniq", "kadid", "pipal"] = "koniq", pretrained_model_path: Optional[str] = None,
+                 weights_dir: Optional[str] = None, test_sample: int = 20):
         from pyiqa.archs.maniqa_arch import default_model_urls
         files = resolve_weights([Need("pretrained_model_path", pretrained_model_path,
                                       url_name(default_model_urls[variant]), f"pyiqa's MANIQA trained on {variant}")],
@@ -502,8 +498,8 @@ class CLIPIQAMetric(PyiqaMetric):
     ``pretrained_model_path``; or both from ``weights_dir``.  No GT."""
 
     def __init__(self, variant: Literal["clipiqa", "clipiqa+", "clipiqa+_rn50_512", "clipiqa+_vitL14_512"] = "clipiqa",
-                 backbone_path: Optional[BackboneFile] = None, pretrained_model_path: Optional[MetricWeightsFile] = None,
-                 prompts: Optional[list[str]] = None, weights_dir: Optional[WeightsFolder] = None):
+                 backbone_path: Optional[str] = None, pretrained_model_path: Optional[str] = None,
+                 prompts: Optional[list[str]] = None, weights_dir: Optional[str] = None):
         try:
             arch = _import_clipiqa()
         except ModuleNotFoundError as err:
@@ -572,7 +568,7 @@ METRICS.register(CLIPIQAMetric, name="clipiqa")
 
 
 @METRICS.register(name="pyiqa")
-def any_pyiqa(metric: str, pretrained_model_path: Optional[MetricWeightsFile] = None, weights_dir: Optional[WeightsFolder] = None,
+def any_pyiqa(metric: str, pretrained_model_path: Optional[str] = None, weights_dir: Optional[str] = None,
               options: dict = {}):  # noqa: B006
     """Any other pyiqa metric by name, from local files only: ``pretrained_model_path`` and/or
     ``weights_dir`` (files under their download names); skipped when it would download."""

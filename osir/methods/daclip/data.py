@@ -32,13 +32,13 @@ import torch
 from torch.utils.data import Dataset
 from pydantic import PositiveInt
 
-from osir.core.files import NeededFile
 from osir.data.datasets import _ImageFolderSource, _split_key
 from osir.data.io import DataError, img2tensor, read_image, to_uint8
 from osir.data.sampler import AUGMENT, DEGRADATION, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
 from osir.core.options import component
 from osir.core.registry import DATASETS, DEGRADATIONS
+import osir.methods.daclip.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 
 def read_caption_csv(path: str | Path) -> list[tuple[str, str, str]]:
@@ -64,17 +64,6 @@ def read_caption_csv(path: str | Path) -> list[tuple[str, str, str]]:
 @DATASETS.register()
 class DegradationTypeDataset(Dataset):
     """LQ images with their degradation type and a caption (see the module docstring for the sources)."""
-
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        """Its source (a folder of type folders, a CSV list or a GT folder) and the captions file."""
-        what = {"dataroot": ("folder", "the degradation-type folders (<type>/LQ, <type>/GT)"),
-                "csv": ("file", "the CSV list of images, types and captions"),
-                "dataroot_gt": ("folder", "the ground-truth (GT) images the degradations are applied to"),
-                "captions": ("file", "the captions file")}
-        skimage = spec.get("io_backend", "disk") == "skimage"
-        return [NeededFile(f"{key}.{name}", str(spec[name]), kind, text) for name, (kind, text) in what.items()
-                if spec.get(name) and not (skimage and name == "dataroot_gt")]
 
     def __init__(self, dataroot: Optional[str] = None, csv: Optional[str] = None, dataroot_gt: Optional[str] = None,
                  degradations: Optional[dict[str, component(DEGRADATIONS)]] = None, captions: Optional[str] = None,

@@ -28,32 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from osir.core import quiet
-from osir.core.files import NeededFile, PathOption
 from osir.core.method import Method
+from osir.methods.daclip.files import release_file
 from osir.methods.daclip.model import DACLIP, build_clip, load_release
 from osir.methods.irsde.method import IRSDE
 from osir.core.options import component
 from osir.core.registry import ARCHS, METHODS, OptionsError
 
 LOGIT_SCALE_MAX = math.log(100)
-
-
-def release_file(clip_model: str):
-    """The card's ``ReleaseFile`` for ``method.daclip_path`` of the release built on ``clip_model`` (the
-    universal IR's ``daclip_ViT-B-32.pt``, wild IR's ``wild-daclip_ViT-L-14.pt``), or None."""
-    from osir.core.card import release_options
-    from osir.methods.daclip.card import CARD
-    for release in CARD.releases:
-        if release_options(CARD, release)["method"].get("clip_model") == clip_model:
-            return next((f for f in release.needs if f.option == "method.daclip_path"), None)
-    return None
-
-
-def _daclip_file(key: str, path, spec: dict, clip_config) -> NeededFile:
-    found = release_file(spec.get("clip_model", "ViT-B-32")) if clip_config is None else None
-    if found is not None:
-        return NeededFile.at(key, path, PathOption.of("file", found))
-    return NeededFile(key, str(path), "file", "a DA-CLIP file of this CLIP (a stage-1 run's net_daclip_*.safetensors)")
 
 
 def require_file(key: str, path, what: str) -> None:
@@ -118,18 +100,6 @@ class DACLIPMethod(Method):
             (``train.grad_accum_steps`` is not the same for a contrastive loss: each micro-batch then
             only sees its own negatives.)
     """
-
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        """The open_clip checkpoint and the DA-CLIP file (its release's name and page where the CLIP is a
-        release's), for the preflight (``osir.core.files``)."""
-        found, config = [], spec.get("clip_config")
-        if spec.get("clip_checkpoint") and config is None:
-            found.append(NeededFile(f"{key}.clip_checkpoint", spec["clip_checkpoint"], "file",
-                                    f"a local open_clip checkpoint of {spec.get('clip_model', 'ViT-B-32')}"))
-        if spec.get("release_path"):
-            found.append(_daclip_file(f"{key}.release_path", spec["release_path"], spec, config))
-        return found
 
     def __init__(self, clip_model: str = "ViT-B-32", clip_checkpoint: Optional[str] = None,
                  clip_config: Optional[dict] = None, release_path: Optional[str] = None,
@@ -320,13 +290,6 @@ class DACLIPUniversalIR(IRSDE):
     ``daclip_path`` is checked before any network is built: a missing file is one ``OptionsError`` line with
     the release's file name and page (the card's ``ReleaseFile``), not minutes of building a random CLIP.
     """
-
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        """The DA-CLIP file (the release's name and page where the CLIP is a release's), for the preflight."""
-        if not spec.get("use_daclip", True) or not spec.get("daclip_path"):
-            return []
-        return [_daclip_file(f"{key}.daclip_path", spec["daclip_path"], spec, spec.get("clip_config"))]
 
     def __init__(self, network: component(ARCHS) = {"type": "DACLIPUNet"}, max_sigma: float = 50.0,  # noqa: B006
                  T: int = 100, schedule: Literal["cosine", "linear", "constant"] = "cosine", eps: float = 0.005,

@@ -30,7 +30,8 @@ class IRSDE(Method):
             inpainting/denoising-like tasks); images are in [0, 1], so lambda = max_sigma / 255.
         T, schedule, eps: the SDE's discretisation (see ``MeanRevertingSDE``).
         loss: 'l1' or 'l2' distance in the maximum-likelihood objective.
-        sampler: 'posterior', 'sde' or 'ode' (registered samplers).
+        sampler: a registered sampler: osir's 'posterior', 'sde', 'ode', or a diffusers solver on the VP
+            change of variables ('ddim', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'deis', 'heun').
         sample_steps: number of reverse steps at restoration (default T).
         eta: the re-injected noise scale of the samplers that take one (``posterior``: 1 by default, the
             paper's sampler; ``ddim``: 0 by default); null: the sampler's own default.
@@ -56,6 +57,7 @@ class IRSDE(Method):
                                  "last_step_noise": None if last_step_noise else False}
         self.sampler_extras = self.extras_for(self.sampler, sampler, strict=True)
         self.timesteps = self.sde.timesteps(sample_steps)
+        self.max_steps, self.sample_steps = self.sde.T, len(self.timesteps) - 1
         self.loss, self.scale = loss, upscale
         self.networks["g"] = ARCHS.build(network, "method.network")
         # no padding by the inference layer: the network reflect-pads the state at every call, as the

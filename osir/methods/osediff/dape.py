@@ -39,12 +39,10 @@ from torch import nn
 
 from osir.data.io import DataError
 from osir.core.checkpoint import describe_mismatch
-from osir.core.files import FilePath
 from osir.core.registry import PROMPTS
-from osir.methods.osediff.card import DAPE_FILE, RAM_FILE
+import osir.methods.osediff.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
-#: the tagger's files, checked before anything is built (``osir.core.files``)
-RAMFile, DAPEFile = FilePath(RAM_FILE), FilePath(DAPE_FILE)
+# the tagger's files (RAM's, DAPE's) are declared in files.py, checked before anything is built
 
 DATA = Path(__file__).parent / "ram_data"
 #: Swin-L 384 (RAM's config_swinL_384.json) and the tagging head (q2l_config.json, key/value width 512)
@@ -259,7 +257,7 @@ class DAPEPrompt:
         precision: 'fp32', 'bf16' or 'fp16' for the tagger.
     """
 
-    def __init__(self, ram_path: RAMFile, dape_path: Optional[DAPEFile] = None, extra: str = "",
+    def __init__(self, ram_path: str, dape_path: Optional[str] = None, extra: str = "",
                  precision: str = "fp32", swin: Optional[dict] = None, head: Optional[dict] = None):
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision: expected one of fp32, bf16, fp16, got {precision!r}")
@@ -294,7 +292,7 @@ class RAMPrompt:
         swin, head: the tagger's architecture (default RAM's Swin-L 384; tests use tiny ones).
     """
 
-    def __init__(self, ram_path: Optional[RAMFile] = None, image: Literal["gt", "lq"] = "gt", precision: str = "fp32",
+    def __init__(self, ram_path: Optional[str] = None, image: Literal["gt", "lq"] = "gt", precision: str = "fp32",
                  swin: Optional[dict] = None, head: Optional[dict] = None):
         if ram_path is None:
             raise ValueError("ram_path: RAM's tags need the RAM weights (ram_swin_large_14m.pth); none given")

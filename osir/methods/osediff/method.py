@@ -39,14 +39,10 @@ from osir.methods.osediff.components import (ONE_STEP_T, alpha_bar, load_sd, one
 from osir.methods.osediff.latent_tiles import predict_tiled
 from osir.methods.osediff.lora import (UNET_ADAPTERS, VAE_ADAPTER, add_lora, merge_and_unload, unet_targets,
                                        vae_targets)
-from osir.core.files import FilePath, NeededFile, PathOption
 from osir.core.options import component
 from osir.core.registry import METHODS, PROMPTS, OptionsError
-from osir.methods.osediff.card import LPIPS_FILES, RELEASE_FILE, SD_FOLDER
-
-#: OSEDiff's files, checked before anything is built (``osir.core.files``; ``sd_path`` in ``needed_files``)
-ReleasePkl = FilePath(RELEASE_FILE)
-LPIPSWeightsFile, LPIPSBackboneFile = (FilePath(f, training=True) for f in LPIPS_FILES)      # the LPIPS loss
+import osir.methods.osediff.files  # noqa: F401  (its file declarations, also where the entry points are stale)
+# its files (the SD folder, osediff.pkl, LPIPS's two) are declared in files.py, checked before anything is built
 
 REG_ADAPTER = "reg"
 #: the paper code's negative prompt for the classifier-free-guided frozen score
@@ -100,22 +96,15 @@ class OSEDiff(Method):
             training never activates the others, so only the mid-block LoRA acts and trains).
     """
 
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        """The SD 2.1-base folder, unless ``build_tiny`` writes tiny random components there."""
-        if spec.get("build_tiny") and not Path(spec["sd_path"]).exists():
-            return []
-        return [NeededFile.at(f"{key}.sd_path", spec["sd_path"], PathOption.of("folder", SD_FOLDER))]
-
     def __init__(self, sd_path: str, build_tiny: bool = False, scale: int = 4, lora_rank: int = 4,
                  lora_alpha: float = 8.0, l2_weight: float = 1.0, lpips_weight: float = 2.0, vsd_weight: float = 1.0,
-                 lpips_weights_path: Optional[LPIPSWeightsFile] = None,
-                 lpips_vgg_path: Optional[LPIPSBackboneFile] = None,
+                 lpips_weights_path: Optional[str] = None,
+                 lpips_vgg_path: Optional[str] = None,
                  cfg_scale: float = 7.5, vsd_t_range: list[int] = (20, 980),
                  prompt: component(PROMPTS) = {"type": "EmptyPrompt"},  # noqa: B006
                  negative_prompt: str = NEGATIVE_PROMPT,
                  color_correction: Literal["adain", "wavelet", "none"] = "adain",
-                 gradient_checkpointing: bool = False, release_path: Optional[ReleasePkl] = None,
+                 gradient_checkpointing: bool = False, release_path: Optional[str] = None,
                  tiling: Optional[dict] = {"vae_encoder": 1088, "vae_decoder": 246, "latent": 96,  # noqa: B006
                                            "latent_overlap": 32},
                  process_size: int = 512,

@@ -21,9 +21,9 @@ from basicsr.losses.gan_loss import GANLoss
 
 from osir.core.method import Method
 from osir.core.weights import local_torchvision_weights
-from osir.core.files import FilePath
 from osir.core.options import component
 from osir.core.registry import ARCHS, METHODS, OptionsError
+import osir.methods.realesrgan.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 ARCHS.register(RRDBNet, name="RRDBNet")
 ARCHS.register(UNetDiscriminatorSN, name="UNetDiscriminatorSN")
@@ -31,9 +31,7 @@ ARCHS.register(UNetDiscriminatorSN, name="UNetDiscriminatorSN")
 #: RRDBNet's scale -> the factor its forward pixel-unshuffles the LQ by (basicsr's ``pixel_unshuffle``
 #: asserts that the LQ's height and width are multiples of it)
 PIXEL_UNSHUFFLE = {2: 2, 1: 4}
-#: ``method.vgg_path`` (the perceptual loss's network), checked before anything is built (``osir.core.files``)
-VGG19File = FilePath("torchvision's ImageNet VGG19 (the perceptual loss)", "vgg19-dcbb9e9d.pth",
-                     "download.pytorch.org/models/ (torchvision's VGG19_Weights.IMAGENET1K_V1)")
+# ``method.vgg_path`` is declared in files.py, checked before anything is built
 VGG_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
 
 
@@ -58,7 +56,7 @@ class RealESRGAN(Method):
 
     def __init__(self, network: component(ARCHS), discriminator: Optional[component(ARCHS)] = None,
                  pixel_weight: float = 1.0, perceptual_weight: float = 0.0, gan_weight: float = 0.0,
-                 perceptual_layers: dict = VGG_LAYERS, vgg_path: Optional[VGG19File] = None, scale: int = 4,  # noqa: B006
+                 perceptual_layers: dict = VGG_LAYERS, vgg_path: Optional[str] = None, scale: int = 4,  # noqa: B006
                  gan_gt_usm: bool = False):
         super().__init__()
         self.scale = scale

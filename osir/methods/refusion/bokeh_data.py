@@ -30,8 +30,8 @@ from osir.data.datasets import _ImageFolderSource, _split_key
 from osir.data.io import DataError, img2tensor
 from osir.data.sampler import AUGMENT, sample_rng
 from osir.data.transforms import paired_random_crop, random_flip_rot
-from osir.core.files import NeededFile
 from osir.core.registry import DATASETS, nearest
+import osir.methods.refusion.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 #: the lenses of the challenge data and their numbers (sign = maker, magnitude = 10 x f-number)
 KNOWN_LENSES: dict[str, float] = {
@@ -124,11 +124,6 @@ class BokehPairDataset(Dataset):
     items then carry no ``gt``/``gt_path``); ``True`` requires it.  A meta line without its images, an
     image without a meta line, and source/target images of different sizes are errors naming the file.
     """
-
-    @classmethod
-    def needed_files(cls, spec: dict, key: str) -> list[NeededFile]:
-        return [NeededFile(f"{key}.dataroot", str(spec["dataroot"]), "folder",
-                           "the bokeh data set (src/, tgt/ and its meta file)")]
 
     def __init__(self, dataroot: str, gt_size: Optional[PositiveInt] = None, use_flip: bool = False, use_rot: bool = False,
                  io_backend: Literal["disk", "lmdb"] = "disk", meta_file: str = "meta.txt",

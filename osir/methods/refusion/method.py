@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from osir.core.checkpoint import CheckpointError, load_network, read_state_dict
 from osir.core.method import Method
 from osir.methods.irsde.method import IRSDE
-from osir.core.files import FilePath
 from osir.core.options import component
 from osir.core.registry import ARCHS, LOSSES, METHODS, OptionsError
+import osir.methods.refusion.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 NAFNET = {"type": "ConditionalNAFNet", "img_channel": 3, "width": 64, "enc_blk_nums": [1, 1, 1, 28],
           "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1, 1]}
@@ -91,9 +91,7 @@ class Refusion(IRSDE):
         return logs
 
 
-#: ``method.compression_path``: checked before anything is built (``osir.core.files``)
-CompressionFile = FilePath("the stage-1 compression model's weights (a latent stage-1 run's net_l_*.safetensors, "
-                           "or the release's latent_*.pth)")
+# ``method.compression_path`` is declared in files.py, checked before anything is built
 
 
 def load_compression(net: torch.nn.Module, path: Optional[str], key: str = "method.compression_path") -> str:
@@ -174,7 +172,7 @@ class LatentRefusion(Refusion):
     """
 
     def __init__(self, network: component(ARCHS) = {**NAFNET, "img_channel": 8, "global_skip": True},  # noqa: B006
-                 compression: component(ARCHS) = COMPRESSION, compression_path: Optional[CompressionFile] = None,  # noqa: B006
+                 compression: component(ARCHS) = COMPRESSION, compression_path: Optional[str] = None,  # noqa: B006
                  max_sigma: float = 50.0, T: int = 100, schedule: Literal["cosine", "linear", "constant"] = "cosine",
                  eps: float = 0.005, loss: Literal["l1", "l2"] = "l1", loss_weight: float = 1.0,
                  extra_losses: Optional[dict[str, component(LOSSES, LossWeight)]] = None,

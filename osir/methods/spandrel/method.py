@@ -26,6 +26,7 @@ from osir.core.checkpoint import CheckpointError, read_weights_file
 from osir.core.method import Method
 from osir.core.recognition import NoMatch
 from osir.core.registry import METHODS, OptionsError
+import osir.methods.spandrel.files  # noqa: F401  (its file declarations, also where the entry points are stale)
 
 #: ITU-R BT.601 luma weights (OpenCV's ``COLOR_RGB2GRAY``, what ``osir restore`` writes grey outputs with)
 LUMA = (0.299, 0.587, 0.114)

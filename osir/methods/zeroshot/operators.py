@@ -869,6 +869,8 @@ def _inpaint_box(size: Size, generator: Optional[torch.Generator], sigma_y: floa
 # random inpainting drops 70% of the pixels (DPS's config draws that fraction in [0.3, 0.7]).
 OPERATORS: dict[str, Callable[[Size, Optional[torch.Generator], float], Operator]] = {
     "denoise": lambda size, generator, sigma_y: Identity(size, noise_sigma=sigma_y),
+    "sr2_bicubic": lambda size, generator, sigma_y: SuperResolutionBicubic(2, size, noise_sigma=sigma_y),
+    "sr2_pool": lambda size, generator, sigma_y: SuperResolutionPool(2, size, noise_sigma=sigma_y),
     "sr4_bicubic": lambda size, generator, sigma_y: SuperResolutionBicubic(4, size, noise_sigma=sigma_y),
     "sr4_pool": lambda size, generator, sigma_y: SuperResolutionPool(4, size, noise_sigma=sigma_y),
     "gaussian_blur": lambda size, generator, sigma_y: Blur(gaussian_kernel(_kernel_size(size), 3.0), size,

@@ -1,0 +1,13 @@
+"""The file ``ZeroShot`` reads (``osir.core.files``), declared without torch: a released ADM prior, named with
+the releases it may be (``adm.ADM_RELEASES`` holds their file names and pages; repeated here as plain text so
+that this module imports nothing heavy)."""
+from __future__ import annotations
+
+from osir.core.files import DeclaredFiles, file_option
+from osir.core.registry import FILES
+
+PRIOR = file_option("an ADM prior checkpoint: DPS's FFHQ 256 'ffhq_10m.pt' (github.com/DPS2022/"
+                    "diffusion-posterior-sampling) or guided-diffusion's '256x256_diffusion_uncond.pt' "
+                    "(github.com/openai/guided-diffusion)")
+
+FILES.register(DeclaredFiles(paths={"prior_path": PRIOR}), name="ZeroShot")

@@ -1,0 +1,197 @@
+"""The ``ZeroShot`` method (issue 25 point 5): an ADM prior, a task's operator and a registered zero-shot sampler,
+through test.py and train.py like every other method.  Tiny random ADM priors of the real architecture; the
+measurement's rendering as an LQ image is checked against its definition, and the restorations against what the
+samplers must satisfy (y returned for A = I and sigma_y = 0; DDNM's output consistent with y)."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from osir.core.checkpoint import save_network
+from osir.core.registry import OptionsError
+from osir.methods.zeroshot.adm import ADMUNet
+from osir.methods.zeroshot.measurement import (TASKS, Measurement, ZeroShotMeasurement, measurement_from_image,
+                                               measurement_image)
+from osir.methods.zeroshot.method import ZeroShot
+from tests.conftest import write_images, write_yaml
+
+#: a tiny ADM with the releases' features (scale-shift norm, residual up/down-sampling, attention)
+TINY_PRIOR = {"type": "ADMUNet", "image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
+              "attention_resolutions": 8, "num_heads": 2, "use_scale_shift_norm": True, "resblock_updown": True}
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("upsampled", [False, True])
+def test_the_lq_image_gives_back_the_measurement_exactly(task, upsampled):
+    """``measurement_image`` renders y (any task: low-resolution, masked, grey, noisy) as an LQ image in [0, 1]
+    units without clipping; ``measurement_from_image`` reads the very y back (also from the upsampled rendering)."""
+    m = Measurement(task, 0.2, 3, upsampled)
+    operator = m.operator((16, 16))
+    x = torch.rand(2, 3, 16, 16, generator=generator(0), dtype=torch.float64) * 2 - 1
+    y = operator.measure(x, generator(1))
+    repeat = m.factor if upsampled else 1
+    lq = measurement_image(operator, y, repeat)
+    assert lq.shape == (2, 3, 16 // m.scale, 16 // m.scale)
+    assert torch.allclose(measurement_from_image(operator, lq, repeat), y, atol=1e-12, rtol=0)
+
+
+def test_the_degradation_measures_with_the_methods_operator_and_the_items_seed():
+    """``ZeroShotMeasurement``: y = A(2 gt - 1) + sigma_y n with the operator ``Measurement.operator`` builds and n
+    from the item's random stream; the item carries the measurement for the method."""
+    gt = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    lq, numbers = ZeroShotMeasurement("inpaint_box", 0.1, operator_seed=7)(gt, np.random.default_rng(5))
+    m = Measurement("inpaint_box", 0.1, 7)
+    operator = m.operator((16, 16))
+    x = torch.from_numpy(gt.transpose(2, 0, 1).astype(np.float64))[None] * 2 - 1
+    noise = torch.from_numpy(np.random.default_rng(5).standard_normal((1, 3, 16, 16)))
+    expected = measurement_image(operator, operator(x) + 0.1 * noise)[0].numpy().transpose(1, 2, 0)
+    assert np.allclose(lq, expected, atol=1e-6)
+    batch = {"degradation": {k: torch.tensor([v, v]) for k, v in numbers.items()}}
+    carried = Measurement.of_batch(batch)                 # data loaders stack the numbers as float32 tensors
+    assert (carried.task, carried.operator_seed, carried.upsampled) == (m.task, m.operator_seed, m.upsampled)
+    assert carried.sigma_y == pytest.approx(m.sigma_y, rel=1e-7)
+
+
+def _tiny(**kw) -> ZeroShot:
+    torch.manual_seed(0)
+    return ZeroShot(prior=TINY_PRIOR, T=100, **kw)
+
+
+@pytest.mark.parametrize("sampler", ["ddrm", "ddnm"])
+def test_denoising_without_noise_returns_the_input(sampler):
+    """A = I and sigma_y = 0: the posterior is the measurement itself, whatever the prior (a random one here)."""
+    method = _tiny(task="denoise", sigma_y=0.0, sampler=sampler, sample_steps=5)
+    lq = torch.rand(1, 3, 16, 16, generator=generator(1)) * 0.8 + 0.1
+    with torch.no_grad():
+        out = method.restore({"lq": lq}, generator(2))
+    assert out.shape == lq.shape and torch.allclose(out, lq, atol=1e-5)
+
+
+def test_ddnm_super_resolution_is_consistent_with_the_low_resolution_input():
+    """x2 average-pooling SR, sigma_y = 0: DDNM's sample pooled is the measurement (range-null-space
+    decomposition, in the prior's units before ``restore`` clips to [0, 1]); the restored image is that sample
+    mapped to [0, 1] and clipped."""
+    method = _tiny(task="sr2_pool", sigma_y=0.0, sampler="ddnm", sample_steps=5)
+    assert method.scale == 2
+    lq = torch.rand(1, 3, 8, 8, generator=generator(1)) * 0.5 + 0.25
+    with torch.no_grad():
+        x = method.sample({"lq": lq}, generator(2))
+        out = method.restore({"lq": lq}, generator(2))
+    assert x.shape == out.shape == (1, 3, 16, 16)
+    assert torch.allclose(F.avg_pool2d(x, 2), 2 * lq - 1, atol=1e-5)
+    assert torch.equal(out, ((x + 1) / 2).clamp(0, 1))
+
+
+def test_a_batch_restores_with_the_operator_its_items_carry_and_a_scale_mismatch_is_refused():
+    """The items' measurement wins over the configured task (a test set per task, one method), as long as the
+    output scale agrees."""
+    method = _tiny(task="denoise", sigma_y=0.0, sampler="ddnm", sample_steps=3, lq_upsampled=True)
+    gt = torch.rand(1, 3, 16, 16, generator=generator(3))
+    inpaint = Measurement("inpaint_box", 0.0, 1, True)
+    operator = inpaint.operator((16, 16))
+    lq = measurement_image(operator, operator(gt * 2 - 1))
+    batch = {"lq": lq, "degradation": {k: torch.tensor([v]) for k, v in inpaint.as_numbers().items()}}
+    with torch.no_grad():
+        x = method.sample(batch, generator(4))
+    kept = operator(torch.ones(1, 3, 16, 16, dtype=torch.float64)) != 0     # the observed pixels
+    assert 0 < kept.float().mean() < 1
+    assert torch.allclose(x[kept], (gt * 2 - 1)[kept], atol=1e-5)            # are kept
+    low = Measurement("sr2_pool", 0.0, 0, False)
+    with pytest.raises(OptionsError, match="measured for sr2_pool at scale 2, the method restores at scale 1"):
+        method.restore({"lq": lq[..., :8, :8], "degradation": {k: torch.tensor([v]) for k, v in
+                                                               low.as_numbers().items()}}, generator(4))
+
+
+def test_settings_a_sampler_does_not_take_are_refused():
+    with pytest.raises(OptionsError, match=r"method.sampler_settings: zeta not taken by the sampler 'ddnm' "
+                                           r"\(it takes: "):
+        _tiny(sampler="ddnm", sampler_settings={"zeta": 0.4})
+    with pytest.raises(OptionsError, match="method.sampler: unknown zero-shot sampler 'dpss'"):
+        _tiny(sampler="dpss")
+
+
+def test_a_released_prior_file_loads_strictly(tmp_path):
+    """``prior_path``: a plain state dict (the releases' format) loaded into the configured architecture."""
+    spec = {k: v for k, v in TINY_PRIOR.items() if k != "type"}
+    torch.manual_seed(4)
+    saved = ADMUNet(**spec).state_dict()
+    torch.save(saved, tmp_path / "prior.pt")
+    method = ZeroShot(prior=TINY_PRIOR, prior_path=str(tmp_path / "prior.pt"))
+    loaded = method.networks["prior"].state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert method.pretrained["prior"] == str(tmp_path / "prior.pt")
+
+
+def _options(root, **method) -> dict:
+    gt = write_images(root / "gt", 2, (16, 16))
+    sets = {task: {"type": "SyntheticPairDataset", "dataroot_gt": str(gt),
+                   "degradation": {"type": "ZeroShotMeasurement", "task": task, "sigma_y": 0.05, "operator_seed": 1,
+                                   "upsampled": True}}
+            for task in ("inpaint_box", "sr2_pool", "denoise")}
+    return {"name": "tiny_zeroshot", "seed": 0,
+            "method": {"type": "ZeroShot", "prior": TINY_PRIOR, "T": 100, "sampler": "ddnm", "sample_steps": 3,
+                       "lq_upsampled": True, **method},
+            "datasets": sets, "metrics": {"psnr": {"type": "psnr"}}, "path": {"results_root": str(root / "results")}}
+
+
+def test_test_py_restores_each_test_set_with_its_own_operator(tmp_path):
+    """test.py with one ZeroShot method and three test sets made by ``ZeroShotMeasurement`` (inpainting, x2 SR,
+    denoising): each set is restored and scored with the common metric suite."""
+    from osir import test as test_script
+    from osir.inference.load import build_method
+    from osir.core.options import load_options
+    opt = _options(tmp_path)
+    torch.manual_seed(0)
+    built = build_method(load_options(write_yaml(tmp_path / "build.yml", opt)))
+    save_network(built.networks["prior"], tmp_path / "net_prior.safetensors")
+    opt["path"]["pretrained"] = {"prior": str(tmp_path / "net_prior.safetensors")}
+    assert test_script.main(["-opt", str(write_yaml(tmp_path / "tiny.yml", opt))]) == 0
+    for task in ("inpaint_box", "sr2_pool", "denoise"):
+        metrics = json.loads((tmp_path / "results" / "tiny_zeroshot" / task / "metrics.json").read_text())
+        assert metrics["count"] == 2 and np.isfinite(metrics["mean"]["psnr"])
+
+
+def test_train_py_trains_the_prior_alone_on_clean_images(tmp_path, capsys):
+    """train.py fits the prior by DDPM's loss on the GT images (no pairs), saves it, and validation restores the
+    inpainting set zero-shot, with the input's PSNR beside the restored one (LQ and GT share their size)."""
+    from osir.train import main
+    opt = _options(tmp_path)
+    opt["datasets"] = {"train": {"type": "SyntheticPairDataset", "dataroot_gt": str(tmp_path / "gt"), "gt_size": 16},
+                       "val": opt["datasets"]["inpaint_box"]}
+    opt.update(train={"total_iter": 3, "optimizers": {"prior": {"type": "Adam", "lr": 1e-3}}},
+               val={"freq": 3}, logger={"print_freq": 1, "checkpoint_freq": 3},
+               path={**opt["path"], "experiments_root": str(tmp_path / "experiments"),
+                     "tb_logger_root": str(tmp_path / "tb")})
+    assert main(["-opt", str(write_yaml(tmp_path / "train.yml", opt))]) == 0
+    saved = sorted((tmp_path / "experiments" / "tiny_zeroshot" / "models").glob("net_prior_*.safetensors"))
+    assert saved
+    assert re.search(r"\[val\] psnr: input \d+\.\d+ -> restored \d+\.\d+", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("release, layout", [("ffhq_10m", "adm_ffhq256.json"),
+                                             ("256x256_diffusion_uncond", "adm_imagenet256_uncond.json")])
+def test_a_released_prior_is_recognised_from_its_keys_and_shapes(release, layout):
+    """The card's detector: a state dict with a release's keys and shapes (built from the release's published
+    layout, copied into tests/fixtures) is that release's prior for ZeroShot; one tensor of another shape is
+    not."""
+    from pathlib import Path
+    from osir.core.recognition import NoMatch
+    from osir.methods.zeroshot.adm import ADM_RELEASES
+    from osir.methods.zeroshot.detect import adm_prior
+    keys = json.loads((Path(__file__).parent / "fixtures" / "checkpoints" / layout).read_text())["keys"]
+    state = {k: torch.empty(shape, device="meta") for k, shape in keys.items()}
+    found = adm_prior(state, Path(ADM_RELEASES[release]["file"]))
+    assert (found.method, found.arch, found.network, found.network_option) == ("ZeroShot", "ADMUNet", "prior", "prior")
+    assert found.hyper_parameters == ADM_RELEASES[release]["constructor"]
+    state["out.2.weight"] = torch.empty(3, *keys["out.2.weight"][1:], device="meta")   # no learned variance
+    with pytest.raises(NoMatch, match="not of a released configuration"):
+        adm_prior(state, Path("other.pt"))
