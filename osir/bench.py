@@ -23,14 +23,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from osir.core import cli
-from osir.inference.load import pick_device
+from osir.core.lazy import LazyModule
 from osir.core.registry import OptionsError
-from osir.core.checkpoint import write_text
 from osir.core.options import Options
 from osir.core.progress import Progress
+
+#: torch, imported on first use: a path error of ``steps`` comes before it (``check_files_early``)
+torch = LazyModule("torch")
+
+
+def pick_device(name: str | None):
+    from osir.inference.load import pick_device as pick
+    return pick(name)
+
+
+def write_text(path, text: str) -> None:
+    from osir.core.checkpoint import write_text as write
+    write(path, text)
 
 PROG = "osir.bench"
 WEIGHTS_NOTE = ("latency, MACs and memory do not depend on the weights' values: networks without a weights file "
@@ -425,6 +435,9 @@ def set_threads(threads: int | None) -> None:
 
 
 def steps_command(args) -> int:
+    from osir.core.options import check_files_early, read_options
+    for path in args.opt:        # every file each options file names, before torch is imported
+        check_files_early(read_options(path, args.set), source=str(path))
     device = pick_device(args.device)
     set_threads(args.threads)
     if args.warmup < 0:

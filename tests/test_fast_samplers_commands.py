@@ -133,3 +133,19 @@ def test_clip_denoised_changes_a_solvers_output_and_keeps_x0_estimates_in_range(
         estimates[label] = torch.stack(seen)
     assert estimates["clamped"].min() >= 0 and estimates["clamped"].max() <= 1
     assert estimates["plain"].min() < 0 or estimates["plain"].max() > 1
+
+
+def test_release_presets_show_their_measured_few_step_alternative(capsys):
+    """``osir restore --list-models`` prints each preset's measured few-step setting (issue 24 point 4); its
+    sampler is registered and its steps within the release's T."""
+    from osir.core.card import release_options, releases
+    from osir.core.registry import SAMPLERS
+    assert restore_command.main(["--list-models"]) == 0
+    listing = capsys.readouterr().out
+    assert "few steps: --sampler posterior --steps 5 (+0.37 dB" in listing
+    with_alternative = [(card, rel) for card, rel in releases().values() if rel.few_steps is not None]
+    assert {rel.name for _, rel in with_alternative} == {"irsde-demo", "refusion-demo"}
+    for card, rel in with_alternative:
+        method = release_options(card, rel)["method"]
+        assert rel.few_steps.sampler in SAMPLERS and 1 <= rel.few_steps.steps <= method["T"]
+        assert rel.few_steps.flags() in listing

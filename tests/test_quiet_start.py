@@ -312,3 +312,17 @@ def test_osir_metrics_names_every_missing_path_before_torch_or_pyiqa_is_imported
     assert line.startswith("osir.metrics: options error: 4 files or folders the arguments name are missing: ")
     assert all(k in line for k in ("--restored: folder", "--gt: folder", "metrics.lpips.pretrained_model_path",
                                    "metrics.lpips.backbone_path"))
+
+
+def test_bench_steps_names_every_missing_file_before_torch_is_imported(tmp_path, record_property):
+    """``osir.bench steps``: the options' files are checked as train.py and test.py check them (torch is
+    imported on first use, after the check)."""
+    report = tmp_path / "probe.json"
+    start = time.perf_counter()
+    done = _python("-c", COMMAND_PROBE.format(command="bench"), str(report), "steps", "-opt",
+                   str(REPO / "options" / "test" / "irsde.yml"), timeout=120)
+    numbers = json.loads(report.read_text())
+    numbers["process_seconds"] = time.perf_counter() - start
+    _record(record_property, "python -m osir.bench steps -opt options/test/irsde.yml (nothing present)", numbers)
+    assert numbers["code"] == 2 and not numbers["torch"], numbers
+    assert "3 files or folders the options name are missing: datasets.Rain100H.dataroot_gt" in done.stderr
