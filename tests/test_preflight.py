@@ -153,16 +153,9 @@ def test_skimage_data_sets_and_a_folder_the_method_builds_are_not_files_to_bring
 
 # ----------------------------------------------------------------------------- the early check (no torch)
 def _recorded_early(raw: dict) -> list:
-    """What ``check_files_early`` checks for ``raw``: its recording, named as ``needed_files`` names them."""
-    import copy
-    from osir.core import files, options
-    token = options._PATHS_ONLY.set(True)
-    try:
-        with files.recording() as found:
-            options.validate(copy.deepcopy(raw), options.Options)
-    finally:
-        options._PATHS_ONLY.reset(token)
-    return options._with_release_names(found, raw.get("method"))
+    """What ``check_files_early`` checks for ``raw``: its files, named as ``needed_files`` names them."""
+    from osir.core import options
+    return options._with_release_names(options.early_files(raw, options.Options), raw.get("method"))
 
 
 OPTION_FILES = sorted(str(p.relative_to(ROOT / "options")) for p in (ROOT / "options").rglob("*.yml")

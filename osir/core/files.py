@@ -5,7 +5,8 @@ module of its own folder, ``files.py``, that imports no torch: a ``DeclaredFiles
 the class's registered name (entry point group ``osir.files``), with what each file is and, for files the authors
 publish, the name they publish it under and the page that hosts it::
 
-    FILES.register(DeclaredFiles(paths={"sd_path": folder_option(SD_RELEASE)}), name="OSEDiff")
+    FILES.register(DeclaredFiles(paths={"weights_path": file_option("what it is", "published name", "page")}),
+                   name="MyMethod")
 
 ``depends(spec, key) -> list[NeededFile]`` adds the paths that depend on the other arguments (a dataset that reads
 scikit-image's photos instead of a folder, a folder built when missing).  The options' own sections mark their

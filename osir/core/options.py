@@ -785,7 +785,7 @@ def check_files_early(raw: Mapping, datasets: bool = True, training: bool = Fals
     (``osir.core.files``), from the options' values as written (no defaults filled in, ``imports`` not run).
     Commands call it first, so that a path error takes about a second instead of torch's import, then
     ``check_files`` on the validated options (which also covers classes a user's ``imports`` register)."""
-    raw = copy.deepcopy(dict(raw))
+    raw = dict(raw)                      # early_files validates a deep copy
     if not datasets:
         raw["datasets"] = {}
     found = early_files(raw, Options)
