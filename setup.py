@@ -102,6 +102,15 @@ setup(
                       + ["RealESRGAN = osir.methods.realesrgan.files", "ZeroShot = osir.methods.zeroshot.files"]
                       + [f"{name} = osir.metrics.files" for name in
                          ("lpips", "dists", "clipiqa", "musiq", "maniqa", "pyiqa", "fid")],
+        # where users get the public data sets the option files name (osir.data.sources), by method folder
+        "osir.data_sources": [f"{name} = osir.methods.irsde.files" for name in ("Rain100H-train", "Rain100H-test",
+                                                                                 "McMaster")]
+                             + [f"{name} = osir.methods.refusion.files" for name in
+                                ("NTIRE2023-dehazing", "NTIRE2023-shadow", "NTIRE2023-bokeh")]
+                             + [f"{name} = osir.methods.daclip.files" for name in
+                                ("DIV2K", "DF2K", "GoPro", "LOL", "CelebaHQ-256", "DA-CLIP-train", "DA-CLIP-val")]
+                             + [f"{name} = osir.methods.osediff.files" for name in ("RealSR", "LSDIR")]
+                             + ["DF2K_OST = osir.methods.realesrgan.files"],
         "osir.schedulers": [f"{name} = osir.engine.optim" for name in
                             ("MultiStepLR", "CosineAnnealingLR", "WarmupConstant", "WarmupCosine")],
     },

@@ -59,13 +59,19 @@ PUBLISHED = {
     "osediff.yml": {"method.sd_path": "stable-diffusion-2-1-base", "method.lpips_vgg_path": "vgg16-397923af.pth",
                     "method.lpips_weights_path": "LPIPS_v0.1_vgg-a78928a0.pth",
                     "method.train_prompt.ram_path": "ram_swin_large_14m.pth"},
-    "test/osediff.yml": {"method.release_path": "osediff.pkl", "method.prompt.dape_path": "DAPE.pth"},
+    "test/osediff.yml": {"method.release_path": "osediff.pkl", "method.prompt.dape_path": "DAPE.pth",
+                         "datasets.RealSR.dataroot_gt": "StableSR-TestSets"},
     "realesrgan.yml": {"method.vgg_path": "vgg19-dcbb9e9d.pth"},
     "wild_ir.yml": {"method.daclip_path": "wild-daclip_ViT-L-14.pt"},
     "daclip_uir.yml": {"method.daclip_path": "daclip_ViT-B-32.pt"},
     "test/daclip.yml": {"method.release_path": "daclip_ViT-B-32.pt"},
-    "test/daclip_uir.yml": {"method.daclip_path": "daclip_ViT-B-32.pt", "path.pretrained.g": "universal-ir.pth"},
-    "test/irsde.yml": {"path.pretrained.g": "rain100h_sde.pth"},
+    "test/daclip_uir.yml": {"method.daclip_path": "daclip_ViT-B-32.pt", "path.pretrained.g": "universal-ir.pth",
+                            "datasets.motion-blurry.dataroot": "one Google Drive archive",
+                            "metrics.lpips.pretrained_model_path": "LPIPS_v0.1_alex-df73285e.pth"},
+    "test/irsde.yml": {"path.pretrained.g": "rain100h_sde.pth", "datasets.Rain100H.dataroot_gt": "Rain100H.zip"},
+    "irsde/deblurring.yml": {"datasets.train.dataroot_gt": "GoPro"},
+    "realesrnet.yml": {"datasets.train.dataroot_gt": "DIV2K_train_HR.zip, Flickr2K.tar, OST_dataset.zip",
+                       "datasets.val.dataroot_lq": "StableSR-TestSets"},
     "test/refusion_latent.yml": {"method.compression_path": "latent_dehaze.pth", "path.pretrained.g": "refusion.pth"},
 }
 
@@ -92,7 +98,8 @@ def test_train_names_every_missing_file_of_the_options_in_one_error(options, tmp
     assert f"{len(TRAIN[options])} files or folders the options name are missing" in lines[0] or \
         len(TRAIN[options]) == 1
     for key, published in PUBLISHED.get(options, {}).items():
-        assert re.search(rf"{re.escape(key)}: [^;]*published as '{re.escape(published)}' on ", lines[0]), key
+        assert re.search(rf"{re.escape(key)}(?: \(and [^)]*\))?: [^;]*published as '{re.escape(published)}' on ",
+                         lines[0]), key
     assert list(tmp_path.iterdir()) == []            # nothing built, nothing written: no experiments/ folder
 
 
@@ -107,7 +114,8 @@ def test_test_names_every_missing_file_it_reads_in_one_error(options, tmp_path, 
         assert "datasets.motion-blurry.dataroot (and 9 more keys: datasets.hazy.dataroot, ...)" in lines[0]
         assert "[optional: skipped without it]" in lines[0]
     for key, published in PUBLISHED.get(options, {}).items():
-        assert re.search(rf"{re.escape(key)}: [^;]*published as '{re.escape(published)}' on ", lines[0]), key
+        assert re.search(rf"{re.escape(key)}(?: \(and [^)]*\))?: [^;]*published as '{re.escape(published)}' on ",
+                         lines[0]), key
     assert list(tmp_path.iterdir()) == []
 
 
@@ -262,3 +270,107 @@ def test_the_early_check_sees_overrides_and_leaves_out_data_sets_and_training_fi
                                         "method.train_prompt.ram_path"))
     assert "method.sd_path" not in text and "datasets." not in text
     check_files_early(read_options(ROOT / "options" / "demo.yml"), training=True)      # nothing to bring: no error
+
+
+def test_metric_files_are_named_by_the_urls_their_libraries_download_them_from():
+    """The preflight names a metric's missing file without importing pyiqa (``osir/metrics/files.py``): every
+    name and URL there is the one pyiqa, torchvision and OpenAI's CLIP loader would download, for every setting
+    the metric classes accept."""
+    import typing
+    import torchvision.models as tvm
+    from pyiqa.archs import dists_arch, lpips_arch, maniqa_arch, musiq_arch
+    from pyiqa.archs.clip_model import _MODELS
+    from pyiqa.archs.inception import FID_WEIGHTS_URL
+    from osir.metrics import files as mf
+    from osir.metrics import suite
+
+    def choices(cls, arg):
+        return set(typing.get_args(typing.get_type_hints(cls.__init__)[arg]))
+    for net in choices(suite.LPIPSMetric, "net"):
+        assert mf.BACKBONE_URLS[net] == tvm.get_weight(suite.TORCHVISION_BACKBONES[net]).url
+        for version in choices(suite.LPIPSMetric, "version"):
+            urls = mf.download_urls("lpips", {"net": net, "version": version})
+            assert urls == {"pretrained_model_path": lpips_arch.default_model_urls[f"{version}_{net}"],
+                            "backbone_path": mf.BACKBONE_URLS[net]}
+    assert mf.download_urls("lpips", {}) == mf.download_urls("lpips", {"net": "alex", "version": "0.1"})
+    assert mf.download_urls("dists", {})["pretrained_model_path"] == dists_arch.default_model_urls["url"]
+    for variant in choices(suite.MUSIQMetric, "variant"):
+        assert mf.download_urls("musiq", {"variant": variant})["pretrained_model_path"] == \
+            musiq_arch.default_model_urls[suite.MUSIQ_VARIANTS[variant][1]]
+    for variant in choices(suite.MANIQAMetric, "variant"):
+        assert mf.download_urls("maniqa", {"variant": variant})["pretrained_model_path"] == \
+            maniqa_arch.default_model_urls[variant]
+    arch = suite._import_clipiqa()
+    assert set(mf.CLIPIQA_BACKBONES) == choices(suite.CLIPIQAMetric, "variant")
+    for variant, backbone in mf.CLIPIQA_BACKBONES.items():
+        expected = {"backbone_path": _MODELS[backbone]}
+        if variant != "clipiqa":
+            expected["pretrained_model_path"] = arch.default_model_urls[variant]
+        assert mf.download_urls("clipiqa", {"variant": variant}) == expected
+    assert mf.download_urls("fid", {}) == {"pretrained_model_path": FID_WEIGHTS_URL}
+
+
+def test_a_missing_metric_file_is_named_with_its_download_name(tmp_path, monkeypatch):
+    """The message a user reads: the file name to fetch and where from, and for a weights folder the names it
+    must hold."""
+    from osir.core.files import missing
+    from osir.core.options import Options, early_files
+    monkeypatch.chdir(tmp_path)
+    raw = {"name": "x", "method": {"type": "IRSDE"},
+           "metrics": {"lpips": {"type": "lpips", "net": "vgg", "pretrained_model_path": "lp.pth", "weights_dir": "w"},
+                       "musiq": {"type": "musiq", "variant": "spaq", "pretrained_model_path": "m.pth"}}}
+    lines = [f.describe() for f in missing(early_files(raw, Options))]
+    assert lines == [
+        "metrics.lpips.pretrained_model_path: file 'lp.pth' not found (the metric's weights - published as "
+        "'LPIPS_v0.1_vgg-a78928a0.pth' on https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
+        "LPIPS_v0.1_vgg-a78928a0.pth)",
+        "metrics.lpips.weights_dir: folder 'w' not found (a folder of metric weights under their download names "
+        "('vgg16-397923af.pth'))",
+        "metrics.musiq.pretrained_model_path: file 'm.pth' not found (the metric's weights - published as "
+        "'musiq_spaq_ckpt-358bb6af.pth' on https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
+        "musiq_spaq_ckpt-358bb6af.pth)"]
+
+
+def _data_set_sections(tree):
+    for name, spec in (tree.get("datasets") or {}).items():
+        if isinstance(spec, dict):
+            yield name, spec
+
+
+@pytest.mark.parametrize("name", OPTION_FILES)
+def test_every_public_data_set_an_options_file_reads_says_where_users_get_it(name):
+    """A data set section reading a folder under datasets/ names its source, and the name is a registered
+    ``DataSource`` (a misspelt name would show as free text, without the page), found through its entry point."""
+    from osir.core.options import load_options
+    from osir.core.registry import DATA_SOURCES
+    opt = load_options(ROOT / "options" / name).to_dict()
+    for set_name, spec in _data_set_sections(opt):
+        folders = [v for k, v in spec.items() if k.startswith("dataroot") or k == "csv"]
+        if any(isinstance(v, str) and v.startswith("datasets/") and "/TASK/" not in v for v in folders):
+            assert spec.get("source") in DATA_SOURCES, (name, set_name, spec.get("source"))
+            assert DATA_SOURCES.get(spec["source"]).what
+
+
+def test_a_data_set_source_names_its_page_or_is_shown_as_written_and_is_not_passed_to_the_data_set(tmp_path):
+    """``source``: a registered ``DataSource`` gives the files and the page that its README links (or says
+    that none is linked); other text is shown as written; the data set itself never sees the key."""
+    from osir.core.files import missing
+    from osir.core.options import Options, early_files
+    from osir.engine.trainer import build_dataset
+    raw = {"name": "x", "method": {"type": "IRSDE"}, "datasets": {
+        "a": {"type": "PairedImageDataset", "dataroot_gt": str(tmp_path / "gt"), "dataroot_lq": str(tmp_path / "lq"),
+              "source": "Rain100H-test"},
+        "b": {"type": "SingleImageDataset", "dataroot_lq": str(tmp_path / "b"), "source": "LSDIR"},
+        "c": {"type": "SingleImageDataset", "dataroot_lq": str(tmp_path / "c"), "source": "my lab's NAS, /data/c"}}}
+    lines = [f.describe() for f in missing(early_files(raw, Options))]
+    assert lines[0].endswith("(the ground-truth (GT) images of Rain100H's 100 test pairs (Yang et al. 2017) - "
+                             "published as 'Rain100H.zip' on http://www.icst.pku.edu.cn/struct/att/Rain100H.zip "
+                             "(linked from IR-SDE's README))")
+    assert lines[2].endswith("(the degraded (LQ) images of LSDIR (Li et al. 2023), the training images of OSEDiff "
+                             "and wild-IR; no download page is linked in OSEDiff's or DA-CLIP's README)")
+    assert lines[3].endswith("(the degraded (LQ) images from my lab's NAS, /data/c)")
+    (tmp_path / "c").mkdir()
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "c" / "x.png")
+    dataset = build_dataset({**raw["datasets"]["c"], "batch_size": 1, "num_workers": 0, "shuffle": False}, "datasets.c")
+    assert len(dataset) == 1

@@ -145,10 +145,12 @@ section = dataclass(eq=False)
 
 @section
 class LoaderOptions(Section):
-    """Data-loader settings that sit next to a dataset's own arguments."""
+    """Data-loader settings that sit next to a dataset's own arguments, and where the set comes from."""
     batch_size: PositiveInt = option(1, help="images per batch, per process")
     num_workers: NonNegativeInt = option(0, help="loader worker processes, per process (0: load in the main one)")
     shuffle: bool = option(True, help="shuffle the order (training loaders only)")
+    source: Optional[str] = option(None, help="where users get the set: a name in osir.data.sources (e.g. "
+                                              "Rain100H-test) or any text; named when a folder is missing")
 
 
 @section

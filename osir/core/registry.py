@@ -151,8 +151,11 @@ ZERO_SHOT_SAMPLERS = Registry("zero-shot sampler", "zeroshot_samplers")   # p(x 
 #: the files a registered class reads, by the class's registered name (``osir.core.files.DeclaredFiles``), from
 #: light modules: the preflight reads them without importing the classes (or torch)
 FILES = Registry("files declaration", "files")
+#: where users get a public data set an options file names (``source:``; ``osir.data.sources.DataSource``),
+#: registered by the method folder whose authors' README links it
+DATA_SOURCES = Registry("data source", "data_sources")
 ALL = (ARCHS, METHODS, DATASETS, DEGRADATIONS, BATCH_DEGRADATIONS, LOSSES, METRICS, SAMPLERS, OPTIMIZERS,
-       SCHEDULERS, PROMPTS, CARDS, ZERO_SHOT_SAMPLERS, FILES)
+       SCHEDULERS, PROMPTS, CARDS, ZERO_SHOT_SAMPLERS, FILES, DATA_SOURCES)
 
 
 _discovered = False

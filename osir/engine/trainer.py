@@ -19,6 +19,7 @@ run repeats exactly the losses of an uninterrupted one without restoring generat
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -46,10 +47,10 @@ from osir.engine.validation import ValidationAbandoned, describe, evaluation_mod
 from osir.inference.load import build_method   # the one loader builds every method (training too)
 from osir.metrics.suite import MetricSuite
 from osir.core.errors import TrainingInterrupted  # noqa: F401  (raised here; defined where train.py reads it)
-from osir.core.options import EMAOptions, Options, as_options, check_files, dump_options
+from osir.core.options import EMAOptions, LoaderOptions, Options, as_options, check_files, dump_options
 from osir.core.registry import BATCH_DEGRADATIONS, DATASETS, OPTIMIZERS, SCHEDULERS, OptionsError, nearest
 
-LOADER_KEYS = ("batch_size", "num_workers", "shuffle")
+LOADER_KEYS = tuple(f.name for f in dataclasses.fields(LoaderOptions))
 OSIR_OPTIMIZER_KEYS = ("type", "params", "exclude_from_weight_decay")
 
 

@@ -45,7 +45,7 @@ from osir.data.io import DataError, quantise
 from osir.core.checkpoint import CheckpointError, read_weights_file
 from osir.core.weights import local_torchvision_weights, weights_only_loads
 from osir.core.registry import METRICS, missing_package
-import osir.metrics.files  # noqa: F401  (its file declarations, also where the entry points are stale)
+from osir.metrics.files import CLIPIQA_BACKBONES  # also its file declarations, where the entry points are stale
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
@@ -452,7 +452,6 @@ METRICS.register(MANIQAMetric, name="maniqa")
 #: pyiqa's CLIP-IQA prompt pairs (positive, negative), checked against pyiqa's own when built
 CLIPIQA_PROMPTS = ["Good image", "bad image", "Sharp image", "blurry image", "sharp edges", "blurry edges",
                    "High resolution image", "low resolution image", "Noise-free image", "noisy image"]
-CLIPIQA_VARIANTS = {"clipiqa": "RN50", "clipiqa+": "RN50", "clipiqa+_rn50_512": "RN50", "clipiqa+_vitL14_512": "ViT-L/14"}
 
 
 def _import_clipiqa():
@@ -505,7 +504,7 @@ class CLIPIQAMetric(PyiqaMetric):
         except ModuleNotFoundError as err:
             raise MetricUnavailable(f"needs the package '{err.name}', which is not installed (CLIP-IQA uses "
                                     f"openai-clip: pip install openai-clip)") from None
-        backbone = CLIPIQA_VARIANTS[variant]
+        backbone = CLIPIQA_BACKBONES[variant]
         needs = [Need("backbone_path", backbone_path, url_name(_clip_url(backbone)), f"OpenAI CLIP {backbone}")]
         if variant != "clipiqa":
             if prompts is not None:

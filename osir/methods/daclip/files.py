@@ -6,7 +6,9 @@ card (``card.py``)."""
 from __future__ import annotations
 
 from osir.core.files import DeclaredFiles, NeededFile, PathOption
-from osir.core.registry import FILES
+from osir.core.registry import DATA_SOURCES, FILES
+from osir.data.files import data_set_file
+from osir.data.sources import DataSource
 
 
 def release_file(clip_model: str):
@@ -58,10 +60,31 @@ def dataset_files(spec: dict, key: str) -> list[NeededFile]:
     """``DegradationTypeDataset``: its source (type folders, a CSV list or a GT folder, which is scikit-image's
     photo names with ``io_backend: skimage``) and the captions file."""
     skimage = spec.get("io_backend", "disk") == "skimage"
-    return [NeededFile(f"{key}.{name}", str(spec[name]), kind, text) for name, (kind, text) in DATASET_SOURCES.items()
+    return [data_set_file(spec, key, name, kind, text) for name, (kind, text) in DATASET_SOURCES.items()
             if spec.get(name) and not (skimage and name == "dataroot_gt")]
 
 
 FILES.register(DeclaredFiles(depends=controller_files), name="DACLIP")
 FILES.register(DeclaredFiles(depends=restoration_files), name="DACLIPUIR")
 FILES.register(DeclaredFiles(depends=dataset_files), name="DegradationTypeDataset")
+
+# the data sets DA-CLIP's README links ('Dataset Links'), which osir's option files read (osir.data.sources)
+_README = "DA-CLIP's README, 'Dataset Links'"
+_EDSR = "https://cv.snu.ac.kr/research/EDSR/"
+for _name, _source in {
+        "DIV2K": DataSource("DIV2K (Agustsson & Timofte 2017)", "DIV2K.tar", _EDSR + "DIV2K.tar", _README),
+        "DF2K": DataSource("DF2K: DIV2K + Flickr2K", "DIV2K.tar, Flickr2K.tar", _EDSR, _README),
+        "GoPro": DataSource("GoPro deblurring pairs (Nah et al. 2017)", "GoPro",
+                            "https://drive.google.com/file/d/1y4wvPdOG3mojpFCHTqLgriexhbjoWVkK/view", _README),
+        "LOL": DataSource("LOL low-light pairs (Wei et al. 2018)", "LOL",
+                          "https://drive.google.com/file/d/157bjO1_cFuSd0HWDUuAmcHRJDVyWpOxB/view", _README),
+        "CelebaHQ-256": DataSource("CelebA-HQ at 256x256 (face inpainting)", "CelebaHQ-256",
+                                   "https://drive.google.com/file/d/1oYDBcJLT5RDuC4k5C7xOMRkZ9N3kfexu/view", _README),
+        "DA-CLIP-train": DataSource("DA-CLIP's ten-task training mix (GoPro, RESIDE-6k, DIV2K+Flickr2K, LOL, RainDrop, "
+                                    "Rain100H, SRD, Snow100K, CelebaHQ-256; JPEG and noisy LQ made with its "
+                                    "generate_LQ.py)", "one archive per task",
+                                    "https://github.com/Algolzw/daclip-uir#dataset-links", _README),
+        "DA-CLIP-val": DataSource("DA-CLIP's ten-task validation sets", "one Google Drive archive",
+                                  "https://drive.google.com/file/d/1JKd1tA7rMoEbI9190daJqL7i6V1L8KUd/view", _README),
+}.items():
+    DATA_SOURCES.register(_source, name=_name)

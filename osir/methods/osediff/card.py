@@ -8,7 +8,7 @@ RELEASE_FILE = ReleaseFile("method.release_path", "osediff.pkl", "the Google Dri
 SD_FOLDER = ReleaseFile("method.sd_path", "stable-diffusion-2-1-base", "huggingface.co/stabilityai/stable-diffusion-2-1-base",
                         "a local diffusers Stable Diffusion 2.1-base folder")
 LPIPS_FILES = (ReleaseFile("method.lpips_weights_path", "LPIPS_v0.1_vgg-a78928a0.pth",
-                           "github.com/chaofengc/IQA-PyTorch/releases (pyiqa's weights)", "pyiqa's LPIPS-VGG weights"),
+                           "huggingface.co/chaofengc/IQA-PyTorch-Weights (pyiqa's weights)", "pyiqa's LPIPS-VGG weights"),
                ReleaseFile("method.lpips_vgg_path", "vgg16-397923af.pth", "download.pytorch.org/models/ (torchvision's "
                            "VGG16_Weights.IMAGENET1K_V1)", "torchvision's ImageNet VGG16 (LPIPS's backbone)"))
 RAM_FILE = ReleaseFile("method.prompt.ram_path", "ram_swin_large_14m.pth", "huggingface.co/xinyu1205/recognize-anything",

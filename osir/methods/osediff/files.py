@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from osir.core.files import DeclaredFiles, NeededFile, PathOption, file_option
-from osir.core.registry import FILES
+from osir.core.registry import DATA_SOURCES, FILES
+from osir.data.sources import DataSource
 from osir.methods.osediff.card import DAPE_FILE, LPIPS_FILES, RAM_FILE, RELEASE_FILE, SD_FOLDER
 
 LPIPS_WEIGHTS, LPIPS_BACKBONE = (file_option(f, training=True) for f in LPIPS_FILES)     # the LPIPS loss
@@ -26,3 +27,10 @@ FILES.register(DeclaredFiles(paths={"release_path": file_option(RELEASE_FILE), "
 FILES.register(DeclaredFiles(paths={"ram_path": file_option(RAM_FILE), "dape_path": file_option(DAPE_FILE)}),
                name="dape")
 FILES.register(DeclaredFiles(paths={"ram_path": file_option(RAM_FILE)}), name="ram")
+
+# the data sets OSEDiff's option files read (osir.data.sources)
+DATA_SOURCES.register(DataSource("the RealSR x4 test set (Cai et al. 2019) as StableSR packs it", "StableSR-TestSets",
+                                 "https://huggingface.co/datasets/Iceclear/StableSR-TestSets",
+                                 "OSEDiff's README (its benchmark copies)"), name="RealSR")
+DATA_SOURCES.register(DataSource("LSDIR (Li et al. 2023), the training images of OSEDiff and wild-IR",
+                                 linked_from="OSEDiff's or DA-CLIP's README"), name="LSDIR")
