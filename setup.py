@@ -40,7 +40,7 @@ setup(
         "transformers>=5.0",      # text encoders, captioners, DAPE's BERT attention (5.x signatures)
         "open-clip-torch>=2.24",  # DA-CLIP
         "timm>=0.9",              # DAPE's Swin (RAM tagger)
-        "spandrel>=0.4",          # osir restore: architecture detection of RRDBNet / NAFNet checkpoints
+        "spandrel>=0.4",          # osir restore / web: any architecture spandrel loads; RRDBNet / NAFNet detection
     ],
     # The core install trains, tests and restores with every method; the extras add the two tools that need
     # more (a missing one is named with its extra by osir.core.registry.missing_package).
@@ -108,7 +108,8 @@ setup(
                              + [f"{name} = osir.methods.refusion.files" for name in
                                 ("NTIRE2023-dehazing", "NTIRE2023-shadow", "NTIRE2023-bokeh")]
                              + [f"{name} = osir.methods.daclip.files" for name in
-                                ("DIV2K", "DF2K", "GoPro", "LOL", "CelebaHQ-256", "DA-CLIP-train", "DA-CLIP-val")]
+                                ("DIV2K", "DF2K", "GoPro", "LOL", "CelebaHQ-256", "DA-CLIP-train", "DA-CLIP-val",
+                                 "DA-CLIP-captions")]
                              + [f"{name} = osir.methods.osediff.files" for name in ("RealSR", "LSDIR")]
                              + ["DF2K_OST = osir.methods.realesrgan.files"],
         "osir.schedulers": [f"{name} = osir.engine.optim" for name in

@@ -107,7 +107,17 @@ def read_card(path: str | Path) -> tuple[dict, int, dict[str, int]]:
     return card["degradation"], _seed(card["seed"], label, "seed"), seeds
 
 
+def check_paths(args) -> None:
+    """The files the command line names, all missing ones in one message (before anything is read)."""
+    given = [("--card" if args.card else "-opt", args.card or args.opt, Path.is_file, "file"),
+             ("--input", args.input, Path.is_dir, "folder")]
+    gone = [f"{flag}: {kind} not found: '{value}'" for flag, value, present, kind in given if not present(Path(value))]
+    if gone:
+        raise OptionsError("; ".join(gone))
+
+
 def degrade(args) -> int:
+    check_paths(args)
     if args.card:
         spec, seed, seeds = read_card(args.card)
         try:

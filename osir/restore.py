@@ -319,6 +319,20 @@ def check_files_first(weights: str | Path | None, model: str | None, options: st
         raise FileNotFoundError(f"weights file not found: '{weights}'{expected}")
 
 
+def check_paths(inputs, weights, model, options, overrides=None) -> None:
+    """Every path error of the command line in one message: ``check_files_first``'s (weights, options and the
+    files the options name) and the inputs that are not there."""
+    gone = [f"input not found: '{item}'" for item in inputs if not Path(item).exists()]
+    try:
+        check_files_first(weights, model, options, overrides)
+    except (OptionsError, FileNotFoundError) as err:
+        if not gone:
+            raise
+        raise type(err)("; ".join([str(err).rstrip("."), *gone])) from None
+    if gone:
+        raise DataError("; ".join(gone))
+
+
 # ----------------------------------------------------------------------------- files
 @dataclass
 class Job:
@@ -509,7 +523,8 @@ def run(args) -> int:
     if args.tile is not None and args.tile < 0:
         raise OptionsError(f"--tile must be 0 (whole images) or a size in pixels, got {args.tile}")
     check_outscale(args.outscale)
-    jobs, skipped = plan(args.inputs, args.output, args.ext, args.suffix)      # path errors before any heavy import
+    check_paths(args.inputs, args.weights, args.model, args.options, args.set)   # before any heavy import
+    jobs, skipped = plan(args.inputs, args.output, args.ext, args.suffix)
     max_pixels = max_pixels_option(args.max_megapixels)
     start = time.perf_counter()
     restorer = load_restorer(args.weights, args.model, device=args.device, precision=args.precision,

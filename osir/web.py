@@ -45,13 +45,13 @@ def weight_files(weights: Sequence[str | Path] = (), weights_dir: str | Path | N
     """The weights the chooser offers: the given files, then the weight files under ``weights_dir``
     (recursively, sorted), each once."""
     files = [Path(w) for w in weights]
-    for path in files:
-        if not path.exists():
-            raise OptionsError(f"--weights '{path}': no such file")
+    gone = [f"--weights '{path}': no such file" for path in files if not path.exists()]
+    if weights_dir is not None and not Path(weights_dir).is_dir():
+        gone.append(f"--weights-dir '{weights_dir}': not a folder")
+    if gone:                                        # every missing path in one message
+        raise OptionsError("; ".join(gone))
     if weights_dir is not None:
         folder = Path(weights_dir)
-        if not folder.is_dir():
-            raise OptionsError(f"--weights-dir '{folder}': not a folder")
         files += sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
     unique = list(dict.fromkeys(p.resolve() for p in files))
     if not unique:
@@ -285,6 +285,9 @@ def main(argv=None) -> int:
                              "(default: $OSIR_MAX_IMAGE_PIXELS or 178.96, PIL's own refusal point)")
     args = parser.parse_args(argv)
     if not args.weights and not args.weights_dir:
+        if args.model is not None:              # name the file the release publishes, as osir restore does
+            from osir.restore import check_files_first
+            return run("osir web", lambda: check_files_first(None, args.model, None) or 2)
         parser.error("give --weights and/or --weights-dir")
 
     def body() -> int:

@@ -19,6 +19,11 @@ TRAIN = {
     "irsde.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
     "irsde/denoising.yml": ["datasets.train.dataroot_gt", "datasets.val.dataroot_gt"],
     "irsde/deblurring.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
+    "irsde/inpainting.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
+    "irsde/super_resolution.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
+    "refusion/deraining.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
+    "refusion/lowlight.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
+    "refusion/bokeh_stage1.yml": ["datasets.train.dataroot", "datasets.val.dataroot"],
     "refusion.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
     "refusion/latent_stage1.yml": [f"datasets.{s}.{k}" for s in ("train", "val") for k in GT_LQ],
     "refusion/latent_stage2.yml": ["method.compression_path"]
@@ -66,10 +71,10 @@ PUBLISHED = {
     "daclip_uir.yml": {"method.daclip_path": "daclip_ViT-B-32.pt"},
     "test/daclip.yml": {"method.release_path": "daclip_ViT-B-32.pt"},
     "test/daclip_uir.yml": {"method.daclip_path": "daclip_ViT-B-32.pt", "path.pretrained.g": "universal-ir.pth",
-                            "datasets.motion-blurry.dataroot": "one Google Drive archive",
                             "metrics.lpips.pretrained_model_path": "LPIPS_v0.1_alex-df73285e.pth"},
     "test/irsde.yml": {"path.pretrained.g": "rain100h_sde.pth", "datasets.Rain100H.dataroot_gt": "Rain100H.zip"},
-    "irsde/deblurring.yml": {"datasets.train.dataroot_gt": "GoPro"},
+    "irsde.yml": {"datasets.train.dataroot_gt": "RainTrainH.zip", "datasets.val.dataroot_lq": "Rain100H.zip"},
+    "irsde/super_resolution.yml": {"datasets.train.dataroot_gt": "DIV2K.tar"},
     "realesrnet.yml": {"datasets.train.dataroot_gt": "DIV2K_train_HR.zip, Flickr2K.tar, OST_dataset.zip",
                        "datasets.val.dataroot_lq": "StableSR-TestSets"},
     "test/refusion_latent.yml": {"method.compression_path": "latent_dehaze.pth", "path.pretrained.g": "refusion.pth"},
@@ -113,6 +118,8 @@ def test_test_names_every_missing_file_it_reads_in_one_error(options, tmp_path, 
     if options == "test/daclip_uir.yml":
         assert "datasets.motion-blurry.dataroot (and 9 more keys: datasets.hazy.dataroot, ...)" in lines[0]
         assert "[optional: skipped without it]" in lines[0]
+        assert ("validation sets (one archive) - published on https://drive.google.com/file/d/"
+                "1JKd1tA7rMoEbI9190daJqL7i6V1L8KUd/view (linked from DA-CLIP's README" in lines[0])
     for key, published in PUBLISHED.get(options, {}).items():
         assert re.search(rf"{re.escape(key)}(?: \(and [^)]*\))?: [^;]*published as '{re.escape(published)}' on ",
                          lines[0]), key
@@ -374,3 +381,46 @@ def test_a_data_set_source_names_its_page_or_is_shown_as_written_and_is_not_pass
     Image.new("RGB", (8, 8)).save(tmp_path / "c" / "x.png")
     dataset = build_dataset({**raw["datasets"]["c"], "batch_size": 1, "num_workers": 0, "shuffle": False}, "datasets.c")
     assert len(dataset) == 1
+
+
+def test_restore_web_and_degrade_name_every_missing_path_of_their_command_line_at_once(tmp_path, monkeypatch, capsys):
+    """The commands without an options file also name all their missing paths in one line (exit 2), and
+    ``osir web --model`` without weights names the file the release publishes, as ``osir restore`` does."""
+    from osir.__main__ import main as osir_main
+    from osir.degrade import main as degrade_main
+    from osir.web import main as web_main
+    monkeypatch.chdir(tmp_path)
+    assert osir_main(["restore", "a.png", "b.png", "-o", "out", "--weights", "w.pth"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "osir restore: error: weights file not found: 'w.pth'; input not found: 'a.png'; input not found: 'b.png'"
+    assert osir_main(["restore", "a.png", "-o", "out", "--model", "realesrgan-x4"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--weights: give the weights file of 'realesrgan-x4'" in line and "'RealESRGAN_x4plus.pth'" in line
+    assert line.endswith("; input not found: 'a.png'")
+    assert web_main(["--model", "realesrgan-x4"]) == 2
+    assert "'RealESRGAN_x4plus.pth'" in capsys.readouterr().err
+    assert web_main(["--weights", "w.pth", "--weights-dir", "nodir"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "osir web: options error: --weights 'w.pth': no such file; --weights-dir 'nodir': not a folder"
+    assert degrade_main(["-opt", "x.yml", "--input", "gt", "--output", "o"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "osir.degrade: options error: -opt: file not found: 'x.yml'; --input: folder not found: 'gt'"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_set_without_a_file_name_is_named_with_its_page(tmp_path, monkeypatch):
+    """GoPro's archive is a Google Drive link: the page alone, no invented file name; DA-CLIP's CSV is made by a
+    script, which the message says instead of a page."""
+    from osir.core.files import missing
+    from osir.core.options import early_files, read_options, Options
+    monkeypatch.chdir(tmp_path)
+    lines = [f.describe() for f in missing(early_files(read_options(ROOT / "options/irsde/deblurring.yml"), Options))]
+    assert lines[0] == ("datasets.train.dataroot_gt: folder 'datasets/GoPro/train/GT' not found (the ground-truth (GT) "
+                        "images of GoPro deblurring pairs (Nah et al. 2017) - published on https://drive.google.com/"
+                        "file/d/1y4wvPdOG3mojpFCHTqLgriexhbjoWVkK/view (linked from DA-CLIP's README, 'Dataset Links'))")
+    lines = [f.describe() for f in missing(early_files(read_options(ROOT / "options/daclip.yml"), Options))]
+    assert [line for line in lines if line.startswith("datasets.train.csv")] == [
+        "datasets.train.csv: file 'datasets/universal/daclip_train.csv' not found (the CSV list of images, types and "
+        "captions of the CSV of LQ paths, degradation types and BLIP captions that DA-CLIP's "
+        "scripts/generate_captions.py writes (daclip_train.csv / daclip_val.csv); no download page is linked in "
+        "DA-CLIP's da-clip/README.md: the script makes it)"]

@@ -74,7 +74,7 @@ KNOWN: tuple[Known, ...] = (
           # open_clip.create_model(name) without a pretrained tag: DA-CLIP builds the CLIP this way and then
           # loads the DA-CLIP file (checked to exist before) over every tensor, strictly.  Hidden only there
           # (expected()): a stage-1 run on a CLIP without any weights still gets the warning.
-          "DA-CLIP loads its file over the CLIP right after building it",
+          "a method that builds a CLIP to load its own weights file over it, right after building it",
           logger="root", scoped=True),
 )
 

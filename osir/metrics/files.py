@@ -4,9 +4,9 @@ optional=True)``), so the preflight names them as optional.
 
 Each file is named with the URL pyiqa, torchvision or OpenAI's CLIP would download it from (nothing is
 downloaded: the user fetches it and gives the path or a ``weights_dir``).  The URLs are facts of those libraries
-(pyiqa 0.1.14's ``default_model_urls``, ``FID_WEIGHTS_URL``, ``clip_model._MODELS``; torchvision's weights enums),
-copied here so that a missing file is named without importing them; ``tests/test_preflight.py`` checks every
-entry against the installed libraries.
+(pyiqa's ``default_model_urls``, ``FID_WEIGHTS_URL`` and ``clip_model._MODELS``, read from pyiqa 0.1.16;
+torchvision's weights enums), copied here so that a missing file is named without importing them;
+``tests/test_preflight.py`` checks every entry against the installed libraries.
 """
 from __future__ import annotations
 

@@ -73,18 +73,23 @@ _README = "DA-CLIP's README, 'Dataset Links'"
 _EDSR = "https://cv.snu.ac.kr/research/EDSR/"
 for _name, _source in {
         "DIV2K": DataSource("DIV2K (Agustsson & Timofte 2017)", "DIV2K.tar", _EDSR + "DIV2K.tar", _README),
-        "DF2K": DataSource("DF2K: DIV2K + Flickr2K", "DIV2K.tar, Flickr2K.tar", _EDSR, _README),
-        "GoPro": DataSource("GoPro deblurring pairs (Nah et al. 2017)", "GoPro",
+        "DF2K": DataSource("DF2K: DIV2K + Flickr2K", "DIV2K.tar, Flickr2K.tar",
+                           f"{_EDSR}DIV2K.tar, {_EDSR}Flickr2K.tar", _README),
+        "GoPro": DataSource("GoPro deblurring pairs (Nah et al. 2017)", None,
                             "https://drive.google.com/file/d/1y4wvPdOG3mojpFCHTqLgriexhbjoWVkK/view", _README),
-        "LOL": DataSource("LOL low-light pairs (Wei et al. 2018)", "LOL",
+        "LOL": DataSource("LOL low-light pairs (Wei et al. 2018)", None,
                           "https://drive.google.com/file/d/157bjO1_cFuSd0HWDUuAmcHRJDVyWpOxB/view", _README),
-        "CelebaHQ-256": DataSource("CelebA-HQ at 256x256 (face inpainting)", "CelebaHQ-256",
+        "CelebaHQ-256": DataSource("CelebA-HQ at 256x256 (face inpainting)", None,
                                    "https://drive.google.com/file/d/1oYDBcJLT5RDuC4k5C7xOMRkZ9N3kfexu/view", _README),
         "DA-CLIP-train": DataSource("DA-CLIP's ten-task training mix (GoPro, RESIDE-6k, DIV2K+Flickr2K, LOL, RainDrop, "
-                                    "Rain100H, SRD, Snow100K, CelebaHQ-256; JPEG and noisy LQ made with its "
-                                    "generate_LQ.py)", "one archive per task",
+                                    "Rain100H, SRD, Snow100K, CelebaHQ-256, one link per task; JPEG and noisy LQ made "
+                                    "with its scripts/generate_LQ.py)", None,
                                     "https://github.com/Algolzw/daclip-uir#dataset-links", _README),
-        "DA-CLIP-val": DataSource("DA-CLIP's ten-task validation sets", "one Google Drive archive",
+        "DA-CLIP-val": DataSource("DA-CLIP's ten-task validation sets (one archive)", None,
                                   "https://drive.google.com/file/d/1JKd1tA7rMoEbI9190daJqL7i6V1L8KUd/view", _README),
+        # not downloaded: made from the training sets by a script (da-clip/README.md, 'Create dataset')
+        "DA-CLIP-captions": DataSource("the CSV of LQ paths, degradation types and BLIP captions that DA-CLIP's "
+                                       "scripts/generate_captions.py writes (daclip_train.csv / daclip_val.csv)",
+                                       linked_from="DA-CLIP's da-clip/README.md: the script makes it"),
 }.items():
     DATA_SOURCES.register(_source, name=_name)

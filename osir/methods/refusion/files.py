@@ -3,7 +3,7 @@ method's stage-1 compression model and the bokeh data set's folder; and the NTIR
 files read (``osir.data.sources``: the README of github.com/Algolzw/image-restoration-sde links no page)."""
 from __future__ import annotations
 
-from osir.core.files import DeclaredFiles, file_option
+from osir.core.files import DeclaredFiles, NeededFile, file_option
 from osir.core.registry import DATA_SOURCES, FILES
 from osir.data.files import data_set_file
 from osir.data.sources import DataSource
