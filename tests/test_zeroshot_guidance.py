@@ -273,7 +273,8 @@ def test_pigdm_exact_for_unit_variance_data(eta):
     mu, covariance = gaussian_posterior(MEAN, variance, matrix, y, 0.1)
     chain_mean, chain_covariance = ddim_chain(mu, covariance, 100, eta, prior.alphas_cumprod)
     n = 8000
-    x = pigdm(prior, operator, y.expand(n, *y.shape[1:]).contiguous(), steps=100, eta=eta, generator=generator(9))
+    x = pigdm(prior, operator, y.expand(n, *y.shape[1:]).contiguous(), steps=100, eta=eta, guidance="score",
+              generator=generator(9))
     mean, cov = moments(x)
     assert (mean - chain_mean).norm() < 2 * math.sqrt(chain_covariance.trace().item() / n)
     assert (cov - chain_covariance).norm() < 2 * covariance_error_scale(chain_covariance, n)
@@ -451,3 +452,65 @@ def test_tds_error_falls_with_particles(proposal, ess_threshold):
     assert m64 * mean_fall_64 < m4 and m256 * mean_fall_256 < m64, errors
     assert c64 * cov_fall_64 < c4 and c256 * cov_fall_256 < c64, errors
     assert b256 < largest_bias and b256 < b4 / 3, errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PiGDM's two weightings and TDS's clamp, on a network whose x0 Jacobian does not cancel
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("guidance", ["algorithm", "score"])
+def test_pigdm_one_step_adds_its_weight_times_the_dense_guidance(guidance):
+    """One step (t = T - 1 to the end: x = the guided x0 estimate) against the guidance written with dense
+    matrices for the Gaussian prior: x0_hat = a x + b (diagonal a), g = a M^T (r^2 M M^T + s^2 I)^-1 (y - M x0_hat),
+    r^2 = 1 - abar; "algorithm" adds sqrt(abar) r^2 g (the authors' code of Alg. 1), "score" (1 - abar) / sqrt(abar) g."""
+    prior = GaussianPrior()
+    matrix = random_matrix(3, 11)
+    operator = DenseOperator(matrix, noise_sigma=0.1)
+    y = operator.measure(prior.sample(2, generator(0)), generator(1))
+    out = pigdm(prior, operator, y, steps=1, guidance=guidance, generator=generator(5))
+    x = torch.randn(2, *SHAPE, generator=generator(5), dtype=D)             # the sampler's x_T: its first draw
+    abar = float(prior.alphas_cumprod[-1])
+    v, m = VARIANCE, MEAN
+    c = math.sqrt(1 - abar) / (abar * v + 1 - abar)
+    a = (1 - math.sqrt(1 - abar) * c) / math.sqrt(abar)                        # d x0_hat / d x_t (diagonal)
+    x0_hat = a * x.reshape(2, -1) + math.sqrt(1 - abar) * c * m
+    r2 = 1 - abar
+    system = r2 * matrix @ matrix.T + 0.1 ** 2 * torch.eye(3, dtype=D)
+    g = a * (matrix.T @ torch.linalg.solve(system, (y.reshape(2, -1) - x0_hat @ matrix.T).T)).T
+    weight = math.sqrt(abar) * r2 if guidance == "algorithm" else (1 - abar) / math.sqrt(abar)
+    torch.testing.assert_close(out.reshape(2, -1), x0_hat + weight * g, rtol=1e-9, atol=1e-9)
+
+
+class UncancelledPrior(GaussianPrior):
+    """eps = 0.5 x / sqrt(1 - abar): a network that leaves x0_hat = 0.5 x / sqrt(abar), whose Jacobian
+    0.5 / sqrt(abar) (79 at t = T - 1) a trained network should cancel and this one does not, as the zero-shot
+    demo's small prior does not; images in [-1, 1]."""
+
+    data_range = (-1.0, 1.0)
+
+    def eps(self, x, t):
+        return 0.5 * x / math.sqrt(1 - float(self.alphas_cumprod[t]))
+
+
+def test_the_score_weighting_runs_away_where_the_algorithm_weighting_and_clamped_tds_do_not():
+    """The failure seen on the zero-shot demo's prior (1e13 within 10 steps), reproduced in closed form:
+    PiGDM with the conditional score's weight (1 - abar) / sqrt(abar) times a Jacobian of 1 / sqrt(abar) size runs
+    away (3e15 after 20 steps); the weight of the authors' Alg. 1 code stays bounded (0.3); TDS's score proposal
+    runs away (1e18) unless its twisted
+    x0 is clamped to the prior's data range (the release's clip_twisted), and a prior without a data range is
+    never clamped (the exactness tests' Gaussian priors)."""
+    prior = UncancelledPrior()
+    operator = DenseOperator(random_matrix(3, 11), noise_sigma=0.05)
+    y = operator.measure(torch.full((1, *SHAPE), 0.5, dtype=D), generator(1))
+    score = pigdm(prior, operator, y, steps=20, guidance="score", generator=generator(2))
+    algorithm = pigdm(prior, operator, y, steps=20, guidance="algorithm", generator=generator(2))
+    assert score.abs().max() > 1e10
+    assert algorithm.abs().max() < 2
+    loose = tds(prior, operator, y, steps=20, particles=4, clip_twisted=False, generator=generator(3))
+    clamped = tds(prior, operator, y, steps=20, particles=4, generator=generator(3))
+    assert not (loose.abs().max() < 1e10)
+    assert clamped.abs().max() < 2
+    gaussian = GaussianPrior()                                  # no data_range: clip_twisted changes nothing
+    a = tds(gaussian, operator, y, steps=10, particles=4, generator=generator(4))
+    b = tds(gaussian, operator, y, steps=10, particles=4, clip_twisted=False, generator=generator(4))
+    assert torch.equal(a, b)

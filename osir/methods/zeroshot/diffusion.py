@@ -4,7 +4,9 @@ schedule (1e-4 .. 0.02 over 1000 steps: both ADM releases), and the protocol a p
 
 * ``prior.alphas_cumprod``: ``[T]`` float64 tensor of abar_t;
 * ``prior.eps(x, t)``: the predicted noise of x_t at the integer step t (differentiable in x: DPS takes its
-  gradient through the prior under ``torch.enable_grad``).
+  gradient through the prior under ``torch.enable_grad``);
+* optionally ``prior.data_range``: (lo, hi) of the data (the image priors' [-1, 1]), where a sampler clamps an
+  x0 estimate (TDS's ``clip_twisted``); a prior without it is never clamped.
 
 A zero-shot sampler is a function registered in ``ZERO_SHOT_SAMPLERS``::
 

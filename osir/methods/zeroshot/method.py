@@ -39,7 +39,10 @@ FFHQ_ADM = {"type": "ADMUNet", "image_size": 256, "num_channels": 128, "num_res_
 
 class ADMPrior:
     """The samplers' prior protocol (``diffusion.py``) over an ADM network: ``alphas_cumprod`` and
-    ``eps(x, t)``, the first three output channels (the releases' learned-variance channels are not used)."""
+    ``eps(x, t)``, the first three output channels (the releases' learned-variance channels are not used), and
+    ``data_range``, the images' [-1, 1] (what a sampler's clamp of x0 estimates clamps to)."""
+
+    data_range = (-1.0, 1.0)
 
     def __init__(self, network: torch.nn.Module, alphas_cumprod: torch.Tensor, autocast=None):
         self.network, self.alphas_cumprod = network, alphas_cumprod
