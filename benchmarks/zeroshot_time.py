@@ -25,12 +25,12 @@ from osir.methods.zeroshot import guidance_samplers, smc, svd_samplers  # noqa: 
 from osir.methods.zeroshot.adm import ADM_RELEASES, ADMUNet
 from osir.methods.zeroshot.diffusion import linear_alphas_cumprod
 from osir.methods.zeroshot.measurement import Measurement
-from osir.methods.zeroshot.method import ADMPrior
+from osir.methods.zeroshot.method import NetworkPrior
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class CountingPrior(ADMPrior):
+class CountingPrior(NetworkPrior):
     """The prior protocol, counting network calls."""
 
     def __init__(self, *args, **kwargs):

@@ -6,6 +6,7 @@ back through the loaders; the network-call counts are checked against the sample
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from osir.core.options import load_options
 from osir.core.registry import ARCHS, OptionsError
 from osir.inference.load import build_method
 from tests.conftest import set_keys, write_images, write_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_UNET = {"type": "ConditionalUNet", "nf": 4, "depth": 2, "attn_levels": [2]}
 TINY_NAF = {"type": "ConditionalNAFNet", "img_channel": 3, "width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1,
@@ -142,7 +145,9 @@ def test_release_presets_show_their_measured_few_step_alternative(capsys):
     from osir.core.registry import SAMPLERS
     assert restore_command.main(["--list-models"]) == 0
     listing = capsys.readouterr().out
-    assert "few steps: --sampler posterior --steps 5 (+0.37 dB" in listing
+    stored = json.loads((ROOT / "benchmarks" / "reference" / "fast_samplers.json").read_text())["demos"]["Refusion"]
+    psnr = {p["nfe_asked"]: p["psnr"] for p in stored["points"] if p["sampler"] == "posterior"}
+    assert f"few steps: --sampler posterior --steps 5 ({psnr[5] - psnr[100]:+.2f} dB" in listing   # the stored run
     with_alternative = [(card, rel) for card, rel in releases().values() if rel.few_steps is not None]
     assert {rel.name for _, rel in with_alternative} == {"irsde-demo", "refusion-demo"}
     for card, rel in with_alternative:

@@ -26,7 +26,7 @@ SOURCES = {
     "wild-ir": "options/wild_ir.yml", "osediff": "options/osediff.yml",
 }
 #: releases no options file trains (restore reads the release file alone)
-STANDALONE = {"realesrgan-x2"}
+STANDALONE = {"realesrgan-x2", "zeroshot-ffhq256", "zeroshot-imagenet256"}
 
 _WHOLE_IMAGES = "training validates whole images; the release's tile is osir restore's"
 #: option key -> (why an including file sets it otherwise, the files that do)

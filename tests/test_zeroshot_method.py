@@ -5,6 +5,7 @@ samplers must satisfy (y returned for A = I and sigma_y = 0; DDNM's output consi
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -195,3 +196,72 @@ def test_a_released_prior_is_recognised_from_its_keys_and_shapes(release, layout
     state["out.2.weight"] = torch.empty(3, *keys["out.2.weight"][1:], device="meta")   # no learned variance
     with pytest.raises(NoMatch, match="not of a released configuration"):
         adm_prior(state, Path("other.pt"))
+
+
+def test_a_released_prior_restores_under_its_model_name(tmp_path, monkeypatch, capsys):
+    """``--model zeroshot-ffhq256`` with a file of the release's published layout (random values, see
+    test_zeroshot_adm.release_like_state): the release's architecture takes the file under ``method.prior`` and a
+    64x64 LQ comes back at 256x256 (the preset's x4 task); ``--list-models`` names both released priors with
+    their published files; the ImageNet preset's architecture is the release's constructor."""
+    import yaml
+    from PIL import Image
+    from osir.__main__ import main as osir_main
+    from osir.core.card import release_options, releases
+    from osir.methods.zeroshot.adm import ADM_RELEASES
+    from tests.test_zeroshot_adm import release_like_state
+    monkeypatch.chdir(tmp_path)
+    torch.save(release_like_state("ffhq_10m", torch.Generator().manual_seed(0)), "ffhq_10m.pt")
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save("lq.png")
+    assert osir_main(["restore", "lq.png", "-o", "out", "--model", "zeroshot-ffhq256", "--weights", "ffhq_10m.pt",
+                      "--steps", "1"]) == 0
+    assert Image.open("out/lq.png").size == (256, 256)
+    assert osir_main(["restore", "--list-models"]) == 0
+    listing = capsys.readouterr().out
+    assert "zeroshot-ffhq256" in listing and "zeroshot-imagenet256" in listing
+    for name, release in (("zeroshot-ffhq256", "ffhq_10m"), ("zeroshot-imagenet256", "256x256_diffusion_uncond")):
+        card, rel = releases()[name]
+        assert rel.weights.file == ADM_RELEASES[release]["file"]
+        prior = dict(release_options(card, rel)["method"]["prior"])
+        assert prior.pop("type") == "ADMUNet"
+        constructor = ADM_RELEASES[release]["constructor"]
+        assert all(constructor[k] == v for k, v in prior.items()), yaml.safe_dump(prior)
+        assert not {k for k, v in constructor.items() if k not in prior and v not in (False, -1, 0.0)}, name
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_a_diffusers_ddpm_pipeline_folder_is_a_prior(tmp_path, prediction):
+    """Point 1b: a UNet2DModel and its scheduler saved by diffusers' DDPMPipeline (the google/ddpm-* layout)
+    restore through ``method.prior_folder``: abar_t is the scheduler's (diffusers' own float32 values, here in
+    float64), eps is the network's output turned into noise for the scheduler's prediction type (checked through
+    x0 written from the other side), and a denoising run keeps the image size."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4)
+    scheduler = DDPMScheduler(num_train_timesteps=200, beta_schedule="squaredcos_cap_v2", prediction_type=prediction)
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "ddpm")
+    method = ZeroShot(prior_folder=str(tmp_path / "ddpm"), task="denoise", sigma_y=0.1, sampler="ddnm",
+                      sample_steps=3)
+    assert method.T == 200 and method.alphas_cumprod.dtype == torch.float64
+    torch.testing.assert_close(method.alphas_cumprod.float(), scheduler.alphas_cumprod, rtol=1e-6, atol=1e-7)
+    x, t = torch.randn(2, 3, 16, 16), 150
+    abar = float(method.alphas_cumprod[t])
+    with torch.no_grad():
+        out = unet(x, torch.full((2,), t)).sample
+        eps = method.prior().eps(x, t)
+    x0 = {"epsilon": (x - math.sqrt(1 - abar) * out) / math.sqrt(abar),
+          "v_prediction": math.sqrt(abar) * x - math.sqrt(1 - abar) * out, "sample": out}[prediction]
+    torch.testing.assert_close(eps, (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        restored = method.restore({"lq": torch.rand(1, 3, 16, 16)}, generator(1))
+    assert restored.shape == (1, 3, 16, 16) and torch.isfinite(restored).all()
+
+
+def test_a_folder_that_is_not_a_ddpm_pipeline_is_named(tmp_path):
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(OptionsError, match="no model_index.json"):
+        ZeroShot(prior_folder=str(tmp_path))
+    (tmp_path / "model_index.json").write_text('{"unet": ["diffusers", "UNet2DModel"]}')
+    with pytest.raises(OptionsError, match="has no scheduler/ component"):
+        ZeroShot(prior_folder=str(tmp_path))

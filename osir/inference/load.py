@@ -152,7 +152,8 @@ def from_release(name: str, weights, overrides: list[str] | None = None) -> Reso
     except CheckpointError as err:        # not a layout any card knows: the release network, strictly
         from osir.core.cli import one_line
         note = f"note: '{weights}' not recognised ({one_line(err)[:200]}); using {name}'s release network"
-    expected = (method.get("network") or {}).get("type")
+    option = (rec.network_option if rec is not None else None) or "network"     # where the method takes its network
+    expected = (method.get(option) or {}).get("type")
     if rec is not None and rec.arch is not None:
         rec.network = target                # the release's network takes the file (a run may name it otherwise)
         if expected is not None and rec.arch != expected:
@@ -168,7 +169,7 @@ def from_release(name: str, weights, overrides: list[str] | None = None) -> Reso
             shown = (lambda v: f"x{v}") if key == "scale" else (lambda v: f"{key} {v}")
             raise OptionsError(f"--model {name} is {shown(method[key])}, but '{weights}' holds a {shown(value)} "
                                f"{rec.arch}; use --model {' or '.join(others) or '(none)'} or leave --model out")
-        method["network"] = network
+        method[option] = network
         note = f"weights: {describe(rec)}"
     else:
         rec = None

@@ -37,10 +37,11 @@ FFHQ_ADM = {"type": "ADMUNet", "image_size": 256, "num_channels": 128, "num_res_
             "resblock_updown": True}
 
 
-class ADMPrior:
-    """The samplers' prior protocol (``diffusion.py``) over an ADM network: ``alphas_cumprod`` and
-    ``eps(x, t)``, the first three output channels (the releases' learned-variance channels are not used), and
-    ``data_range``, the images' [-1, 1] (what a sampler's clamp of x0 estimates clamps to)."""
+class NetworkPrior:
+    """The samplers' prior protocol (``diffusion.py``) over a noise network (an ADM U-Net, or a diffusers
+    UNet2DModel through ``diffusers_prior.DiffusersUNetPrior``): ``alphas_cumprod`` and ``eps(x, t)``, the first
+    three output channels (the releases' learned-variance channels are not used), and ``data_range``, the
+    images' [-1, 1] (what a sampler's clamp of x0 estimates clamps to)."""
 
     data_range = (-1.0, 1.0)
 
@@ -74,30 +75,40 @@ class ZeroShot(Method):
         sampler_settings: the sampler's own settings (e.g. ``{zeta: 0.4}`` for DPS, ``{particles: 8}`` for TDS);
             unknown ones are refused naming those it takes.
         T, beta_start, beta_end: the prior's linear beta schedule (the releases': 1000, 1e-4, 0.02).
+        prior_folder: instead of ``prior`` / ``prior_path`` and the schedule, a diffusers DDPM pipeline folder
+            (``model_index.json``, ``unet/`` a UNet2DModel, ``scheduler/`` its noise schedule: the layout of the
+            ``google/ddpm-*`` pipelines, ``diffusers_prior.py``); T is its scheduler's number of steps.
     """
 
     def __init__(self, prior: component(ARCHS) = FFHQ_ADM, prior_path: Optional[str] = None,  # noqa: B006
                  task: Task = "sr4_bicubic", sigma_y: float = 0.05, operator_seed: int = 0,
                  lq_upsampled: bool = False, sampler: str = "ddnm",
                  sample_steps: Optional[int] = None, sampler_settings: Optional[dict] = None, T: int = 1000,
-                 beta_start: float = 1e-4, beta_end: float = 0.02):
+                 beta_start: float = 1e-4, beta_end: float = 0.02, prior_folder: Optional[str] = None):
         super().__init__()
         if sigma_y < 0:
             raise OptionsError(f"method.sigma_y: must be >= 0, got {sigma_y}")
-        if sample_steps is not None and not 1 <= sample_steps <= T:
-            raise OptionsError(f"method.sample_steps: 1 to T={T}, got {sample_steps}")
+        alphas_cumprod = linear_alphas_cumprod(T, beta_start, beta_end)
         spec = {k: v for k, v in prior.items() if k != "type"}
-        if prior_path is not None:
+        if prior_folder is not None:
+            if prior_path is not None:
+                raise OptionsError("method.prior_folder and method.prior_path: give one prior")
+            from osir.methods.zeroshot.diffusers_prior import load_diffusers_prior
+            self.networks["prior"], alphas_cumprod = load_diffusers_prior(prior_folder)
+            T = alphas_cumprod.numel()
+        elif prior_path is not None:
             self.networks["prior"] = load_adm(prior_path, **spec)
             self.pretrained["prior"] = str(prior_path)
         else:
             self.networks["prior"] = ARCHS.build(prior, "method.prior")
+        if sample_steps is not None and not 1 <= sample_steps <= T:
+            raise OptionsError(f"method.sample_steps: 1 to T={T}, got {sample_steps}")
         self.measurement = Measurement(task, float(sigma_y), int(operator_seed), bool(lq_upsampled))
         self.sampler_name, self.sample_steps = sampler, sample_steps
         self.sampler_settings = dict(sampler_settings or {})
         self.sampler = self._sampler(sampler, self.sampler_settings, "method.sampler")
         self.T = self.max_steps = T
-        self.alphas_cumprod = linear_alphas_cumprod(T, beta_start, beta_end)
+        self.alphas_cumprod = alphas_cumprod
         self.scale = self.measurement.scale
         multiple = self.networks["prior"].size_multiple
         self.size_multiple = max(1, multiple // self.scale) if multiple % self.scale == 0 else multiple
@@ -126,9 +137,9 @@ class ZeroShot(Method):
         return {"l_eps": loss.detach().item()}
 
     # -- restoration ----------------------------------------------------------------------------------------
-    def prior(self) -> ADMPrior:
+    def prior(self) -> NetworkPrior:
         """The prior protocol over the prior network (its EMA weights during validation)."""
-        return ADMPrior(self.net("prior"), self.alphas_cumprod, self.autocast)
+        return NetworkPrior(self.net("prior"), self.alphas_cumprod, self.autocast)
 
     def restore(self, batch: dict, generator: torch.Generator | None = None, *, sampler: str | None = None,
                 steps: int | None = None) -> torch.Tensor:
