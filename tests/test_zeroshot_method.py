@@ -265,3 +265,25 @@ def test_a_folder_that_is_not_a_ddpm_pipeline_is_named(tmp_path):
     (tmp_path / "model_index.json").write_text('{"unet": ["diffusers", "UNet2DModel"]}')
     with pytest.raises(OptionsError, match="has no scheduler/ component"):
         ZeroShot(prior_folder=str(tmp_path))
+
+
+def test_dps_and_diffpir_take_their_release_configs_value_for_the_task(monkeypatch):
+    """DPS's zeta per task is its release's config value (0.3 for SR x4 and deblurring, 0.5 for inpainting),
+    DiffPIR's its release's (0.25 SR, 1.0 inpainting); a value in sampler_settings wins; a task without a
+    config value leaves the sampler's default."""
+    from osir.core.registry import ZERO_SHOT_SAMPLERS
+    seen = []
+
+    def spy(prior, operator, y, *, steps=1, generator=None, zeta=1.0, **rest):
+        seen.append(zeta)
+        return torch.zeros(y.shape[0], 3, *operator.input_shape[-2:])
+    for name in ("dps", "diffpir"):
+        monkeypatch.setitem(ZERO_SHOT_SAMPLERS._entries, name, spy)
+    for task, sampler, settings, expected in (("sr4_bicubic", "dps", {}, 0.3), ("inpaint_box", "dps", {}, 0.5),
+                                              ("motion_blur", "dps", {}, 0.3), ("denoise", "dps", {}, 1.0),
+                                              ("sr4_pool", "dps", {"zeta": 0.7}, 0.7),
+                                              ("sr2_pool", "diffpir", {}, 0.25), ("inpaint_random", "diffpir", {}, 1.0)):
+        method = _tiny(task=task, sigma_y=0.05, sampler=sampler, sampler_settings=settings)
+        size = 4 if task.startswith("sr4") else 8 if task.startswith("sr2") else 16
+        method.restore({"lq": torch.rand(1, 3, size, size)}, generator(0))
+        assert seen[-1] == expected, (task, sampler)

@@ -37,6 +37,19 @@ FFHQ_ADM = {"type": "ADMUNet", "image_size": 256, "num_channels": 128, "num_res_
             "resblock_updown": True}
 
 
+#: per task, the settings of the authors' release configs where they differ from the sampler's own default (a
+#: value in ``method.sampler_settings`` wins): DPS2022/diffusion-posterior-sampling ``configs/*_config.yaml``
+#: (``scale`` 0.3 for x4 super-resolution and Gaussian / motion deblurring, 0.5 for inpainting; applied to the x2
+#: tasks and both inpainting masks too), yuanzhi-zhu/DiffPIR ``configs/*.yaml`` (zeta 0.25 for SR x4, 1.0 for
+#: inpainting; its deblurring values are the sampler's defaults)
+_SR = ("sr2_bicubic", "sr2_pool", "sr4_bicubic", "sr4_pool")
+TASK_SETTINGS = {
+    "dps": {**{t: {"zeta": 0.3} for t in (*_SR, "gaussian_blur", "motion_blur")},
+            **{t: {"zeta": 0.5} for t in ("inpaint_box", "inpaint_random")}},
+    "diffpir": {**{t: {"zeta": 0.25} for t in _SR}, **{t: {"zeta": 1.0} for t in ("inpaint_box", "inpaint_random")}},
+}
+
+
 class NetworkPrior:
     """The samplers' prior protocol (``diffusion.py``) over a noise network (an ADM U-Net, or a diffusers
     UNet2DModel through ``diffusers_prior.DiffusersUNetPrior``): ``alphas_cumprod`` and ``eps(x, t)``, the first
@@ -73,7 +86,8 @@ class ZeroShot(Method):
         sampler: a registered zero-shot sampler (``ddrm``, ``ddnm``, ``dps``, ``pigdm``, ``diffpir``, ``tds``).
         sample_steps: network calls per image (null: the sampler's paper default).
         sampler_settings: the sampler's own settings (e.g. ``{zeta: 0.4}`` for DPS, ``{particles: 8}`` for TDS);
-            unknown ones are refused naming those it takes.
+            unknown ones are refused naming those it takes.  Unset, DPS's and DiffPIR's take their release
+            configs' value for the task (``TASK_SETTINGS``), else the sampler's default.
         T, beta_start, beta_end: the prior's linear beta schedule (the releases': 1000, 1e-4, 0.02).
         prior_folder: instead of ``prior`` / ``prior_path`` and the schedule, a diffusers DDPM pipeline folder
             (``model_index.json``, ``unet/`` a UNet2DModel, ``scheduler/`` its noise schedule: the layout of the
@@ -157,11 +171,12 @@ class ZeroShot(Method):
                                f"method restores at scale {self.scale} (method.task / method.lq_upsampled)")
         size = (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
         operator = measured.operator(size)
-        fn, settings = self.sampler, self.sampler_settings
+        fn, settings, name = self.sampler, self.sampler_settings, self.sampler_name
         if sampler is not None and sampler != self.sampler_name:
-            fn = ZERO_SHOT_SAMPLERS.get(sampler, "sampler")
+            fn, name = ZERO_SHOT_SAMPLERS.get(sampler, "sampler"), sampler
             accepted = set(inspect.signature(fn).parameters)
             settings = {k: v for k, v in settings.items() if k in accepted}
+        settings = {**TASK_SETTINGS.get(name, {}).get(measured.task, {}), **settings}
         steps = steps if steps is not None else self.sample_steps
         if steps is not None and not 1 <= int(steps) <= self.T:
             raise OptionsError(f"steps: this prior samples 1 to T={self.T} steps, got {steps}")
