@@ -8,7 +8,8 @@
 universal-ir.pth, 48,975,747 parameters, random weights: the time does not depend on them) and a ViT-B-32
 DA-CLIP, for each number of posterior steps (``method.sample_steps``), with the ratio to the most steps
 measured in the same run; and the PSNR of the embedded demo's trained network (options/daclip_uir_demo.yml)
-on its held-out photos (2 photos x 6 degradations, 128 x 128) through test.py's code path, with the inputs'.
+on its test photos (astronaut, held out, and cat = chelsea, a training photo; 2 photos x 6 degradations,
+128 x 128) through test.py's code path, with the inputs'.
 
 ``large``: one ``size`` x ``size`` photo restored with tiles of ``tile`` pixels (the DA-CLIP embeddings once,
 from the whole photo), ``large-steps`` posterior steps: seconds, seconds per step, the extrapolation to

@@ -9,8 +9,9 @@ speed-up.
     python osir/train.py -opt options/daclip_demo.yml && python osir/train.py -opt options/daclip_uir_demo.yml
     python benchmarks/fast_samplers.py [--nfe 100 50 20 10 5 3] [--samplers ...] [--demos IR-SDE Refusion]
 
-Each demo restores the held-out images of its test options (options/test/demo.yml, refusion_demo.yml,
-daclip_uir_demo.yml: astronaut and cat; DA-CLIP's astronaut under each of its six degradations), cropped to ``--crop``
+Each demo restores the test images of its test options (options/test/demo.yml, refusion_demo.yml,
+daclip_uir_demo.yml: astronaut, held out, and cat = scikit-image's chelsea, a training photo: ``--per-set 1``
+(the default) keeps astronaut alone; DA-CLIP's astronaut under each of its six degradations), cropped to ``--crop``
 pixels (the sets' ``gt_size``; NIQE needs 96 or more), with the trained EMA / final weights those options name.
 Every sampler runs with the method's settings it takes (the demos clamp x_0 in image units, ``clip_denoised``;
 ``eta`` 0 for ``posterior`` and ``ddim``), from the same start state and noise seed. Heun calls the network
@@ -33,8 +34,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 #: demo -> (test options, the training options that make its weights, images per test set)
-DEMOS = {"IR-SDE": ("options/test/demo.yml", "options/demo.yml", 2),
-         "Refusion": ("options/test/refusion_demo.yml", "options/refusion_demo.yml", 2),
+#: demo -> (test options, training options, images per test set: the first, astronaut, is the held-out photo)
+DEMOS = {"IR-SDE": ("options/test/demo.yml", "options/demo.yml", 1),
+         "Refusion": ("options/test/refusion_demo.yml", "options/refusion_demo.yml", 1),
          "DA-CLIP UIR": ("options/test/daclip_uir_demo.yml", "options/daclip_demo.yml, then options/daclip_uir_demo.yml",
                          1)}
 #: release -> the full-size network timed at 256 x 256 (random weights)
@@ -163,8 +165,9 @@ def release_seconds_per_nfe(name: str, size: int, repeats: int) -> dict:
 
 
 def table(result: dict) -> str:
-    """Per demo: each sampler's PSNR / NIQE at each NFE, with the PSNR against its own 100-NFE output in
-    parentheses, and its median seconds per network evaluation."""
+    """Per demo: each sampler's PSNR / SSIM / NIQE at each NFE, with the PSNR against its own 100-NFE output in
+    parentheses, its median seconds per network evaluation and its seconds per image at the largest NFE and at
+    10 (every point's seconds per image are in the JSON)."""
     lines = []
     for name, demo in result["demos"].items():
         base = next((p for p in demo["points"] if p["sampler"] == demo["configured"]["sampler"]
@@ -173,8 +176,10 @@ def table(result: dict) -> str:
             if base else "not measured"
         lines += [f"**{name}** ({demo['images']} image(s) of {demo['crop']}², input PSNR {demo['input']['psnr']:.2f}; "
                   f"the configured sampler {demo['configured']}; reference: {reference})", "",
-                  "| sampler | " + " | ".join(f"NFE {n}" for n in result["nfe"]) + " | s / NFE |",
-                  "|---|" + "---|" * (len(result["nfe"]) + 1)]
+                  "PSNR / SSIM / NIQE (PSNR against the same sampler's own output at the largest NFE)", "",
+                  "| sampler | " + " | ".join(f"NFE {n}" for n in result["nfe"]) +
+                  f" | s / NFE | s / image at NFE {max(result['nfe'])} / 10 |",
+                  "|---|" + "---|" * (len(result["nfe"]) + 2)]
         for sampler in result["samplers"]:
             points = [p for p in demo["points"] if p["sampler"] == sampler]
             if not points:
@@ -188,9 +193,11 @@ def table(result: dict) -> str:
                 own = p.get("psnr_vs_own_100")
                 own = "" if n == max(result["nfe"]) or own is None else \
                     " (= own)" if own == float("inf") else f" ({own:.0f})"
-                cells.append(f"{p['psnr']:.2f} / {p['niqe']:.1f}{own}")
+                cells.append(f"{p['psnr']:.2f} / {p['ssim']:.3f} / {p['niqe']:.1f}{own}")
             per_nfe = sorted(p["seconds_per_image"] / p["nfe"] for p in points)
-            lines.append(f"| {sampler} | " + " | ".join(cells) + f" | {per_nfe[len(per_nfe) // 2]:.3f} |")
+            per_image = " / ".join(next((f"{p['seconds_per_image']:.2f}" for p in points if p["nfe_asked"] == n), "-")
+                                   for n in (max(result["nfe"]), 10))
+            lines.append(f"| {sampler} | " + " | ".join(cells) + f" | {per_nfe[len(per_nfe) // 2]:.3f} | {per_image} |")
         lines.append("")
     for name, rel in result["releases"].items():
         lines.append(f"- {name} release network `{rel['release']}` ({rel['network']}, {rel['parameters_M']:.1f} M "
@@ -206,9 +213,10 @@ def main(argv=None) -> int:
     parser.add_argument("--nfe", type=int, nargs="+", default=[100, 50, 20, 10, 5, 3])
     parser.add_argument("--samplers", nargs="+", default=SAMPLERS)
     parser.add_argument("--demos", nargs="+", default=list(DEMOS), choices=list(DEMOS))
-    parser.add_argument("--crop", type=int, default=128, help="held-out crop side in pixels (default 128)")
+    parser.add_argument("--crop", type=int, default=128, help="test crop side in pixels (default 128)")
     parser.add_argument("--per-set", type=int, default=None,
-                        help="images per test set (default: 2 for IR-SDE and Refusion, 1 per degradation for DA-CLIP)")
+                        help="images per test set (default 1: astronaut, the held-out photo; the second, cat, is "
+                             "scikit-image's chelsea, a training photo)")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY.PATH=VALUE",
                         help="overrides of the demos' test options, e.g. path.pretrained.g=...")
     parser.add_argument("--release-size", type=int, default=256)

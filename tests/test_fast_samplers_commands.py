@@ -105,7 +105,7 @@ def test_method_settings_reach_every_sampler_that_takes_them():
     assert IRSDE(network=net, sampler="ddim", eta=0.5).sampler_extras == {"eta": 0.5}
     assert IRSDE(network=net, sampler="ddim").sampler_extras == {}             # DDIM's own eta 0
     with pytest.raises(OptionsError, match=r"method.eta does not apply to the sampler 'unipc' \(samplers that take "
-                                           r"it: ddim, posterior\)"):
+                                           r"it: ddim, posterior\); --set method.eta=null to sample with 'unipc'"):
         IRSDE(network=net, sampler="unipc", eta=0.0)
     with pytest.raises(OptionsError, match=r"method.clip_denoised does not apply to the sampler 'ode' "
                                            r"\(samplers that take it: ddim, deis, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m, "

@@ -129,7 +129,7 @@ def test_bad_timesteps_are_refused():
 ODE_ORDERS = {  # sampler: (lowest, highest) accepted slope of log error against log step size
     "ode": (0.75, 1.25), "ddim": (0.75, 1.25),
     "dpmpp_2m": (1.75, 2.4), "deis": (1.75, 2.4), "heun": (1.75, 2.4),
-    "dpmpp_3m": (1.75, 3.5), "unipc": (2.6, 3.5),
+    "dpmpp_3m": (2.2, 3.5), "unipc": (2.6, 3.5),
 }
 
 
@@ -144,8 +144,9 @@ def test_ode_solvers_converge_to_the_exact_flow_at_their_order(name):
     range and its error, ~ sigma_{t_{N-1}}^2, adds a term of its own.) Data: m - mu in [-0.5, 0.5],
     s in [0.03, 0.3] per pixel (a spread of s keeps error terms of opposite sign from cancelling).
     Measured: ode 0.86, ddim 1.00, dpmpp_2m 1.97, deis 1.93, heun 2.18, unipc 2.89, dpmpp_3m 2.40: diffusers'
-    3M (0.42) is second order asymptotically (its D2 term has half its Taylor coefficient; doubling it in a
-    scratch copy gives 3.1-3.8), so it is held to >= 1.75 only."""
+    3M (0.42) is second order asymptotically (its D2 term has half its Taylor coefficient, as in the original
+    DPM-Solver++ code; doubling it in a scratch copy gives 3.1-3.8): it is held to >= 2.2, above every
+    second-order solver here (<= 2.18) and below the issue's 2.5, which it does not reach (2.40)."""
     T, t_min, lam = 1000, 100, 10 / 255
     sde = MeanRevertingSDE(lam, T)
     g = torch.Generator().manual_seed(0)

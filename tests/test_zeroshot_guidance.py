@@ -495,7 +495,7 @@ class UncancelledPrior(GaussianPrior):
 def test_the_score_weighting_runs_away_where_the_algorithm_weighting_and_clamped_tds_do_not():
     """The failure seen on the zero-shot demo's prior (1e13 within 10 steps), reproduced in closed form:
     PiGDM with the conditional score's weight (1 - abar) / sqrt(abar) times a Jacobian of 1 / sqrt(abar) size runs
-    away (3e15 after 20 steps); the weight of the authors' Alg. 1 code stays bounded (0.3); TDS's score proposal
+    away (1e14 after 20 steps, eta 0); the weight of the authors' Alg. 1 code stays bounded (1.2); TDS's score proposal
     runs away (1e18) unless its twisted
     x0 is clamped to the prior's data range (the release's clip_twisted), and a prior without a data range is
     never clamped (the exactness tests' Gaussian priors)."""
@@ -505,11 +505,11 @@ def test_the_score_weighting_runs_away_where_the_algorithm_weighting_and_clamped
     score = pigdm(prior, operator, y, steps=20, guidance="score", generator=generator(2))
     algorithm = pigdm(prior, operator, y, steps=20, guidance="algorithm", generator=generator(2))
     assert score.abs().max() > 1e10
-    assert algorithm.abs().max() < 2
+    assert algorithm.abs().max() < 1.5
     loose = tds(prior, operator, y, steps=20, particles=4, clip_twisted=False, generator=generator(3))
     clamped = tds(prior, operator, y, steps=20, particles=4, generator=generator(3))
     assert not (loose.abs().max() < 1e10)
-    assert clamped.abs().max() < 2
+    assert clamped.abs().max() < 0.5
     gaussian = GaussianPrior()                                  # no data_range: clip_twisted changes nothing
     a = tds(gaussian, operator, y, steps=10, particles=4, generator=generator(4))
     b = tds(gaussian, operator, y, steps=10, particles=4, clip_twisted=False, generator=generator(4))

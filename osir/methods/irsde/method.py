@@ -109,7 +109,8 @@ class IRSDE(Method):
                 extras[key] = value
             elif strict:
                 raise OptionsError(f"method.{key} does not apply to the sampler '{name}' (samplers that take it: "
-                                   f"{', '.join(n for n in SAMPLERS.names() if key in _parameters(n))})")
+                                   f"{', '.join(n for n in SAMPLERS.names() if key in _parameters(n))}); "
+                                   f"--set method.{key}=null to sample with '{name}'")
         return extras
 
     def sampling(self, sampler: str | None = None, steps: int | None = None) -> tuple:

@@ -11,9 +11,8 @@ sqrt(abar_t) (Tweedie), and a step from grid time t to the next grid time s (aba
   release (DPS2022/diffusion-posterior-sampling, ``condition_methods.py``) computes it: the gradient of the norm
   times ``zeta`` (zeta grad ||r|| = (zeta / 2) grad ||r||^2 / ||r||, so zeta' = zeta / 2 if Alg. 1's squared norm
   is read literally); its per-task values were tuned in this form.
-  Default zeta = 1.0: the paper's FFHQ value for super-resolution, inpainting and Gaussian deblurring (as the
-  issue states it; the release's configs use 0.3 for SR x4 and Gaussian/motion/non-linear deblurring, 0.5 for
-  inpainting, 1.0 for phase retrieval: pass ``zeta=``).  One norm per batch element (the release takes one norm
+  Default zeta = 1.0 (the release's phase-retrieval value; its configs use 0.3 for SR x4 and Gaussian / motion /
+  non-linear deblurring, 0.5 for inpainting: ``ZeroShot`` passes those per task, ``zeta=`` otherwise).  One norm per batch element (the release takes one norm
   over the whole batch, which couples the samples of a batch).  Only ``A(x)`` is needed, so
   ``operators.NonLinear`` works.  The step moves x_t by about zeta per step whatever the residual, so small
   problems (where ||y - A x|| is far below zeta) need a smaller zeta.  Default 1000 steps (the full DDPM grid).
@@ -36,8 +35,8 @@ sqrt(abar_t) (Tweedie), and a step from grid time t to the next grid time s (aba
   + sqrt(abar_t) r_t^2 g (for sigma_y > 0 the same weight on Eq. 7's g).  The weights of g differ by the factor
   abar_t (data_variance 1): "score" trusts d x0_hat / d x_t, whose 1 / sqrt(abar_t) factor must cancel inside a trained
   network at large t; a network that does not cancel it (the zero-shot demo's small prior) sends "score" to
-  1e13 within 10 steps, while "algorithm" restores (README table).  Defaults: 100 steps, eta = 1.0 (the
-  paper's experiments as recalled for this module; not re-read from the paper here).
+  1e13 within 10 steps, while "algorithm" restores (README table).  Defaults: eta = 0 (RED-diff's
+  ``_configs/algo/pgdm.yaml``: awd True, grad_term_weight 1, eta 0), 100 steps (unverified).
 * ``diffpir``: Zhu et al., "Denoising Diffusion Models for Plug-and-Play Image Restoration", CVPR-W 2023, Alg. 1:
   x0 = x0_hat(x_t); x0 <- argmin_x ||y - A x||^2 + rho_t ||x - x0||^2 with rho_t = lambda sigma_y^2 / sigma_t^2,
   sigma_t^2 = (1 - abar_t) / abar_t (``operator.prox``); eps_hat = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t);
@@ -50,7 +49,9 @@ sqrt(abar_t) (Tweedie), and a step from grid time t to the next grid time s (aba
   floor) on [0, 1] images against sigma_t of the [-1, 1] model, so its lambda is lambda / 4 here for [-1, 1]
   priors (``lam=0.25`` reproduces the release's rho_t with its lambda = 1).
 
-``clip_denoised`` (default off, as the papers' algorithms) clamps x0_hat to [-1, 1] as the image releases do.
+``clip_denoised`` clamps x0_hat to the prior's ``data_range`` ([-1, 1] for the image priors; a prior without one,
+the Gaussian mixtures, is never clamped): on for DPS, as its release (``configs/diffusion_config.yaml``:
+``clip_denoised: True``), off for PiGDM and DiffPIR (their papers' algorithms).
 ``shape`` is one sample's shape; by default the operator's ``input_shape``, else y's.  Hand-written: the
 samplers are a few lines each on top of the prior protocol, and no installed library has them.
 """
@@ -92,11 +93,13 @@ def step_pairs(alphas_cumprod: torch.Tensor, grid: Sequence[int]) -> list[tuple[
 
 
 def denoise(prior, x: torch.Tensor, t: int, abar_t: float, clip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps, x0_hat) at x_t; with ``clip`` x0_hat is clamped to [-1, 1] and eps recomputed to match it."""
+    """(eps, x0_hat) at x_t; with ``clip`` x0_hat is clamped to the prior's ``data_range`` (where it has one) and
+    eps recomputed to match it."""
     eps = prior.eps(x, t)
     x0 = x0_from_eps(x, eps, abar_t)
-    if clip:
-        x0 = x0.clamp(-1, 1)
+    data_range = getattr(prior, "data_range", None)
+    if clip and data_range is not None:
+        x0 = x0.clamp(*data_range)
         eps = eps_from_x0(x, x0, abar_t)
     return eps, x0
 
@@ -169,7 +172,7 @@ def check_steps(steps) -> int:
 
 @ZERO_SHOT_SAMPLERS.register(name="dps")
 def dps(prior, operator, y: torch.Tensor, *, steps: int = 1000, generator: Optional[torch.Generator] = None,
-        zeta: float = 1.0, clip_denoised: bool = False, shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+        zeta: float = 1.0, clip_denoised: bool = True, shape: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Diffusion Posterior Sampling (Chung et al. 2023, Alg. 1): DDPM steps, each followed by
     x_s <- x_s - zeta grad_{x_t} ||y - A(x0_hat(x_t))|| (module docstring); returns x after the last step."""
     steps = check_steps(steps)
@@ -197,7 +200,7 @@ def dps(prior, operator, y: torch.Tensor, *, steps: int = 1000, generator: Optio
 
 @ZERO_SHOT_SAMPLERS.register(name="pigdm")
 def pigdm(prior, operator, y: torch.Tensor, *, steps: int = 100, generator: Optional[torch.Generator] = None,
-          eta: float = 1.0, data_variance: float = 1.0, guidance: str = "algorithm", clip_denoised: bool = False,
+          eta: float = 0.0, data_variance: float = 1.0, guidance: str = "algorithm", clip_denoised: bool = False,
           shape: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Pseudoinverse-guided diffusion (Song et al. 2023, Eq. 7-8) in DDIM steps; ``guidance``: "algorithm" (the
     weight of the paper's Alg. 1 as its authors' code applies it) or "score" (the conditional score's own

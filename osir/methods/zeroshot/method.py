@@ -29,7 +29,7 @@ from osir.core.registry import ARCHS, METHODS, ZERO_SHOT_SAMPLERS, OptionsError
 from osir.methods.zeroshot import files, guidance_samplers, smc, svd_samplers  # noqa: F401  (register them)
 from osir.methods.zeroshot.adm import load_adm
 from osir.methods.zeroshot.diffusion import linear_alphas_cumprod
-from osir.methods.zeroshot.measurement import Measurement, Task, measurement_from_image
+from osir.methods.zeroshot.measurement import TASKS, Measurement, Task, measurement_from_image
 
 #: the default prior: the released FFHQ 256 model's architecture (DPS's ``ffhq_10m.pt``)
 FFHQ_ADM = {"type": "ADMUNet", "image_size": 256, "num_channels": 128, "num_res_blocks": 1, "learn_sigma": True,
@@ -40,14 +40,19 @@ FFHQ_ADM = {"type": "ADMUNet", "image_size": 256, "num_channels": 128, "num_res_
 #: per task, the settings of the authors' release configs where they differ from the sampler's own default (a
 #: value in ``method.sampler_settings`` wins): DPS2022/diffusion-posterior-sampling ``configs/*_config.yaml``
 #: (``scale`` 0.3 for x4 super-resolution and Gaussian / motion deblurring, 0.5 for inpainting; applied to the x2
-#: tasks and both inpainting masks too), yuanzhi-zhu/DiffPIR ``configs/*.yaml`` (zeta 0.25 for SR x4, 1.0 for
-#: inpainting; its deblurring values are the sampler's defaults)
+#: tasks and both inpainting masks too), yuanzhi-zhu/DiffPIR ``configs/*.yaml`` (``lambda_`` 1, which is lam 0.25
+#: for osir's [-1, 1] priors (``guidance_samplers``); ``zeta`` 0.25 for SR x4 (``sisr.yaml``; its
+#: ``main_ddpir_sisr.py`` sets 0.1), 1.0 for inpainting, 0.1 for deblurring = the sampler's default)
 _SR = ("sr2_bicubic", "sr2_pool", "sr4_bicubic", "sr4_pool")
+_INPAINT = ("inpaint_box", "inpaint_random")
 TASK_SETTINGS = {
-    "dps": {**{t: {"zeta": 0.3} for t in (*_SR, "gaussian_blur", "motion_blur")},
-            **{t: {"zeta": 0.5} for t in ("inpaint_box", "inpaint_random")}},
-    "diffpir": {**{t: {"zeta": 0.25} for t in _SR}, **{t: {"zeta": 1.0} for t in ("inpaint_box", "inpaint_random")}},
+    "dps": {**{t: {"zeta": 0.3} for t in (*_SR, "gaussian_blur", "motion_blur")}, **{t: {"zeta": 0.5} for t in _INPAINT}},
+    "diffpir": {**{t: {"lam": 0.25} for t in TASKS}, **{t: {"lam": 0.25, "zeta": 0.25} for t in _SR},
+                **{t: {"lam": 0.25, "zeta": 1.0} for t in _INPAINT}},
 }
+#: per task, the release configs' step count where it differs from the sampler's default (``method.sample_steps``
+#: or a call's ``steps`` win): DiffPIR's ``inpaint.yaml`` ``iter_num`` 20
+TASK_STEPS = {"diffpir": {t: 20 for t in _INPAINT}}
 
 
 class NetworkPrior:
@@ -87,7 +92,7 @@ class ZeroShot(Method):
         sample_steps: network calls per image (null: the sampler's paper default).
         sampler_settings: the sampler's own settings (e.g. ``{zeta: 0.4}`` for DPS, ``{particles: 8}`` for TDS);
             unknown ones are refused naming those it takes.  Unset, DPS's and DiffPIR's take their release
-            configs' value for the task (``TASK_SETTINGS``), else the sampler's default.
+            configs' value for the task (``TASK_SETTINGS``, ``TASK_STEPS``), else the sampler's default.
         T, beta_start, beta_end: the prior's linear beta schedule (the releases': 1000, 1e-4, 0.02).
         prior_folder: instead of ``prior`` / ``prior_path`` and the schedule, a diffusers DDPM pipeline folder
             (``model_index.json``, ``unet/`` a UNet2DModel, ``scheduler/`` its noise schedule: the layout of the
@@ -178,6 +183,8 @@ class ZeroShot(Method):
             settings = {k: v for k, v in settings.items() if k in accepted}
         settings = {**TASK_SETTINGS.get(name, {}).get(measured.task, {}), **settings}
         steps = steps if steps is not None else self.sample_steps
+        if steps is None:
+            steps = TASK_STEPS.get(name, {}).get(measured.task)
         if steps is not None and not 1 <= int(steps) <= self.T:
             raise OptionsError(f"steps: this prior samples 1 to T={self.T} steps, got {steps}")
         y = measurement_from_image(operator, lq.float(), measured.factor if measured.upsampled else 1)
