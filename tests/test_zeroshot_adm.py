@@ -58,10 +58,14 @@ def release_like_state(release, generator):
             for i, (key, shape) in enumerate(shapes.items())}
 
 
-def test_ffhq_state_dict_loads_strictly_with_its_values(tmp_path):
-    state = release_like_state("ffhq_10m", torch.Generator().manual_seed(0))
-    torch.save(state, tmp_path / "ffhq_10m.pt")
-    net = load_adm(tmp_path / "ffhq_10m.pt", **ADM_RELEASES["ffhq_10m"]["constructor"])
+@pytest.mark.parametrize("release", ["ffhq_10m", "256x256_diffusion_uncond"])
+def test_a_release_state_dict_loads_strictly_with_its_values(tmp_path, release):
+    """Both releases: a state dict with the published keys and shapes (random values) loads strictly into the
+    release's constructor (the ImageNet model: 552,814,086 parameters, 2.2 GB as fp32)."""
+    state = release_like_state(release, torch.Generator().manual_seed(0))
+    torch.save(state, tmp_path / "prior.pt")
+    net = load_adm(tmp_path / "prior.pt", **ADM_RELEASES[release]["constructor"])
+    assert sum(p.numel() for p in net.parameters()) == ADM_RELEASES[release]["num_parameters"]
     loaded = net.state_dict()
     assert list(loaded) == list(state) and all(torch.equal(loaded[k], state[k]) for k in state)
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in net.parameters()) and not net.training

@@ -206,7 +206,7 @@ def test_likelihood_guidance_matches_explicit(case, sigma_y):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Every sampler: A = I, sigma_y = 1e-3 gives back y
+# Every sampler: A = I, sigma_y = 0 (TDS: 1e-3) and 1e-3 give back y
 # ---------------------------------------------------------------------------------------------------------------
 
 #: sampler, settings, largest |x - y| allowed over 8 samples (sigma_y = 1e-3, A = I)
@@ -226,6 +226,11 @@ def test_identity_small_noise_returns_y(name):
     sampler, settings, tolerance = IDENTITY_CASES[name]
     prior = GaussianPrior()
     operator = Identity(SHAPE, noise_sigma=1e-3)
+    if name != "tds":                      # the sigma_y = 0 exactly (TDS's likelihood needs sigma_y > 0)
+        exact = Identity(SHAPE, noise_sigma=0.0)
+        y0 = prior.sample(1, generator(0)).expand(8, *SHAPE).contiguous()
+        error = (sampler(prior, exact, y0, generator=generator(2), **settings) - y0).abs().max().item()
+        assert error < tolerance, f"{name} at sigma_y = 0: max |x - y| = {error:.4f}"
     y = operator.measure(prior.sample(1, generator(0)), generator(1)).expand(8, *SHAPE).contiguous()
     x = sampler(prior, operator, y, generator=generator(2), **settings)
     assert x.shape == y.shape and x.dtype == D

@@ -215,6 +215,9 @@ def test_a_released_prior_restores_under_its_model_name(tmp_path, monkeypatch, c
     assert osir_main(["restore", "lq.png", "-o", "out", "--model", "zeroshot-ffhq256", "--weights", "ffhq_10m.pt",
                       "--steps", "1"]) == 0
     assert Image.open("out/lq.png").size == (256, 256)
+    assert osir_main(["restore", "lq.png", "-o", "out_dps", "--model", "zeroshot-ffhq256", "--weights", "ffhq_10m.pt",
+                      "--sampler", "dps", "--steps", "1"]) == 0       # autograd through the released architecture
+    assert Image.open("out_dps/lq.png").size == (256, 256)
     assert osir_main(["restore", "--list-models"]) == 0
     listing = capsys.readouterr().out
     assert "zeroshot-ffhq256" in listing and "zeroshot-imagenet256" in listing
