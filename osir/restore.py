@@ -482,7 +482,29 @@ def build_parser() -> argparse.ArgumentParser:
                              "(decompression bombs; default: $OSIR_MAX_IMAGE_PIXELS or 178.96, PIL's own refusal "
                              "point); larger images up to the limit restore tile by tile with --tile")
     parser.add_argument("--list-models", action="store_true", help="print the --model names and exit")
+    for card, flag in card_flags():
+        parser.add_argument(flag.flag, default=None, metavar="VALUE", help=f"{card.title}: {flag.help}")
     return parser
+
+
+def card_flags() -> list:
+    """(card, ``OptionFlag``) of every method card (light: the cards import no torch)."""
+    from osir.core.card import cards
+    return [(card, flag) for card in cards() for flag in card.flags]
+
+
+def apply_card_flags(args) -> None:
+    """Turn the cards' shortcuts given on the command line into ``--weights`` / ``--set`` (``OptionFlag``)."""
+    for _, flag in card_flags():
+        given = getattr(args, flag.flag.lstrip("-").replace("-", "_"), None)
+        if given is None:
+            continue
+        if flag.option == "weights":
+            if args.weights is not None and args.weights != given:
+                raise OptionsError(f"{flag.flag} and --weights: give one weights file")
+            args.weights = given
+        else:
+            args.set.append(f"{flag.option}={flag.value(given)}")
 
 
 def _flush(restorer: Restorer, group: list[tuple[Job, Loaded]], args, bar, say) -> int:
@@ -586,7 +608,11 @@ def main(argv=None) -> int:
                 print(f"{'':<20}   few steps: {release.few_steps.flags()} ({release.few_steps.measured})")
         return 0
     args = build_parser().parse_args(argv)
-    return cli.run("osir restore", lambda: run(args))
+
+    def body() -> int:
+        apply_card_flags(args)
+        return run(args)
+    return cli.run("osir restore", body)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from osir.core.checkpoint import save_network
 from osir.core.registry import OptionsError
 from osir.methods.zeroshot.adm import ADMUNet
-from osir.methods.zeroshot.measurement import (TASKS, Measurement, ZeroShotMeasurement, measurement_from_image,
+from osir.methods.zeroshot.measurement import (TASKS, Measurement, Task, ZeroShotMeasurement, measurement_from_image,
                                                measurement_image)
 from osir.methods.zeroshot.method import ZeroShot
 from tests.conftest import write_images, write_yaml
@@ -215,9 +215,11 @@ def test_a_released_prior_restores_under_its_model_name(tmp_path, monkeypatch, c
     assert osir_main(["restore", "lq.png", "-o", "out", "--model", "zeroshot-ffhq256", "--weights", "ffhq_10m.pt",
                       "--steps", "1"]) == 0
     assert Image.open("out/lq.png").size == (256, 256)
-    assert osir_main(["restore", "lq.png", "-o", "out_dps", "--model", "zeroshot-ffhq256", "--weights", "ffhq_10m.pt",
-                      "--sampler", "dps", "--steps", "1"]) == 0       # autograd through the released architecture
-    assert Image.open("out_dps/lq.png").size == (256, 256)
+    assert osir_main(["restore", "lq.png", "-o", "out_dps", "--prior", "ffhq_10m.pt", "--task", "sr4",
+                      "--sampler", "dps", "--steps", "1"]) == 0       # the issue's command; autograd through the prior
+    assert Image.open("out_dps/lq.png").size == (256, 256)              # recognised from its keys, x4 by --task
+    assert osir_main(["restore", "lq.png", "-o", "out2", "--prior", "ffhq_10m.pt", "--weights", "other.pt"]) == 2
+    assert "--prior and --weights: give one weights file" in capsys.readouterr().err
     assert osir_main(["restore", "--list-models"]) == 0
     listing = capsys.readouterr().out
     assert "zeroshot-ffhq256" in listing and "zeroshot-imagenet256" in listing
@@ -290,3 +292,13 @@ def test_dps_and_diffpir_take_their_release_configs_value_for_the_task(monkeypat
         size = 4 if task.startswith("sr4") else 8 if task.startswith("sr2") else 16
         method.restore({"lq": torch.rand(1, 3, size, size)}, generator(0))
         assert seen[-1] == expected, (task, sampler)
+
+
+def test_the_cards_restore_shortcuts_name_options_the_method_takes():
+    """``--task``'s short values are tasks ZeroShot takes; ``--prior`` is ``--weights``."""
+    import typing
+    from osir.core.card import card_of_method
+    flags = {f.flag: f for f in card_of_method("ZeroShot").flags}
+    assert flags["--prior"].option == "weights" and flags["--task"].option == "method.task"
+    assert set(flags["--task"].aliases.values()) <= set(typing.get_args(Task)) == set(TASKS)
+    assert flags["--task"].value("sr4") == "sr4_bicubic" and flags["--task"].value("sr4_pool") == "sr4_pool"

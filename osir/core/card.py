@@ -13,7 +13,9 @@ A command never names a method: it loops over the cards.  A card holds
 * **stand-in** weights for benchmarks (latency and memory do not depend on the weights' values);
 * its **size contract** (``SizeRequirements``, after spandrel's ``SizeRequirements``) and how the inference
   layer may tile it (``Tiling``, after spandrel's ``ModelTiling``);
-* its **sampling capability** (``Sampling``): which samplers and step counts ``restore`` accepts.
+* its **sampling capability** (``Sampling``): which samplers and step counts ``restore`` accepts;
+* **command-line shortcuts** for its options (``OptionFlag``: ``osir restore --task sr4`` for ZeroShot's
+  ``method.task``), which ``restore`` adds for every card.
 
 Cards are plain data: importing one imports no torch, so ``osir restore --list-models`` stays fast.
 Written by hand (a registry of dataclasses): spandrel's own classes describe single networks, not methods
@@ -107,6 +109,21 @@ class FewSteps:
 
 
 @dataclass(frozen=True)
+class OptionFlag:
+    """A command-line shortcut a method's card gives ``osir restore`` for one of its options: ``--task sr4`` is
+    ``--set method.task=sr4_bicubic`` (``option``; ``aliases`` map short values to the option's own), or, with
+    ``option="weights"``, another name for ``--weights`` (``--prior FILE``).  The command knows no method: it
+    adds every card's flags and turns them into ``--set`` / ``--weights``."""
+    flag: str
+    option: str
+    help: str
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def value(self, given: str) -> str:
+        return self.aliases.get(given, given)
+
+
+@dataclass(frozen=True)
 class Release:
     """A ``--model`` name.  ``options``: the YAML (in the method folder's ``releases/``) with the release's
     ``method`` section (and ``tile`` where the release tiles); ``weights``: the file ``--weights`` gives;
@@ -172,6 +189,7 @@ class MethodCard:
     sampling: Sampling = FEED_FORWARD
     method_sampling: dict[str, Sampling] = field(default_factory=dict)
     package: str = ""                     # the method's package, holding ``releases/`` (card modules pass __package__)
+    flags: tuple[OptionFlag, ...] = ()    # ``osir restore`` shortcuts for the method's options (``OptionFlag``)
 
     def release(self, name: str) -> Release | None:
         return next((r for r in self.releases if r.name == name), None)

@@ -4,7 +4,8 @@ priors as ``--model`` names (DPS's ``ffhq_10m.pt``, guided-diffusion's ``256x256
 file names, pages and constructors are ``adm.ADM_RELEASES``'s, repeated here as plain text), also recognised from
 their keys (``detect.py``: ``osir restore --weights ffhq_10m.pt``) or given as ``method.prior_path`` in an
 options file.  Plain data: importing it imports no torch."""
-from osir.core.card import CARDS, Detector, MethodCard, Release, ReleaseFile, Sampling, SizeRequirements, Tiling
+from osir.core.card import (CARDS, Detector, MethodCard, OptionFlag, Release, ReleaseFile, Sampling, SizeRequirements,
+                            Tiling)
 
 #: the registered zero-shot samplers (``ZERO_SHOT_SAMPLERS``)
 SAMPLERS = ("ddrm", "ddnm", "dps", "pigdm", "diffpir", "tds")
@@ -32,6 +33,14 @@ CARD = CARDS.register(MethodCard(
                 verified="network from the release's key layout (tests/test_zeroshot_adm.py); sampling settings "
                          "are osir's (the weights hold none)"),
     ),
+    flags=(OptionFlag("--prior", "weights", "a diffusion prior file (an ADM release such as ffhq_10m.pt, or osir "
+                                              "safetensors); the same as --weights"),
+           OptionFlag("--task", "method.task", "the zero-shot degradation (method.task: denoise, sr2_bicubic, "
+                      "sr2_pool, sr4_bicubic, sr4_pool, gaussian_blur, motion_blur, inpaint_box, inpaint_random, "
+                      "colorize; short: sr2, sr4 = bicubic as DPS and DDRM, deblur = gaussian_blur, inpaint = "
+                      "inpaint_box)",
+                      aliases={"sr2": "sr2_bicubic", "sr4": "sr4_bicubic", "deblur": "gaussian_blur",
+                               "inpaint": "inpaint_box"})),
     detectors=(Detector("ADM prior (DPS FFHQ 256, guided-diffusion ImageNet 256)", "osir.methods.zeroshot.detect:adm_prior"),),
     not_exportable={"ZeroShot": "a zero-shot sampler runs the prior tens to hundreds of times with the operator's "
                                 "algebra between calls (and autograd for DPS): not one feed-forward graph"},
