@@ -221,6 +221,8 @@ def main(argv=None) -> int:
                         help="overrides of the demos' test options, e.g. path.pretrained.g=...")
     parser.add_argument("--release-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--keep-release-times", action="store_true",
+                        help="keep the release networks' timings of the --output file (re-running some samplers)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "fast_samplers.json"))
     args = parser.parse_args(argv)
     args.nfe = sorted(set(args.nfe), reverse=True)
@@ -228,17 +230,25 @@ def main(argv=None) -> int:
     out = Path(args.output)
     result = {"nfe": args.nfe, "samplers": args.samplers, "torch": torch.__version__, "release_size": args.release_size,
               "cpu_threads": torch.get_num_threads(), "demos": {}, "releases": {}}
-    if out.is_file():                      # demos measured by an earlier run (--demos) are kept
+    earlier_points = {}
+    if out.is_file():                      # demos (--demos) and samplers (--samplers) of an earlier run are kept
         earlier = json.loads(out.read_text())
-        if (earlier.get("nfe"), earlier.get("samplers")) == (args.nfe, args.samplers):
+        if earlier.get("nfe") == args.nfe and set(args.samplers) <= set(earlier.get("samplers", [])):
+            result["samplers"] = earlier["samplers"]
             result["demos"], result["releases"] = earlier["demos"], earlier.get("releases", {})
+            earlier_points = {name: [p for p in demo["points"] if p["sampler"] not in args.samplers]
+                              for name, demo in earlier["demos"].items()}
     for name in args.demos:
         def save(partial, name=name):
+            kept = earlier_points.get(name, [])
+            points = kept + partial["points"]
+            order = {sampler: i for i, sampler in enumerate(result["samplers"])}
+            partial = {**partial, "points": sorted(points, key=lambda p: (order[p["sampler"]], -p["nfe_asked"]))}
             result["demos"][name] = partial
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1))
         save(run_demo(name, args, metrics, save))
-    for name in args.demos:
+    for name in args.demos if not args.keep_release_times else ():
         result["releases"][name] = release_seconds_per_nfe(name, args.release_size, args.repeats)
         print(f"{name}: release {result['releases'][name]}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
