@@ -146,6 +146,14 @@ def test_ode_solvers_converge_to_the_exact_flow_at_their_order(name):
     Measured: ode 0.86, ddim 1.00, dpmpp_2m 1.97, deis 1.93, heun 2.18, unipc 2.89, dpmpp_3m 3.04 (osir's
     ``ThirdOrderMultistepScheduler``; diffusers' own 3M update, whose x0'' term has half its Taylor weight as in
     the original DPM-Solver++ code, measures 2.40: see the next test)."""
+    slope, errors = flow_order(name)
+    low, high = ODE_ORDERS[name]
+    assert low <= slope <= high, (name, slope, errors)
+
+
+def flow_order(name: str) -> tuple[float, list[float]]:
+    """(fitted slope of log error against log step size, errors) of sampler ``name`` on the test above's
+    problem: N = 16, 24, 32, 48 steps from T = 1000 to t_min = 100, then to 0."""
     T, t_min, lam = 1000, 100, 10 / 255
     sde = MeanRevertingSDE(lam, T)
     g = torch.Generator().manual_seed(0)
@@ -160,9 +168,7 @@ def test_ode_solvers_converge_to_the_exact_flow_at_their_order(name):
         ts = [round(v) for v in np.linspace(T, t_min, n).tolist()] + [0]
         out = sample_reverse_ode(oracle, start, mu, sde, ts) if name == "ode" else solve(name, oracle, start, mu, sde, ts)
         errors.append(float((out - reference).pow(2).mean().sqrt()))
-    slope = np.polyfit(np.log(1 / np.array(counts)), np.log(errors), 1)[0]
-    low, high = ODE_ORDERS[name]
-    assert low <= slope <= high, (name, slope, errors)
+    return np.polyfit(np.log(1 / np.array(counts)), np.log(errors), 1)[0], errors
 
 
 def _gaussian_prior_draws(n=50_000, T=100):
@@ -331,31 +337,13 @@ def test_daclip_universal_ir_passes_its_embeddings_to_every_solver_call(universa
 
 def test_diffusers_own_third_order_update_is_second_order_and_osirs_adds_the_missing_term():
     """The reason for ``ThirdOrderMultistepScheduler``: on the oracle flow diffusers' DPMSolverMultistepScheduler
-    (solver_order 3) converges at 2.40 < 2.5, osir's subclass at 3.04; the two differ only by alpha_t psi_2 x0'' / 2
-    (second step onwards the same as diffusers' 2M warm-up)."""
+    (solver_order 3) converges at 2.40 < 2.5, osir's subclass at 3.04; the two differ only by alpha_t psi_2 x0'' / 2."""
     from osir.diffusion import solvers
-    T, t_min, lam = 1000, 100, 10 / 255
-    sde = MeanRevertingSDE(lam, T)
-    g = torch.Generator().manual_seed(0)
-    mu = torch.rand(1, 1, 32, 32, generator=g, dtype=F64)
-    m = mu + 0.5 * (2 * torch.rand(1, 1, 32, 32, generator=g, dtype=F64) - 1)
-    s = 0.03 + 0.27 * torch.rand(1, 1, 32, 32, generator=g, dtype=F64)
-    oracle = GaussianOracle(sde, mu, m, s)
-    start = sde.prior_sample(mu, g)
-    reference = from_vp(oracle.denoise(oracle.flow(to_vp(start, mu, sde), t_min), t_min), mu, sde)
-    counts = [16, 24, 32, 48]
-
-    def slope():
-        errors = []
-        for n in counts:
-            ts = [round(v) for v in np.linspace(T, t_min, n).tolist()] + [0]
-            errors.append(float((solve("dpmpp_3m", oracle, start, mu, sde, ts) - reference).pow(2).mean().sqrt()))
-        return np.polyfit(np.log(1 / np.array(counts)), np.log(errors), 1)[0]
-    corrected = slope()
+    corrected, _ = flow_order("dpmpp_3m")
     original = dict(solvers.SCHEDULERS)
     try:
         solvers.SCHEDULERS["dpmpp_3m"] = (solvers.DPMSolverMultistepScheduler, original["dpmpp_3m"][1])
-        plain = slope()
+        plain, _ = flow_order("dpmpp_3m")
     finally:
         solvers.SCHEDULERS.update(original)
     assert 2.2 < plain < 2.5 and corrected > 2.9, (plain, corrected)
