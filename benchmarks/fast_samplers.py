@@ -248,7 +248,10 @@ def main(argv=None) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1))
         save(run_demo(name, args, metrics, save))
-    for name in args.demos if not args.keep_release_times else ():
+    if args.keep_release_times and not result["releases"]:
+        print(f"--keep-release-times: '{out}' holds no compatible earlier run; timing the release networks",
+              file=sys.stderr)
+    for name in args.demos if not (args.keep_release_times and result["releases"]) else ():
         result["releases"][name] = release_seconds_per_nfe(name, args.release_size, args.repeats)
         print(f"{name}: release {result['releases'][name]}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -482,15 +482,28 @@ def build_parser() -> argparse.ArgumentParser:
                              "(decompression bombs; default: $OSIR_MAX_IMAGE_PIXELS or 178.96, PIL's own refusal "
                              "point); larger images up to the limit restore tile by tile with --tile")
     parser.add_argument("--list-models", action="store_true", help="print the --model names and exit")
+    own = set(parser._option_string_actions)
     for card, flag in card_flags():
-        parser.add_argument(flag.flag, default=None, metavar="VALUE", help=f"{card.title}: {flag.help}")
+        if flag.flag in own:
+            raise OptionsError(f"the {card.title} card's shortcut {flag.flag} is already an option of osir restore")
+        parser.add_argument(flag.flag, default=None, metavar="VALUE",
+                            help=f"{card.title}: {flag.help}".replace("%", "%%"))
     return parser
 
 
 def card_flags() -> list:
-    """(card, ``OptionFlag``) of every method card (light: the cards import no torch)."""
+    """(card, ``OptionFlag``) of every method card (light: the cards import no torch); a flag two cards declare
+    is an error naming both."""
     from osir.core.card import cards
-    return [(card, flag) for card in cards() for flag in card.flags]
+    found, owner = [], {}
+    for card in cards():
+        for flag in card.flags:
+            if flag.flag in owner:
+                raise OptionsError(f"the shortcut {flag.flag} is declared by the {owner[flag.flag]} and the "
+                                   f"{card.title} cards")
+            owner[flag.flag] = card.title
+            found.append((card, flag))
+    return found
 
 
 def apply_card_flags(args) -> None:
@@ -504,6 +517,8 @@ def apply_card_flags(args) -> None:
                 raise OptionsError(f"{flag.flag} and --weights: give one weights file")
             args.weights = given
         else:
+            if any(item.split("=", 1)[0].strip() == flag.option for item in args.set):
+                raise OptionsError(f"{flag.flag} and --set {flag.option}=...: give one of them")
             args.set.append(f"{flag.option}={flag.value(given)}")
 
 

@@ -303,3 +303,18 @@ def test_assumed_sampler_settings_are_named(unet):
     assert opt["method"]["max_sigma"] == 10 and opt["method"]["T"] == 100
     assert "assumed max_sigma=10 T=100 eps=0.005 sampler=posterior (not in the weights: IR-SDE's deraining" in note
     assert "--set method.<key>=VALUE" in note
+
+
+def test_card_shortcuts_are_refused_where_they_clash(monkeypatch):
+    """A card's ``OptionFlag`` that repeats another card's or one of restore's own options is one clear error."""
+    from osir import restore
+    from osir.core import card as card_module
+    from osir.core.card import MethodCard, OptionFlag
+    from osir.core.registry import OptionsError
+    cards = card_module.cards()
+    for flag, message in (("--steps", r"the Fake card's shortcut --steps is already an option of osir restore"),
+                          ("--task", r"the shortcut --task is declared by the ZeroShot and the Fake cards")):
+        fake = MethodCard(name="fake", methods=("Fake",), title="Fake", flags=(OptionFlag(flag, "method.x", "x"),))
+        monkeypatch.setattr(card_module, "cards", lambda fake=fake: [*cards, fake])
+        with pytest.raises(OptionsError, match=message):
+            restore.build_parser()

@@ -337,8 +337,8 @@ def test_daclip_universal_ir_passes_its_embeddings_to_every_solver_call(universa
 
 def test_diffusers_own_third_order_update_is_second_order_and_osirs_adds_the_missing_term():
     """The reason for ``ThirdOrderMultistepScheduler``: on the oracle flow diffusers' DPMSolverMultistepScheduler
-    (solver_order 3) converges at 2.40 < 2.5, osir's subclass at 3.04; the two differ only by alpha_t psi_2 x0'' / 2."""
-    from osir.diffusion import solvers
+    (solver_order 3) converges at 2.40 < 2.5, osir's subclass at 3.04; the two differ only by alpha_t psi_2 x0'' / 2.
+    A diffusers that fixed its update would fail here (the subclass would then overweight x0'')."""
     corrected, _ = flow_order("dpmpp_3m")
     original = dict(solvers.SCHEDULERS)
     try:

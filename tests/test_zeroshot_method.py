@@ -220,6 +220,9 @@ def test_a_released_prior_restores_under_its_model_name(tmp_path, monkeypatch, c
     assert Image.open("out_dps/lq.png").size == (256, 256)              # recognised from its keys, x4 by --task
     assert osir_main(["restore", "lq.png", "-o", "out2", "--prior", "ffhq_10m.pt", "--weights", "other.pt"]) == 2
     assert "--prior and --weights: give one weights file" in capsys.readouterr().err
+    assert osir_main(["restore", "lq.png", "-o", "out2", "--prior", "ffhq_10m.pt", "--task", "sr4",
+                      "--set", "method.task=denoise"]) == 2
+    assert "--task and --set method.task=...: give one of them" in capsys.readouterr().err
     assert osir_main(["restore", "--list-models"]) == 0
     listing = capsys.readouterr().out
     assert "zeroshot-ffhq256" in listing and "zeroshot-imagenet256" in listing
