@@ -305,3 +305,42 @@ def test_the_cards_restore_shortcuts_name_options_the_method_takes():
     assert flags["--prior"].option == "weights" and flags["--task"].option == "method.task"
     assert set(flags["--task"].aliases.values()) <= set(typing.get_args(Task)) == set(TASKS)
     assert flags["--task"].value("sr4") == "sr4_bicubic" and flags["--task"].value("sr4_pool") == "sr4_pool"
+
+
+def test_zero_shot_defaults_are_the_authors_config_values():
+    """The defaults that the docstrings attribute to the authors' configs, against those values
+    (tests/fixtures/release_configs/zeroshot_samplers.json, read from the repositories at the commits it names):
+    DPS's zeta per task and its x0 clamp, DiffPIR's zeta / steps per task and its lambda (1 in the release's
+    [0, 1] units = 0.25 for [-1, 1] priors), TDS's particles, steps and clip_twisted, PiGDM's eta."""
+    import inspect
+    from pathlib import Path
+    from osir.methods.zeroshot.guidance_samplers import diffpir, dps, pigdm
+    from osir.methods.zeroshot.method import TASK_SETTINGS, TASK_STEPS
+    from osir.methods.zeroshot.smc import tds
+    facts = json.loads((Path(__file__).parent / "fixtures" / "release_configs" / "zeroshot_samplers.json").read_text())
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+    scale = facts["dps"]["scale"]
+    for task in ("sr2_bicubic", "sr2_pool", "sr4_bicubic", "sr4_pool"):
+        assert TASK_SETTINGS["dps"][task]["zeta"] == scale["configs/super_resolution_config.yaml"]
+        assert TASK_SETTINGS["diffpir"][task]["zeta"] == facts["diffpir"]["configs/sisr.yaml"]["zeta"]
+    assert TASK_SETTINGS["dps"]["gaussian_blur"]["zeta"] == scale["configs/gaussian_deblur_config.yaml"]
+    assert TASK_SETTINGS["dps"]["motion_blur"]["zeta"] == scale["configs/motion_deblur_config.yaml"]
+    assert default(dps, "zeta") == scale["configs/phase_retrieval_config.yaml"]
+    assert default(dps, "clip_denoised") is facts["dps"]["clip_denoised"]["configs/diffusion_config.yaml"]
+    inpaint = facts["diffpir"]["configs/inpaint.yaml"]
+    for task in ("inpaint_box", "inpaint_random"):
+        assert TASK_SETTINGS["dps"][task]["zeta"] == scale["configs/inpainting_config.yaml"]
+        assert TASK_SETTINGS["diffpir"][task]["zeta"] == inpaint["zeta"]
+        assert TASK_STEPS["diffpir"][task] == inpaint["iter_num"]
+    deblur = facts["diffpir"]["configs/deblur.yaml"]
+    assert (default(diffpir, "zeta"), default(diffpir, "steps")) == (deblur["zeta"], deblur["iter_num"])
+    assert all(s["lam"] == deblur["lambda_"] / 4 for s in TASK_SETTINGS["diffpir"].values())
+    tds_facts = facts["tds"]
+    assert default(tds, "particles") == tds_facts["image_exp/image_confs/base_sampler_conf.yml"]["num_particles"]
+    model_conf = tds_facts["image_exp/image_confs/mnist_model_and_diffusion_conf.yml"]
+    assert (default(tds, "clip_twisted"), default(tds, "steps")) == (model_conf["clip_twisted"],
+                                                                   model_conf["timestep_respacing"])
+    pgdm = facts["pigdm"]["_configs/algo/pgdm.yaml"]
+    assert (default(pigdm, "eta"), default(pigdm, "guidance")) == (pgdm["eta"], "algorithm") and pgdm["awd"]

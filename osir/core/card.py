@@ -14,8 +14,8 @@ A command never names a method: it loops over the cards.  A card holds
 * its **size contract** (``SizeRequirements``, after spandrel's ``SizeRequirements``) and how the inference
   layer may tile it (``Tiling``, after spandrel's ``ModelTiling``);
 * its **sampling capability** (``Sampling``): which samplers and step counts ``restore`` accepts;
-* **command-line shortcuts** for its options (``OptionFlag``: ``osir restore --task sr4`` for ZeroShot's
-  ``method.task``), which ``restore`` adds for every card.
+* **command-line shortcuts** for its options (``OptionFlag``: ``--task T`` for ``--set method.task=T``), which
+  ``restore`` adds for every card.
 
 Cards are plain data: importing one imports no torch, so ``osir restore --list-models`` stays fast.
 Written by hand (a registry of dataclasses): spandrel's own classes describe single networks, not methods

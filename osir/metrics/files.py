@@ -32,7 +32,8 @@ MANIQA_URLS = {"koniq": "ckpt_koniq10k.pt", "kadid": "ckpt_kadid10k.pt", "pipal"
 CLIPIQA_URLS = {"clipiqa+": "CLIP-IQA%2B_learned_prompts-603f3273.pth",
                 "clipiqa+_rn50_512": "CLIPIQA%2B_RN50_512-89f5d940.pth",
                 "clipiqa+_vitL14_512": "CLIPIQA%2B_ViTL14_512-e66488f2.pth"}
-CLIPIQA_BACKBONES = {"clipiqa": "RN50", "clipiqa+": "RN50", "clipiqa+_rn50_512": "RN50", "clipiqa+_vitL14_512": "ViT-L/14"}
+CLIPIQA_BACKBONES = {"clipiqa": "RN50", "clipiqa+": "RN50", "clipiqa+_rn50_512": "RN50",
+                     "clipiqa+_vitL14_512": "ViT-L/14"}
 FID_URL = _PYIQA + "pt_inception-2015-12-05-6726825d.pth"
 
 

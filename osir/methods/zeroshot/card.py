@@ -41,7 +41,8 @@ CARD = CARDS.register(MethodCard(
                       "inpaint_box)",
                       aliases={"sr2": "sr2_bicubic", "sr4": "sr4_bicubic", "deblur": "gaussian_blur",
                                "inpaint": "inpaint_box"})),
-    detectors=(Detector("ADM prior (DPS FFHQ 256, guided-diffusion ImageNet 256)", "osir.methods.zeroshot.detect:adm_prior"),),
+    detectors=(Detector("ADM prior (DPS FFHQ 256, guided-diffusion ImageNet 256)",
+                        "osir.methods.zeroshot.detect:adm_prior"),),
     not_exportable={"ZeroShot": "a zero-shot sampler runs the prior tens to hundreds of times with the operator's "
                                 "algebra between calls (and autograd for DPS): not one feed-forward graph"},
     size=SizeRequirements(),             # per instance: the prior's size multiple over the task's scale

@@ -12,8 +12,9 @@ sqrt(abar_t) (Tweedie), and a step from grid time t to the next grid time s (aba
   times ``zeta`` (zeta grad ||r|| = (zeta / 2) grad ||r||^2 / ||r||, so zeta' = zeta / 2 if Alg. 1's squared norm
   is read literally); its per-task values were tuned in this form.
   Default zeta = 1.0 (the release's phase-retrieval value; its configs use 0.3 for SR x4 and Gaussian / motion /
-  non-linear deblurring, 0.5 for inpainting: ``ZeroShot`` passes those per task, ``zeta=`` otherwise).  One norm per batch element (the release takes one norm
-  over the whole batch, which couples the samples of a batch).  Only ``A(x)`` is needed, so
+  non-linear deblurring, 0.5 for inpainting: ``ZeroShot`` passes those per task, ``zeta=`` otherwise; checked
+  against the configs' values by tests/test_zeroshot_method.py).  One norm per batch element (the release takes
+  one norm over the whole batch, which couples the samples of a batch).  Only ``A(x)`` is needed, so
   ``operators.NonLinear`` works.  The step moves x_t by about zeta per step whatever the residual, so small
   problems (where ||y - A x|| is far below zeta) need a smaller zeta.  Default 1000 steps (the full DDPM grid).
 * ``pigdm``: Song, Vahdat, Mardani, Kautz, "Pseudoinverse-Guided Diffusion Models for Inverse Problems", ICLR

@@ -46,12 +46,14 @@ FFHQ_ADM = {"type": "ADMUNet", "image_size": 256, "num_channels": 128, "num_res_
 _SR = ("sr2_bicubic", "sr2_pool", "sr4_bicubic", "sr4_pool")
 _INPAINT = ("inpaint_box", "inpaint_random")
 TASK_SETTINGS = {
-    "dps": {**{t: {"zeta": 0.3} for t in (*_SR, "gaussian_blur", "motion_blur")}, **{t: {"zeta": 0.5} for t in _INPAINT}},
+    "dps": {**{t: {"zeta": 0.3} for t in (*_SR, "gaussian_blur", "motion_blur")},
+            **{t: {"zeta": 0.5} for t in _INPAINT}},
     "diffpir": {**{t: {"lam": 0.25} for t in TASKS}, **{t: {"lam": 0.25, "zeta": 0.25} for t in _SR},
                 **{t: {"lam": 0.25, "zeta": 1.0} for t in _INPAINT}},
 }
 #: per task, the release configs' step count where it differs from the sampler's default (``method.sample_steps``
-#: or a call's ``steps`` win): DiffPIR's ``inpaint.yaml`` ``iter_num`` 20
+#: or a call's ``steps`` win): DiffPIR's ``inpaint.yaml`` ``iter_num`` 20 (these tables and the samplers' own
+#: release defaults are checked against the configs' values: tests/fixtures/release_configs/zeroshot_samplers.json)
 TASK_STEPS = {"diffpir": {t: 20 for t in _INPAINT}}
 
 
